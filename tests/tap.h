@@ -1,0 +1,83 @@
+/* Minimal TAP producer for the test programs: each check prints
+ * "ok N - what" or "not ok N - what", and tap_done() prints the plan and
+ * returns the exit status. Tests needing shared data call tap_data_path(),
+ * which skips the whole program (TAP "1..0 # SKIP") when it is absent. */
+#ifndef SG_TAP_H
+#define SG_TAP_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int tap_count, tap_failed;
+
+static inline int tap_ok(int cond, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%sok %d - ", cond ? "" : "not ", ++tap_count);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    if (!cond)
+        tap_failed++;
+    return cond;
+}
+
+static inline void tap_diag(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("# ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+}
+
+static inline int tap_done(void)
+{
+    printf("1..%d\n", tap_count);
+    return tap_failed ? 1 : 0;
+}
+
+static inline void tap_skip_all(const char *why)
+{
+    printf("1..0 # SKIP %s\n", why);
+    exit(0);
+}
+
+/* Path of a file under the shared data folder ($SG_DATA, default
+ * ../shared/data relative to the source tree). Skips the program if absent. */
+static inline const char *tap_data_path(const char *rel)
+{
+    static char buf[8][4096];
+    static int next;
+    const char *root = getenv("SG_DATA");
+    char *out = buf[next++ % 8];
+    snprintf(out, 4096, "%s/%s", root ? root : "../shared/data", rel);
+    struct stat st;
+    if (stat(out, &st) != 0) {
+        char why[4200];
+        snprintf(why, sizeof why, "%s not present", out);
+        tap_skip_all(why);
+    }
+    return out;
+}
+
+/* A fresh empty directory for a test's files, under $TMPDIR. */
+static inline const char *tap_tmpdir(void)
+{
+    static char dir[256];
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/sgtest.XXXXXX", t ? t : "/tmp");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    return dir;
+}
+
+#endif
