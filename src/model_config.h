@@ -48,6 +48,10 @@ typedef struct {
     sg_rope_scaling rope_scaling;
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int64_t rope_original_max_positions;
+    /* Per-frequency divisors (GGUF rope_freqs.weight, Llama-3 style), used
+     * instead of rope_scaling when n_rope_freq_factors > 0. */
+    int64_t n_rope_freq_factors;
+    float rope_freq_factors[512];
     int64_t pos_offset;    /* OPT: row pos + 2 of position_embd is position pos */
     int tied_embeddings;   /* no output.weight: logits use token_embd */
     int qkv_bias, o_bias, mlp_bias, lm_head_bias;
