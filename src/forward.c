@@ -1,0 +1,377 @@
+/* The CPU forward pass. GEMMs go through CBLAS (OpenBLAS, threaded); the
+ * rest are plain loops over rows. Weights are row-major [out][in], so a
+ * linear layer is Y (T, out) = X (T, in) · W^T, one sgemm with transB.
+ *
+ * Blocks run over groups of whole sequences of at most GROUP_TOKENS tokens
+ * so scratch memory stays bounded however large the batch is. */
+#include "forward.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sg_error.h"
+
+#define GROUP_TOKENS 4096
+
+/* Y (t, n_out) = X (t, n_in) · W^T (+ bias), W (n_out, n_in); beta = 1 adds
+ * to Y instead of overwriting. */
+static void linear(const float *x, int64_t t, int64_t n_in, const float *w, const float *bias,
+                   int64_t n_out, float *y, float beta)
+{
+    if (bias && beta == 0.0f) {
+        for (int64_t i = 0; i < t; i++)
+            memcpy(y + i * n_out, bias, n_out * sizeof(float));
+        beta = 1.0f;
+    } else if (bias) {
+        for (int64_t i = 0; i < t; i++)
+            for (int64_t j = 0; j < n_out; j++)
+                y[i * n_out + j] += bias[j];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)n_out, (int)n_in, 1.0f, x,
+                (int)n_in, w, (int)n_in, beta, y, (int)n_out);
+}
+
+/* Y (t, n_out) (+)= X (t, n_in) · S, S (n_in, n_out): the residual shortcut. */
+static void shortcut(const float *x, int64_t t, int64_t n_in, const float *s, int64_t n_out,
+                     float *y)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)t, (int)n_out, (int)n_in, 1.0f,
+                x, (int)n_in, s, (int)n_out, 0.0f, y, (int)n_out);
+}
+
+void sg_norm_rows(const sg_model_config *cfg, float *x, int64_t rows, int64_t d, const float *w,
+                  const float *b)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        float *v = x + r * d;
+        if (cfg->norm == SG_NORM_LAYER) {
+            double mean = 0, var = 0;
+            for (int64_t i = 0; i < d; i++)
+                mean += v[i];
+            mean /= d;
+            for (int64_t i = 0; i < d; i++)
+                var += (v[i] - mean) * (v[i] - mean);
+            float inv = (float)(1.0 / sqrt(var / d + cfg->norm_eps));
+            for (int64_t i = 0; i < d; i++)
+                v[i] = (float)(v[i] - mean) * inv;
+        } else {
+            double ss = 0;
+            for (int64_t i = 0; i < d; i++)
+                ss += (double)v[i] * v[i];
+            float inv = (float)(1.0 / sqrt(ss / cfg->norm_dim + cfg->norm_eps));
+            for (int64_t i = 0; i < d; i++)
+                v[i] *= inv;
+        }
+        if (w)
+            for (int64_t i = 0; i < d; i++)
+                v[i] *= w[i];
+        if (b)
+            for (int64_t i = 0; i < d; i++)
+                v[i] += b[i];
+    }
+}
+
+/* Inverse frequency of rotary pair i, after the model's scaling rule. */
+static double rope_inv_freq(const sg_model_config *c, int64_t i)
+{
+    double f = pow(c->rope_theta, -2.0 * i / c->rope_dim);
+    if (c->n_rope_freq_factors > 0)
+        return f / c->rope_freq_factors[i];
+    if (c->rope_scaling == SG_ROPE_SCALE_LINEAR)
+        return f / c->rope_factor;
+    if (c->rope_scaling == SG_ROPE_SCALE_LLAMA3) {
+        /* Llama 3.1: long wavelengths are slowed by factor, short ones kept,
+         * the band between interpolated smoothly. */
+        double orig = (double)c->rope_original_max_positions;
+        double wavelen = 2 * M_PI / f;
+        if (wavelen < orig / c->rope_high_freq_factor)
+            return f;
+        if (wavelen > orig / c->rope_low_freq_factor)
+            return f / c->rope_factor;
+        double smooth = (orig / wavelen - c->rope_low_freq_factor) /
+                        (c->rope_high_freq_factor - c->rope_low_freq_factor);
+        return (1 - smooth) * f / c->rope_factor + smooth * f;
+    }
+    return f;
+}
+
+/* Rotates q or k rows in place: x (t, n_heads * head_dim), positions from
+ * the sequence layout. */
+static void apply_rope(const sg_model_config *c, float *x, int64_t n_heads, const sg_seqs *seqs,
+                       int64_t seq_begin, int64_t seq_end, const double *inv_freq)
+{
+    int64_t half = c->rope_dim / 2, base = seqs->offsets[seq_begin];
+    for (int64_t s = seq_begin; s < seq_end; s++)
+        for (int64_t tok = seqs->offsets[s]; tok < seqs->offsets[s + 1]; tok++) {
+            int64_t pos = tok - seqs->offsets[s];
+            float *row = x + (tok - base) * n_heads * c->head_dim;
+            for (int64_t i = 0; i < half; i++) {
+                double a = pos * inv_freq[i];
+                float cs = (float)cos(a), sn = (float)sin(a);
+                int64_t i0 = c->rope == SG_ROPE_PAIRS ? 2 * i : i;
+                int64_t i1 = c->rope == SG_ROPE_PAIRS ? 2 * i + 1 : i + half;
+                for (int64_t h = 0; h < n_heads; h++) {
+                    float *v = row + h * c->head_dim;
+                    float x0 = v[i0], x1 = v[i1];
+                    v[i0] = x0 * cs - x1 * sn;
+                    v[i1] = x0 * sn + x1 * cs;
+                }
+            }
+        }
+}
+
+/* Causal attention for one sequence of n tokens. q (n, nh*hd), k and v
+ * (n, nkv*hd), out (n, nh*hd); scores scratch (n, n). Query head h reads
+ * key/value head h / (nh / nkv) (grouped-query attention). */
+static void attend_sequence(const sg_model_config *c, const float *q, const float *k,
+                            const float *v, float *out, int64_t n, float *scores)
+{
+    int64_t nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim, group = nh / nkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t h = 0; h < nh; h++) {
+        const float *qh = q + h * hd, *kh = k + (h / group) * hd, *vh = v + (h / group) * hd;
+        /* scores (n, n) = Qh (n, hd) · Kh^T (hd, n) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)hd, scale, qh,
+                    (int)(nh * hd), kh, (int)(nkv * hd), 0.0f, scores, (int)n);
+        for (int64_t i = 0; i < n; i++) {
+            float *row = scores + i * n, max = row[0];
+            for (int64_t j = 1; j <= i; j++)
+                max = fmaxf(max, row[j]);
+            float sum = 0;
+            for (int64_t j = 0; j <= i; j++) {
+                row[j] = expf(row[j] - max);
+                sum += row[j];
+            }
+            float inv = 1.0f / sum;
+            for (int64_t j = 0; j <= i; j++)
+                row[j] *= inv;
+            for (int64_t j = i + 1; j < n; j++)
+                row[j] = 0.0f;
+        }
+        /* out_h (n, hd) = P (n, n) · Vh (n, hd) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)n, 1.0f,
+                    scores, (int)n, vh, (int)(nkv * hd), 0.0f, out + h * hd, (int)(nh * hd));
+    }
+}
+
+static float activation(sg_act act, float x)
+{
+    switch (act) {
+    case SG_ACT_SILU: return x / (1.0f + expf(-x));
+    case SG_ACT_RELU: return x > 0 ? x : 0;
+    case SG_ACT_GELU_TANH:
+        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case SG_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    }
+    return x;
+}
+
+typedef struct {
+    float *h;      /* (g, max width) normed input */
+    float *q, *k, *v, *att; /* (g, nh*hd), (g, nkv*hd) x2, (g, nh*hd) */
+    float *up, *gate;       /* (g, F) */
+    float *scores;          /* (max seq len, max seq len) */
+    double *inv_freq;       /* (rope_dim / 2) */
+} scratch;
+
+static void scratch_free(scratch *s)
+{
+    free(s->h); free(s->q); free(s->k); free(s->v); free(s->att);
+    free(s->up); free(s->gate); free(s->scores); free(s->inv_freq);
+}
+
+static int scratch_alloc(scratch *s, const sg_model_config *c, int64_t g, int64_t max_len)
+{
+    int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    memset(s, 0, sizeof *s);
+    s->h = malloc(g * c->dim * sizeof(float));
+    s->q = malloc(g * qd * sizeof(float));
+    s->k = malloc(g * kvd * sizeof(float));
+    s->v = malloc(g * kvd * sizeof(float));
+    s->att = malloc(g * qd * sizeof(float));
+    s->up = malloc(g * c->ffn_dim * sizeof(float));
+    s->gate = c->gated_mlp ? malloc(g * c->ffn_dim * sizeof(float)) : NULL;
+    s->scores = malloc(max_len * max_len * sizeof(float));
+    s->inv_freq = malloc((c->rope_dim / 2 + 1) * sizeof(double));
+    if (!s->h || !s->q || !s->k || !s->v || !s->att || !s->up || (c->gated_mlp && !s->gate) ||
+        !s->scores || !s->inv_freq) {
+        scratch_free(s);
+        return sg_fail(-ENOMEM, "out of memory for block scratch (%lld tokens)", (long long)g);
+    }
+    for (int64_t i = 0; i < c->rope_dim / 2; i++)
+        s->inv_freq[i] = rope_inv_freq(c, i);
+    return 0;
+}
+
+/* The attention sub-block for sequences [s0, s1): att (g, nh*hd) from the
+ * normed input h (g, d). */
+static void attention(const sg_model_config *c, const sg_block *b, scratch *s, int64_t d,
+                      const sg_seqs *seqs, int64_t s0, int64_t s1, int64_t g)
+{
+    int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    int64_t base = seqs->offsets[s0];
+    linear(s->h, g, d, b->wq, b->bq, qd, s->q, 0.0f);
+    linear(s->h, g, d, b->wk, b->bk, kvd, s->k, 0.0f);
+    linear(s->h, g, d, b->wv, b->bv, kvd, s->v, 0.0f);
+    if (c->rope != SG_ROPE_NONE) {
+        apply_rope(c, s->q, c->n_heads, seqs, s0, s1, s->inv_freq);
+        apply_rope(c, s->k, c->n_kv_heads, seqs, s0, s1, s->inv_freq);
+    }
+    for (int64_t q = s0; q < s1; q++) {
+        int64_t off = seqs->offsets[q] - base, n = seqs->offsets[q + 1] - seqs->offsets[q];
+        attend_sequence(c, s->q + off * qd, s->k + off * kvd, s->v + off * kvd,
+                        s->att + off * qd, n, s->scores);
+    }
+}
+
+/* MLP on normed input h (g, d): adds its output (g, d_out) into y. d is
+ * d_mid, or d_in in a parallel block. */
+static void mlp(const sg_model_config *c, const sg_block *b, scratch *s, int64_t g, int64_t d,
+                float *y)
+{
+    int64_t f = c->ffn_dim;
+    linear(s->h, g, d, b->w_up, b->b_up, f, s->up, 0.0f);
+    if (c->gated_mlp) {
+        linear(s->h, g, d, b->w_gate, NULL, f, s->gate, 0.0f);
+        for (int64_t i = 0; i < g * f; i++)
+            s->up[i] *= activation(c->act, s->gate[i]);
+    } else {
+        for (int64_t i = 0; i < g * f; i++)
+            s->up[i] = activation(c->act, s->up[i]);
+    }
+    linear(s->up, g, f, b->w_down, b->b_down, b->d_out, y, 1.0f);
+}
+
+/* y (g, n_out) = x (g, n_in) through the shortcut (identity when NULL). */
+static void residual(const float *x, int64_t g, int64_t n_in, const float *sc, int64_t n_out,
+                     float *y)
+{
+    if (sc)
+        shortcut(x, g, n_in, sc, n_out, y);
+    else if (y != x)
+        memcpy(y, x, g * n_out * sizeof(float));
+}
+
+int sg_block_forward(const sg_model_config *c, const sg_block *b, const float *x_in,
+                     float *x_out, float *mid, const sg_seqs *seqs)
+{
+    int64_t qd = c->n_heads * c->head_dim, max_len = 1;
+    for (int64_t s = 0; s < seqs->n_seq; s++)
+        if (seqs->offsets[s + 1] - seqs->offsets[s] > max_len)
+            max_len = seqs->offsets[s + 1] - seqs->offsets[s];
+    int64_t group_cap = max_len > GROUP_TOKENS ? max_len : GROUP_TOKENS;
+    scratch s;
+    int err = scratch_alloc(&s, c, group_cap, max_len);
+    if (err)
+        return err;
+    float *r = malloc(group_cap * b->d_mid * sizeof(float)); /* residual after attention */
+    if (!r) {
+        scratch_free(&s);
+        return sg_fail(-ENOMEM, "out of memory for block residual");
+    }
+    for (int64_t s0 = 0; s0 < seqs->n_seq;) {
+        /* the largest run of whole sequences that fits the group */
+        int64_t s1 = s0 + 1;
+        while (s1 < seqs->n_seq && seqs->offsets[s1 + 1] - seqs->offsets[s0] <= group_cap)
+            s1++;
+        int64_t t0 = seqs->offsets[s0], g = seqs->offsets[s1] - t0;
+        const float *xi = x_in + t0 * b->d_in;
+        float *xo = x_out + t0 * b->d_out;
+
+        memcpy(s.h, xi, g * b->d_in * sizeof(float));
+        sg_norm_rows(c, s.h, g, b->d_in, b->attn_norm_w, b->attn_norm_b);
+        attention(c, b, &s, b->d_in, seqs, s0, s1, g);
+        if (c->parallel_block) {
+            /* x_out = x_in·S + attn(h) + mlp(h), both reading the same h */
+            residual(xi, g, b->d_in, b->attn_shortcut, b->d_out, r);
+            linear(s.att, g, qd, b->wo, b->bo, b->d_out, r, 1.0f);
+            mlp(c, b, &s, g, b->d_in, r);
+            memcpy(xo, r, g * b->d_out * sizeof(float));
+        } else {
+            residual(xi, g, b->d_in, b->attn_shortcut, b->d_mid, r);
+            linear(s.att, g, qd, b->wo, b->bo, b->d_mid, r, 1.0f);
+            if (mid)
+                memcpy(mid + t0 * b->d_mid, r, g * b->d_mid * sizeof(float));
+            memcpy(s.h, r, g * b->d_mid * sizeof(float));
+            sg_norm_rows(c, s.h, g, b->d_mid, b->ffn_norm_w, b->ffn_norm_b);
+            /* xo may alias xi, which is no longer needed */
+            residual(r, g, b->d_mid, b->mlp_shortcut, b->d_out, xo);
+            mlp(c, b, &s, g, b->d_mid, xo);
+        }
+        s0 = s1;
+    }
+    free(r);
+    scratch_free(&s);
+    return 0;
+}
+
+int sg_embed(const sg_model *m, const int32_t *ids, const sg_seqs *seqs, float *x)
+{
+    const sg_model_config *c = &m->cfg;
+    int64_t d = c->embed_dim;
+    for (int64_t s = 0; s < seqs->n_seq; s++)
+        for (int64_t t = seqs->offsets[s]; t < seqs->offsets[s + 1]; t++) {
+            int64_t pos = t - seqs->offsets[s];
+            if (ids[t] < 0 || ids[t] >= c->vocab_size)
+                return sg_fail(SG_EARG, "token id %d outside the vocabulary (%lld)", ids[t],
+                               (long long)c->vocab_size);
+            memcpy(x + t * d, m->tok_embd + (int64_t)ids[t] * d, d * sizeof(float));
+            if (m->pos_embd) {
+                if (pos >= c->max_positions)
+                    return sg_fail(SG_EARG, "sequence of %lld tokens exceeds the model's %lld positions",
+                                   (long long)(seqs->offsets[s + 1] - seqs->offsets[s]),
+                                   (long long)c->max_positions);
+                const float *p = m->pos_embd + (pos + c->pos_offset) * d;
+                for (int64_t i = 0; i < d; i++)
+                    x[t * d + i] += p[i];
+            }
+        }
+    return 0;
+}
+
+#define HEAD_CHUNK 256
+
+int sg_head_nll(const sg_model *m, const float *x, const int32_t *ids, const sg_seqs *seqs,
+                double *nll, int64_t *count, float *logits_out)
+{
+    const sg_model_config *c = &m->cfg;
+    int64_t d = c->head_in_dim, V = c->vocab_size, T = sg_seqs_tokens(seqs);
+    float *h = malloc(HEAD_CHUNK * d * sizeof(float));
+    float *logits = malloc(HEAD_CHUNK * V * sizeof(float));
+    if (!h || !logits) {
+        free(h);
+        free(logits);
+        return sg_fail(-ENOMEM, "out of memory for the head");
+    }
+    int64_t s = 0;
+    for (int64_t t0 = 0; t0 < T; t0 += HEAD_CHUNK) {
+        int64_t n = T - t0 < HEAD_CHUNK ? T - t0 : HEAD_CHUNK;
+        memcpy(h, x + t0 * d, n * d * sizeof(float));
+        sg_norm_rows(c, h, n, d, m->out_norm_w, m->out_norm_b);
+        linear(h, n, d, m->lm_head, m->lm_head_b, V, logits, 0.0f);
+        if (logits_out)
+            memcpy(logits_out + t0 * V, logits, n * V * sizeof(float));
+        for (int64_t i = 0; i < n; i++) {
+            int64_t t = t0 + i;
+            while (t >= seqs->offsets[s + 1])
+                s++;
+            if (t + 1 >= seqs->offsets[s + 1])
+                continue; /* last token of its sequence: nothing to predict */
+            const float *row = logits + i * V;
+            float max = row[0];
+            for (int64_t j = 1; j < V; j++)
+                max = fmaxf(max, row[j]);
+            double sum = 0;
+            for (int64_t j = 0; j < V; j++)
+                sum += exp((double)(row[j] - max));
+            *nll += log(sum) + max - row[ids[t + 1]];
+            (*count)++;
+        }
+    }
+    free(h);
+    free(logits);
+    return 0;
+}

@@ -1,0 +1,45 @@
+/* The forward pass, one block over a whole batch at a time.
+ *
+ * A batch is a set of sequences packed back to back with no padding:
+ * sequence s holds tokens [offsets[s], offsets[s+1]) and its positions start
+ * at 0. Activations are row-major (tokens, width) float32. Attention never
+ * crosses a sequence boundary, so nothing needs masking and no padded
+ * position ever enters a statistic. */
+#ifndef SG_FORWARD_H
+#define SG_FORWARD_H
+
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct {
+    int64_t n_seq;
+    const int64_t *offsets; /* n_seq + 1 entries, offsets[0] == 0 */
+} sg_seqs;
+
+static inline int64_t sg_seqs_tokens(const sg_seqs *s) { return s->offsets[s->n_seq]; }
+
+/* X (tokens, embed_dim) = token_embd[ids] (+ position_embd[pos + offset]). */
+int sg_embed(const sg_model *m, const int32_t *ids, const sg_seqs *seqs, float *x);
+
+/* Runs block l: x_in (tokens, d_in) -> x_out (tokens, d_out). If mid is not
+ * NULL it receives the residual stream after attention (tokens, d_mid);
+ * parallel blocks have none and leave it untouched. x_out may equal x_in
+ * when d_in == d_out. */
+int sg_block_forward(const sg_model_config *cfg, const sg_block *b, const float *x_in,
+                     float *x_out, float *mid, const sg_seqs *seqs);
+
+/* Final norm, head and log-softmax: adds -log p(ids[t+1] | ..t) over every
+ * position t that has a next token in its sequence to *nll, and the count to
+ * *count. If logits is not NULL, the logits of the first tokens are copied
+ * there ((tokens, vocab); for tests). */
+int sg_head_nll(const sg_model *m, const float *x, const int32_t *ids, const sg_seqs *seqs,
+                double *nll, int64_t *count, float *logits);
+
+/* Normalizes each row of x (rows, d) in place: RMS over norm_dim (the
+ * original D, even when d < D after slicing), or LayerNorm; then scale w
+ * and bias b where not NULL. */
+void sg_norm_rows(const sg_model_config *cfg, float *x, int64_t rows, int64_t d, const float *w,
+                  const float *b);
+
+#endif

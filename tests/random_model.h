@@ -1,0 +1,29 @@
+/* In-memory random models for tests: every tensor the config asks for,
+ * filled from a seeded generator so activations stay of order one. */
+#ifndef SG_TEST_RANDOM_MODEL_H
+#define SG_TEST_RANDOM_MODEL_H
+
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct {
+    sg_model model;
+    sg_block *blocks; /* n_layers */
+} test_model;
+
+/* A base config of each architecture, small enough for float64 references. */
+sg_model_config test_config_llama(void);
+sg_model_config test_config_opt(void);
+sg_model_config test_config_phi(void);
+
+int test_model_random(const sg_model_config *cfg, uint64_t seed, test_model *tm);
+void test_model_free(test_model *tm);
+
+/* Logits (tokens, vocab) of the fast path for packed sequences. */
+int test_model_logits(const test_model *tm, const int32_t *ids, const int64_t *offsets,
+                      int64_t n_seq, float *logits);
+
+double test_gauss(uint64_t *state);
+
+#endif
