@@ -255,19 +255,37 @@ static void residual(const float *x, int64_t g, int64_t n_in, const float *sc, i
         memcpy(y, x, g * n_out * sizeof(float));
 }
 
-int sg_block_forward(const sg_model_config *c, const sg_block *b, const float *x_in,
-                     float *x_out, float *mid, const sg_seqs *seqs)
+static int64_t longest_sequence(const sg_seqs *seqs)
 {
-    int64_t qd = c->n_heads * c->head_dim, max_len = 1;
+    int64_t max_len = 1;
     for (int64_t s = 0; s < seqs->n_seq; s++)
         if (seqs->offsets[s + 1] - seqs->offsets[s] > max_len)
             max_len = seqs->offsets[s + 1] - seqs->offsets[s];
+    return max_len;
+}
+
+/* The MLP half for g tokens: xo (g, d_out) = r·S_mlp + MLP(norm(r)); uses
+ * s->h as scratch. xo may alias the caller's input of the block. */
+static void mlp_half(const sg_model_config *c, const sg_block *b, scratch *s, const float *r,
+                     int64_t g, float *xo)
+{
+    memcpy(s->h, r, g * b->d_mid * sizeof(float));
+    sg_norm_rows(c, s->h, g, b->d_mid, b->ffn_norm_w, b->ffn_norm_b);
+    residual(r, g, b->d_mid, b->mlp_shortcut, b->d_out, xo);
+    mlp(c, b, s, g, b->d_mid, xo);
+}
+
+int sg_block_forward(const sg_model_config *c, const sg_block *b, const float *x_in,
+                     float *x_out, float *mid, const sg_seqs *seqs)
+{
+    int64_t qd = c->n_heads * c->head_dim, max_len = longest_sequence(seqs);
     int64_t group_cap = max_len > GROUP_TOKENS ? max_len : GROUP_TOKENS;
+    int64_t r_width = b->d_mid > b->d_out ? b->d_mid : b->d_out;
     scratch s;
     int err = scratch_alloc(&s, c, group_cap, max_len);
     if (err)
         return err;
-    float *r = malloc(group_cap * b->d_mid * sizeof(float)); /* residual after attention */
+    float *r = malloc(group_cap * r_width * sizeof(float)); /* residual after attention */
     if (!r) {
         scratch_free(&s);
         return sg_fail(-ENOMEM, "out of memory for block residual");
@@ -279,7 +297,6 @@ int sg_block_forward(const sg_model_config *c, const sg_block *b, const float *x
             s1++;
         int64_t t0 = seqs->offsets[s0], g = seqs->offsets[s1] - t0;
         const float *xi = x_in + t0 * b->d_in;
-        float *xo = x_out + t0 * b->d_out;
 
         memcpy(s.h, xi, g * b->d_in * sizeof(float));
         sg_norm_rows(c, s.h, g, b->d_in, b->attn_norm_w, b->attn_norm_b);
@@ -289,21 +306,34 @@ int sg_block_forward(const sg_model_config *c, const sg_block *b, const float *x
             residual(xi, g, b->d_in, b->attn_shortcut, b->d_out, r);
             linear(s.att, g, qd, b->wo, b->bo, b->d_out, r, 1.0f);
             mlp(c, b, &s, g, b->d_in, r);
-            memcpy(xo, r, g * b->d_out * sizeof(float));
+            if (x_out)
+                memcpy(x_out + t0 * b->d_out, r, g * b->d_out * sizeof(float));
         } else {
             residual(xi, g, b->d_in, b->attn_shortcut, b->d_mid, r);
             linear(s.att, g, qd, b->wo, b->bo, b->d_mid, r, 1.0f);
             if (mid)
                 memcpy(mid + t0 * b->d_mid, r, g * b->d_mid * sizeof(float));
-            memcpy(s.h, r, g * b->d_mid * sizeof(float));
-            sg_norm_rows(c, s.h, g, b->d_mid, b->ffn_norm_w, b->ffn_norm_b);
-            /* xo may alias xi, which is no longer needed */
-            residual(r, g, b->d_mid, b->mlp_shortcut, b->d_out, xo);
-            mlp(c, b, &s, g, b->d_mid, xo);
+            if (x_out)
+                mlp_half(c, b, &s, r, g, x_out + t0 * b->d_out);
         }
         s0 = s1;
     }
     free(r);
+    scratch_free(&s);
+    return 0;
+}
+
+int sg_block_forward_mlp(const sg_model_config *c, const sg_block *b, const float *mid,
+                         float *x_out, int64_t tokens)
+{
+    scratch s;
+    int err = scratch_alloc(&s, c, GROUP_TOKENS, 1);
+    if (err)
+        return err;
+    for (int64_t t0 = 0; t0 < tokens; t0 += GROUP_TOKENS) {
+        int64_t g = tokens - t0 < GROUP_TOKENS ? tokens - t0 : GROUP_TOKENS;
+        mlp_half(c, b, &s, mid + t0 * b->d_mid, g, x_out + t0 * b->d_out);
+    }
     scratch_free(&s);
     return 0;
 }

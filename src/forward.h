@@ -24,10 +24,17 @@ int sg_embed(const sg_model *m, const int32_t *ids, const sg_seqs *seqs, float *
 
 /* Runs block l: x_in (tokens, d_in) -> x_out (tokens, d_out). If mid is not
  * NULL it receives the residual stream after attention (tokens, d_mid);
- * parallel blocks have none and leave it untouched. x_out may equal x_in
- * when d_in == d_out. */
+ * parallel blocks have none and leave it untouched. With x_out NULL only
+ * the attention half runs (sequential blocks): what calibration needs
+ * before the MLP input is rotated. x_out may equal x_in when d_in == d_out. */
 int sg_block_forward(const sg_model_config *cfg, const sg_block *b, const float *x_in,
                      float *x_out, float *mid, const sg_seqs *seqs);
+
+/* The MLP half of a sequential block alone: mid (tokens, d_mid) ->
+ * x_out (tokens, d_out) = mid·S_mlp + MLP(norm(mid)). Token-wise, so it
+ * needs no sequence layout. */
+int sg_block_forward_mlp(const sg_model_config *cfg, const sg_block *b, const float *mid,
+                         float *x_out, int64_t tokens);
 
 /* Final norm, head and log-softmax: adds -log p(ids[t+1] | ..t) over every
  * position t that has a next token in its sequence to *nll, and the count to

@@ -3,6 +3,7 @@
  * open, to the format's own tensor. */
 #include "model_files.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,40 @@ static int add_name(sg_model_files *m, const char *canonical, const sg_st_tensor
     return 0;
 }
 
+/* The standard names first (model.safetensors or its sharded index); else
+ * a directory holding exactly one .safetensors file, whatever its name. */
+static int find_weights(const char *dir, char *out, size_t outsz)
+{
+    struct stat sb;
+    const char *standard[] = {"model.safetensors", "model.safetensors.index.json"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(out, outsz, "%s/%s", dir, standard[i]);
+        if (stat(out, &sb) == 0) {
+            snprintf(out, outsz, "%s", dir);
+            return 0;
+        }
+    }
+    DIR *d = opendir(dir);
+    if (!d)
+        return sg_fail(-errno, "%s: %s", dir, strerror(errno));
+    int found = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n > 12 && !strcmp(e->d_name + n - 12, ".safetensors")) {
+            if (found++)
+                break;
+            snprintf(out, outsz, "%s/%s", dir, e->d_name);
+        }
+    }
+    closedir(d);
+    if (found != 1)
+        return sg_fail(SG_EMISSING, "%s: %s", dir,
+                       found ? "several .safetensors files but no model.safetensors.index.json"
+                             : "no .safetensors file");
+    return 0;
+}
+
 static int open_hf(sg_model_files *m)
 {
     char cfg_path[4096];
@@ -60,7 +95,10 @@ static int open_hf(sg_model_files *m)
     int err = sg_hf_config_load(cfg_path, &m->cfg);
     if (err)
         return err;
-    if ((err = sg_safetensors_open(m->path, &m->st)))
+    char weights[4096];
+    if ((err = find_weights(m->path, weights, sizeof weights)))
+        return err;
+    if ((err = sg_safetensors_open(weights, &m->st)))
         return err;
     for (int i = 0; i < sg_safetensors_count(m->st); i++) {
         const sg_st_tensor *t = sg_safetensors_at(m->st, i);

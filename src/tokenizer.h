@@ -48,6 +48,11 @@ int sg_tokenizer_load_llama2c(const char *path, int64_t vocab_size, sg_tokenizer
 /* Hugging Face tokenizer.json (model type BPE). */
 int sg_tokenizer_load_json(const char *path, sg_tokenizer **out);
 
+/* Writes t as a Hugging Face tokenizer.json that sg_tokenizer_load_json
+ * reads back to the same ids (how a sliced GGUF model keeps its
+ * tokenizer). Atomic: temp name, fsync, rename. */
+int sg_tokenizer_save_json(const sg_tokenizer *t, const char *path);
+
 void sg_tokenizer_free(sg_tokenizer *t);
 
 /* Encodes len bytes of UTF-8 text. With add_bos, BOS is prepended (if the
@@ -65,5 +70,15 @@ size_t sg_tokenizer_vocab_size(const sg_tokenizer *t);
 int32_t sg_tokenizer_bos(const sg_tokenizer *t);
 int32_t sg_tokenizer_eos(const sg_tokenizer *t);
 const char *sg_tokenizer_piece(const sg_tokenizer *t, int32_t id);
+
+sg_tokenizer_kind sg_tokenizer_get_kind(const sg_tokenizer *t);
+
+/* Id of a piece written as the vocabulary writes it ("▁the", "Ġthe", "<s>"),
+ * or -1. */
+int32_t sg_tokenizer_find(const sg_tokenizer *t, const char *piece);
+
+/* Overrides BOS/EOS (-1: none) and whether encode() may add BOS, for
+ * sources that keep them elsewhere (tokenizer_config.json, config.json). */
+int sg_tokenizer_set_special(sg_tokenizer *t, int32_t bos, int32_t eos, int add_bos);
 
 #endif

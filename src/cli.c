@@ -1,0 +1,42 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "sg_error.h"
+
+int sg_cli_report(int code)
+{
+    const char *msg = sg_last_error();
+    fprintf(stderr, "slicegpt-stream: %s\n", msg[0] ? msg : sg_strerror(code));
+    return SG_EXIT_FAIL;
+}
+
+int sg_cli_int(const char *opt, const char *arg, int64_t min, int64_t max, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(arg, &end, 10);
+    if (errno || end == arg || *end || v < min || v > max) {
+        fprintf(stderr, "slicegpt-stream: %s: expected an integer in [%lld, %lld], got '%s'\n",
+                opt, (long long)min, (long long)max, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int sg_cli_double(const char *opt, const char *arg, double min, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (errno || end == arg || *end || !(v >= min && v <= max)) {
+        fprintf(stderr, "slicegpt-stream: %s: expected a number in [%g, %g], got '%s'\n", opt,
+                min, max, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}

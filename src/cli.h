@@ -1,0 +1,23 @@
+/* What the subcommands of the slicegpt-stream program share: their entry
+ * points, and the one way a program reports a library error. */
+#ifndef SG_CLI_H
+#define SG_CLI_H
+
+#include <stdint.h>
+
+/* Exit statuses, documented in slicegpt-stream(1). */
+enum { SG_EXIT_OK = 0, SG_EXIT_FAIL = 1, SG_EXIT_USAGE = 2 };
+
+/* Prints "slicegpt-stream: <last error message>" (or the generic text of
+ * code when no message was recorded) to stderr; returns SG_EXIT_FAIL. */
+int sg_cli_report(int code);
+
+/* Parses a number option strictly; prints a usage error and returns -1 on
+ * junk or out-of-range values. */
+int sg_cli_int(const char *opt, const char *arg, int64_t min, int64_t max, int64_t *out);
+int sg_cli_double(const char *opt, const char *arg, double min, double max, double *out);
+
+int sg_cmd_ppl(int argc, char **argv);
+int sg_cmd_run(int argc, char **argv);
+
+#endif

@@ -1,0 +1,95 @@
+/* slicegpt-stream ppl: perplexity of a model (dense or sliced) on a text. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "evaluate.h"
+#include "model_files.h"
+#include "sg_error.h"
+#include "text.h"
+
+static const char usage[] =
+    "usage: slicegpt-stream ppl --model PATH --text FILE [options]\n"
+    "  --model PATH       Hugging Face directory (config.json + safetensors) or .gguf\n"
+    "  --text FILE        UTF-8 text to score\n"
+    "  --tokenizer FILE   tokenizer.json or llama2.c tokenizer.bin (default: the model's)\n"
+    "  --seqlen N         window length in tokens (default 2048, capped at the context)\n"
+    "  --max-windows K    score at most K windows (default: all)\n"
+    "  --per-line         score each non-empty line as BOS + line (llama2.c protocol)\n"
+    "  --lines A:B        with --per-line: only non-empty lines A..B (1-based)\n";
+
+int sg_cmd_ppl(int argc, char **argv)
+{
+    const char *model = NULL, *text_path = NULL, *tok_path = NULL;
+    int64_t seqlen = 2048, max_windows = 0, first = 1, last = 0;
+    int per_line = 0;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},     {"text", required_argument, 0, 't'},
+        {"tokenizer", required_argument, 0, 'k'}, {"seqlen", required_argument, 0, 's'},
+        {"max-windows", required_argument, 0, 'w'}, {"per-line", no_argument, 0, 'p'},
+        {"lines", required_argument, 0, 'l'},     {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'm': model = optarg; break;
+        case 't': text_path = optarg; break;
+        case 'k': tok_path = optarg; break;
+        case 's':
+            if (sg_cli_int("--seqlen", optarg, 2, 1 << 20, &seqlen))
+                return SG_EXIT_USAGE;
+            break;
+        case 'w':
+            if (sg_cli_int("--max-windows", optarg, 0, INT64_MAX, &max_windows))
+                return SG_EXIT_USAGE;
+            break;
+        case 'p': per_line = 1; break;
+        case 'l':
+            if (sscanf(optarg, "%lld:%lld", (long long *)&first, (long long *)&last) != 2 ||
+                first < 1 || (last && last < first)) {
+                fprintf(stderr, "slicegpt-stream: --lines: expected A:B, got '%s'\n", optarg);
+                return SG_EXIT_USAGE;
+            }
+            break;
+        case 'h': fputs(usage, stdout); return SG_EXIT_OK;
+        default: fputs(usage, stderr); return SG_EXIT_USAGE;
+        }
+    }
+    if (!model || !text_path) {
+        fputs(usage, stderr);
+        return SG_EXIT_USAGE;
+    }
+    sg_model_files *files = NULL;
+    sg_tokenizer *tok = NULL;
+    char *text = NULL;
+    size_t len;
+    sg_token_batch batch = {0};
+    sg_eval_result r;
+    int err = sg_model_files_open(model, &files);
+    if (!err)
+        err = sg_model_files_tokenizer(files, tok_path, &tok);
+    if (!err)
+        err = sg_text_read(text_path, &text, &len);
+    if (!err) {
+        const sg_model_config *c = sg_model_files_config(files);
+        if (c->max_positions > 0 && seqlen > c->max_positions)
+            seqlen = c->max_positions;
+        err = per_line ? sg_batch_lines(tok, text, len, seqlen, first, last, &batch)
+                       : sg_batch_windows(tok, text, len, seqlen, max_windows, &batch);
+    }
+    if (!err)
+        err = sg_evaluate(files, &batch, &r);
+    if (!err)
+        printf("perplexity %.4f  mean NLL %.4f nats over %lld predicted tokens, %lld sequences; "
+               "%.2f s (%.0f tokens/s)\n",
+               exp(r.nll / r.count), r.nll / r.count, (long long)r.count,
+               (long long)batch.n_seq, r.seconds, r.tokens / r.seconds);
+    sg_token_batch_free(&batch);
+    free(text);
+    sg_tokenizer_free(tok);
+    sg_model_files_close(files);
+    return err ? sg_cli_report(err) : SG_EXIT_OK;
+}

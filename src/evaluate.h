@@ -1,0 +1,27 @@
+/* Evaluation of a model on disk over a token batch, one block at a time:
+ * all sequences go through block 1, then block 2, ..., so only one block's
+ * weights are resident. Returns the summed NLL and the number of predicted
+ * tokens. */
+#ifndef SG_EVALUATE_H
+#define SG_EVALUATE_H
+
+#include <stdint.h>
+
+#include "model_files.h"
+#include "text.h"
+
+typedef struct {
+    double nll;          /* summed negative log-likelihood, nats */
+    int64_t count;       /* predicted tokens */
+    double seconds;      /* wall time of the forward pass */
+    int64_t tokens;      /* tokens pushed through the model */
+} sg_eval_result;
+
+int sg_evaluate(sg_model_files *files, const sg_token_batch *batch, sg_eval_result *res);
+
+/* Logits (tokens, vocab) of every position (tests and small checks). */
+int sg_evaluate_logits(sg_model_files *files, const sg_token_batch *batch, float *logits);
+
+double sg_now(void); /* monotonic seconds */
+
+#endif

@@ -1,0 +1,59 @@
+/* The SliceGPT driver: fold, calibrate, and rotate/slice a model block by
+ * block, writing the sliced model as it goes (DESIGN.md, "What it does").
+ *
+ * Per block ℓ with incoming rotation Q (Q₀ from the embeddings):
+ *   readers of the block input rotated by Q and cut to d_in;
+ *   run the attention half on the sliced inputs, capture the residual
+ *   after attention (original basis, via a temporary shortcut Qᵀ), PCA →
+ *   Q_mid; rotate/cut attention output and MLP input; run the MLP half,
+ *   capture the block output, PCA → Q_out; rotate/cut the MLP output.
+ *   The shortcuts are Q_prevᵀQ_mid and Q_midᵀQ_out restricted to kept
+ *   dims, and the next block's inputs are this block's sliced outputs. */
+#ifndef SG_SLICER_H
+#define SG_SLICER_H
+
+#include <stdint.h>
+
+#include "dtype.h"
+#include "model_files.h"
+#include "text.h"
+#include "tokenizer.h"
+
+typedef enum { SG_ROTATION_PCA, SG_ROTATION_RANDOM } sg_rotation_kind;
+
+typedef struct {
+    double sparsity;          /* 0 .. 0.9 */
+    int64_t round_interval;   /* sliced widths are multiples of this (default 8) */
+    int slice_head;           /* also slice the last block's output and the head */
+    sg_rotation_kind rotation;/* PCA, or a random orthogonal control */
+    uint64_t seed;            /* for the random control */
+    double damp_frac;         /* eigensolver damping (0.01) */
+    sg_dtype out_dtype;       /* F32, F16 or BF16 */
+    const char *out_dir;
+    const char *tokenizer_src;/* file to copy beside the model, or NULL */
+    const sg_tokenizer *tok;  /* written as tokenizer.json when no file */
+    int verbose;              /* progress per block on stderr */
+} sg_slice_options;
+
+enum { SG_STAGE_LOAD, SG_STAGE_FOLD, SG_STAGE_CAPTURE, SG_STAGE_COV, SG_STAGE_EIG,
+       SG_STAGE_ROTATE, SG_STAGE_WRITE, SG_N_STAGES };
+extern const char *const sg_stage_names[SG_N_STAGES];
+
+typedef struct {
+    double seconds[SG_N_STAGES];
+    int64_t params_dense;          /* the original model */
+    int64_t params_sliced;         /* sliced weights, no shortcuts, head as the original */
+    int64_t params_stored;         /* everything written: shortcuts, untied head */
+    int64_t calib_tokens;
+    int64_t d;                     /* the sliced width */
+} sg_slice_report;
+
+void sg_slice_options_default(sg_slice_options *o);
+
+int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_options *o,
+             sg_slice_report *rep);
+
+/* Parameter count of a model as cfg describes it. */
+int64_t sg_model_param_count(const sg_model_config *cfg);
+
+#endif

@@ -1,0 +1,292 @@
+#include "text.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sg_error.h"
+
+int sg_text_read(const char *path, char **text, size_t *len)
+{
+    *text = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return sg_fail(-errno, "%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) {
+            fclose(f);
+            return sg_fail(-ENOMEM, "%s: out of memory", path);
+        }
+        n += fread(buf + n, 1, cap - 1 - n, f);
+        if (n < cap - 1)
+            break;
+        cap *= 2;
+        char *grown = realloc(buf, cap);
+        if (!grown)
+            free(buf);
+        buf = grown;
+    }
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        free(buf);
+        return sg_fail(-EIO, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    *text = buf;
+    *len = n;
+    return 0;
+}
+
+void sg_token_batch_free(sg_token_batch *b)
+{
+    free(b->ids);
+    free(b->offsets);
+    memset(b, 0, sizeof *b);
+}
+
+/* Appends one sequence to a batch being built (amortized growth). */
+typedef struct {
+    sg_token_batch *b;
+    int64_t cap_ids, cap_seq;
+} batch_builder;
+
+static int builder_add(batch_builder *bb, const int32_t *ids, int64_t n)
+{
+    sg_token_batch *b = bb->b;
+    int64_t used = b->n_seq ? b->offsets[b->n_seq] : 0;
+    if (used + n > bb->cap_ids) {
+        bb->cap_ids = (used + n) * 2;
+        int32_t *g = realloc(b->ids, bb->cap_ids * sizeof *g);
+        if (!g)
+            return sg_fail(-ENOMEM, "out of memory for tokens");
+        b->ids = g;
+    }
+    if (b->n_seq + 2 > bb->cap_seq) {
+        bb->cap_seq = (b->n_seq + 2) * 2;
+        int64_t *g = realloc(b->offsets, bb->cap_seq * sizeof *g);
+        if (!g)
+            return sg_fail(-ENOMEM, "out of memory for sequences");
+        b->offsets = g;
+    }
+    if (b->n_seq == 0)
+        b->offsets[0] = 0;
+    memcpy(b->ids + used, ids, n * sizeof *ids);
+    b->offsets[++b->n_seq] = used + n;
+    return 0;
+}
+
+int sg_batch_windows(const sg_tokenizer *tok, const char *text, size_t len, int64_t seqlen,
+                     int64_t max_windows, sg_token_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    int32_t *ids;
+    size_t n;
+    int err = sg_tokenizer_encode(tok, text, len, 1, &ids, &n);
+    if (err)
+        return err;
+    int64_t windows = (int64_t)n / seqlen;
+    if (max_windows > 0 && windows > max_windows)
+        windows = max_windows;
+    if (windows == 0) {
+        free(ids);
+        return sg_fail(SG_EARG, "text has %zu tokens, fewer than one window of %lld", n,
+                       (long long)seqlen);
+    }
+    batch_builder bb = {out, 0, 0};
+    for (int64_t w = 0; w < windows && !err; w++)
+        err = builder_add(&bb, ids + w * seqlen, seqlen);
+    free(ids);
+    if (err)
+        sg_token_batch_free(out);
+    return err;
+}
+
+int sg_batch_lines(const sg_tokenizer *tok, const char *text, size_t len, int64_t seqlen,
+                   int64_t first, int64_t last, sg_token_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    batch_builder bb = {out, 0, 0};
+    int64_t line_no = 0;
+    int err = 0;
+    for (const char *p = text, *end = text + len; p < end && !err;) {
+        const char *nl = memchr(p, '\n', end - p);
+        const char *stop = nl ? nl : end;
+        if (stop > p) {
+            line_no++;
+            if (line_no >= first && (last == 0 || line_no <= last)) {
+                int32_t *ids;
+                size_t n;
+                if (!(err = sg_tokenizer_encode(tok, p, stop - p, 1, &ids, &n))) {
+                    err = builder_add(&bb, ids, (int64_t)n < seqlen ? (int64_t)n : seqlen);
+                    free(ids);
+                }
+            }
+        }
+        p = stop + 1;
+    }
+    if (!err && out->n_seq == 0)
+        err = sg_fail(SG_EARG, "no non-empty lines in the range %lld..%lld", (long long)first,
+                      (long long)last);
+    if (err)
+        sg_token_batch_free(out);
+    return err;
+}
+
+/* splitmix64: small, seedable, and the same on every platform */
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+int sg_batch_calibration(const sg_tokenizer *tok, const char *text, size_t len,
+                         int64_t nsamples, int64_t seqlen, uint64_t seed, sg_token_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    /* documents: runs of text separated by one or more blank lines */
+    int64_t n_docs = 0, cap = 0;
+    const char **doc_start = NULL;
+    size_t *doc_len = NULL;
+    const char *end = text + len;
+    for (const char *p = text; p < end;) {
+        while (p < end && (*p == '\n' || *p == '\r'))
+            p++;
+        if (p >= end)
+            break;
+        const char *q = p;
+        while (q < end) {
+            const char *nl = memchr(q, '\n', end - q);
+            if (!nl) {
+                q = end;
+                break;
+            }
+            const char *r = nl + 1;
+            while (r < end && *r == '\r')
+                r++;
+            if (r >= end || *r == '\n') {
+                q = nl;
+                break;
+            }
+            q = r;
+        }
+        if (n_docs == cap) {
+            cap = cap ? cap * 2 : 256;
+            doc_start = realloc(doc_start, cap * sizeof *doc_start);
+            doc_len = realloc(doc_len, cap * sizeof *doc_len);
+            if (!doc_start || !doc_len) {
+                free(doc_start);
+                free(doc_len);
+                return sg_fail(-ENOMEM, "out of memory for documents");
+            }
+        }
+        doc_start[n_docs] = p;
+        doc_len[n_docs++] = q - p;
+        p = q;
+    }
+    if (n_docs == 0) {
+        free(doc_start);
+        free(doc_len);
+        return sg_fail(SG_EARG, "calibration text has no documents");
+    }
+    batch_builder bb = {out, 0, 0};
+    int err = 0;
+    char *joined = NULL;
+    size_t joined_cap = 0;
+    for (int64_t s = 0; s < nsamples && !err; s++) {
+        int64_t d = (int64_t)(rng_next(&seed) % (uint64_t)n_docs), used_docs = 0;
+        size_t jl = 0;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        /* Grow the run of documents until it tokenizes to seqlen tokens, or
+         * every document is in it (then the sample is shorter). */
+        for (;;) {
+            size_t need = jl + 2 + doc_len[d] + 1;
+            if (need > joined_cap) {
+                joined_cap = need * 2;
+                char *g = realloc(joined, joined_cap);
+                if (!g) {
+                    err = sg_fail(-ENOMEM, "out of memory for calibration text");
+                    break;
+                }
+                joined = g;
+            }
+            if (jl) {
+                memcpy(joined + jl, "\n\n", 2);
+                jl += 2;
+            }
+            memcpy(joined + jl, doc_start[d], doc_len[d]);
+            jl += doc_len[d];
+            used_docs++;
+            /* cheap lower bound first: a token covers at most ~16 bytes */
+            if ((int64_t)jl >= seqlen || used_docs == n_docs) {
+                free(ids);
+                ids = NULL;
+                if ((err = sg_tokenizer_encode(tok, joined, jl, 1, &ids, &n)))
+                    break;
+                if ((int64_t)n >= seqlen || used_docs == n_docs)
+                    break;
+            }
+            d = (d + 1) % n_docs;
+        }
+        if (!err)
+            err = builder_add(&bb, ids, (int64_t)n < seqlen ? (int64_t)n : seqlen);
+        free(ids);
+    }
+    free(joined);
+    free(doc_start);
+    free(doc_len);
+    if (err)
+        sg_token_batch_free(out);
+    return err;
+}
+
+int sg_batch_pretokenized(const char *path, int64_t vocab_size, int64_t nsamples,
+                          int64_t seqlen, uint64_t seed, sg_token_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    char *raw;
+    size_t len;
+    int err = sg_text_read(path, &raw, &len);
+    if (err)
+        return err;
+    if (len % 4) {
+        free(raw);
+        return sg_fail(SG_EFORMAT, "%s: size %zu is not a whole number of uint32 ids", path, len);
+    }
+    int64_t n = (int64_t)(len / 4);
+    if (n < seqlen) {
+        free(raw);
+        return sg_fail(SG_EARG, "%s: %lld tokens, fewer than one sample of %lld", path,
+                       (long long)n, (long long)seqlen);
+    }
+    int32_t *ids = malloc(n * sizeof *ids);
+    if (!ids) {
+        free(raw);
+        return sg_fail(-ENOMEM, "%s: out of memory", path);
+    }
+    for (int64_t i = 0; i < n && !err; i++) {
+        const unsigned char *p = (const unsigned char *)raw + 4 * i;
+        uint32_t v = p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+        if (v >= (uint64_t)vocab_size)
+            err = sg_fail(SG_EFORMAT, "%s: token %lld has id %u outside the vocabulary (%lld)",
+                          path, (long long)i, v, (long long)vocab_size);
+        ids[i] = (int32_t)v;
+    }
+    free(raw);
+    batch_builder bb = {out, 0, 0};
+    for (int64_t s = 0; s < nsamples && !err; s++) {
+        int64_t start = (int64_t)(rng_next(&seed) % (uint64_t)(n - seqlen + 1));
+        err = builder_add(&bb, ids + start, seqlen);
+    }
+    free(ids);
+    if (err)
+        sg_token_batch_free(out);
+    return err;
+}

@@ -1,0 +1,52 @@
+#include "covariance.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include "sg_error.h"
+
+int sg_cov_init(sg_cov *cov, int64_t d)
+{
+    cov->d = d;
+    cov->tokens = 0;
+    cov->h = calloc(d * d, sizeof(double));
+    cov->chunk = malloc(SG_COV_CHUNK * d * sizeof(double));
+    if (!cov->h || !cov->chunk) {
+        sg_cov_free(cov);
+        return sg_fail(-ENOMEM, "out of memory for a %lld x %lld covariance", (long long)d,
+                       (long long)d);
+    }
+    return 0;
+}
+
+int sg_cov_accumulate(sg_cov *cov, const float *x, int64_t rows)
+{
+    int64_t d = cov->d;
+    for (int64_t r0 = 0; r0 < rows; r0 += SG_COV_CHUNK) {
+        int64_t n = rows - r0 < SG_COV_CHUNK ? rows - r0 : SG_COV_CHUNK;
+        for (int64_t i = 0; i < n * d; i++)
+            cov->chunk[i] = x[r0 * d + i];
+        /* H (d, d) += chunkᵀ (d, n) · chunk (n, d), upper triangle */
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)n, 1.0, cov->chunk,
+                    (int)d, 1.0, cov->h, (int)d);
+    }
+    cov->tokens += rows;
+    return 0;
+}
+
+void sg_cov_finish(sg_cov *cov)
+{
+    int64_t d = cov->d;
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < i; j++)
+            cov->h[i * d + j] = cov->h[j * d + i];
+}
+
+void sg_cov_free(sg_cov *cov)
+{
+    free(cov->h);
+    free(cov->chunk);
+    cov->h = NULL;
+    cov->chunk = NULL;
+}

@@ -1,0 +1,26 @@
+/* Stage "covariance": H = Σ xᵀx over every calibration token x of a signal.
+ * Fed chunk by chunk, so no stage needs all of a block's activations at
+ * once; each chunk is widened to float64 and added with dsyrk, so the sum
+ * is as exact as the reference's float64 accumulation. */
+#ifndef SG_STAGE_COVARIANCE_H
+#define SG_STAGE_COVARIANCE_H
+
+#include <stdint.h>
+
+typedef struct {
+    int64_t d;      /* signal width */
+    double *h;      /* (d, d) row-major, upper triangle accumulated */
+    double *chunk;  /* scratch: (SG_COV_CHUNK, d) */
+    int64_t tokens; /* rows accumulated so far */
+} sg_cov;
+
+#define SG_COV_CHUNK 1024
+
+int sg_cov_init(sg_cov *cov, int64_t d);
+/* H += Xᵀ X for x (rows, d) float32 row-major. */
+int sg_cov_accumulate(sg_cov *cov, const float *x, int64_t rows);
+/* Mirrors the upper triangle so h is a full symmetric matrix. */
+void sg_cov_finish(sg_cov *cov);
+void sg_cov_free(sg_cov *cov);
+
+#endif

@@ -1,0 +1,291 @@
+#include "write_model.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hf_config.h"
+#include "safetensors.h"
+#include "sg_error.h"
+#include "tensor_names.h"
+
+struct sg_model_writer {
+    char *out, *tmp;
+    sg_model_config cfg;
+    sg_dtype dtype;
+    int n_shards, next_shard;
+    cJSON *weight_map; /* HF name -> shard file */
+};
+
+/* Removes a directory of plain files (ours: shards, JSON, tokenizer). */
+static void remove_flat_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+static char *shard_name(const sg_model_writer *w, int i)
+{
+    char *s = malloc(64);
+    if (s)
+        snprintf(s, 64, "model-%05d-of-%05d.safetensors", i, w->n_shards);
+    return s;
+}
+
+int sg_model_writer_open(const char *out, const sg_model_config *cfg, sg_dtype dtype,
+                         sg_model_writer **wp)
+{
+    *wp = NULL;
+    struct stat sb;
+    if (stat(out, &sb) == 0)
+        return sg_fail(-EEXIST, "%s: already exists; remove it or choose another --out", out);
+    sg_model_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return sg_fail(-ENOMEM, "%s: out of memory", out);
+    w->out = strdup(out);
+    w->tmp = malloc(strlen(out) + 5);
+    w->weight_map = cJSON_CreateObject();
+    if (!w->out || !w->tmp || !w->weight_map) {
+        sg_model_writer_abort(w);
+        return sg_fail(-ENOMEM, "%s: out of memory", out);
+    }
+    sprintf(w->tmp, "%s.tmp", out);
+    w->cfg = *cfg;
+    w->dtype = dtype;
+    w->n_shards = (int)cfg->n_layers + 2;
+    /* a stale OUT.tmp is a crashed earlier run's: it never became a model */
+    remove_flat_dir(w->tmp);
+    if (mkdir(w->tmp, 0755) != 0) {
+        int e = errno;
+        sg_model_writer_abort(w);
+        return sg_fail(-e, "%s.tmp: cannot create: %s", out, strerror(e));
+    }
+    *wp = w;
+    return 0;
+}
+
+typedef struct {
+    const char *name; /* canonical */
+    const float *data;
+    int ndim;
+    int64_t shape[2];
+} out_tensor;
+
+/* Writes one shard holding tensors[0..n) and records them in the index. */
+static int write_shard(sg_model_writer *w, const out_tensor *t, int n)
+{
+    char *file = shard_name(w, w->next_shard++), path[4096], hf[256];
+    if (!file)
+        return sg_fail(-ENOMEM, "out of memory");
+    snprintf(path, sizeof path, "%s/%s", w->tmp, file);
+    sg_st_writer *st;
+    int err = sg_st_writer_open(path, &st);
+    for (int i = 0; !err && i < n; i++) {
+        if ((err = sg_name_to_hf(w->cfg.arch, t[i].name, hf, sizeof hf)))
+            break;
+        err = sg_st_writer_declare(st, hf, t[i].ndim == 1 ? SG_DT_F32 : w->dtype, t[i].ndim,
+                                   t[i].shape);
+        if (!err && !cJSON_AddStringToObject(w->weight_map, hf, file))
+            err = sg_fail(-ENOMEM, "out of memory");
+    }
+    for (int i = 0; !err && i < n; i++) {
+        sg_name_to_hf(w->cfg.arch, t[i].name, hf, sizeof hf);
+        err = sg_st_writer_write(st, hf, t[i].data);
+    }
+    if (!err)
+        err = sg_st_writer_finish(st);
+    else if (st)
+        sg_st_writer_abort(st);
+    free(file);
+    return err;
+}
+
+#define MAT(n, p, r, c) {n, p, 2, {r, c}}
+#define VEC(n, p, r) {n, p, 1, {r, 0}}
+
+int sg_model_writer_embeddings(sg_model_writer *w, const sg_model *m)
+{
+    const sg_model_config *c = &w->cfg;
+    out_tensor t[2] = {MAT("token_embd.weight", m->tok_embd, c->vocab_size, c->embed_dim)};
+    int n = 1;
+    if (m->pos_embd)
+        t[n++] = (out_tensor)MAT("position_embd.weight", m->pos_embd,
+                                 c->max_positions + c->pos_offset, c->embed_dim);
+    return write_shard(w, t, n);
+}
+
+typedef struct {
+    out_tensor t[32];
+    int n;
+} tensor_list;
+
+static int collect(const char *name, float **tensor, int64_t rows, int64_t cols, void *ctx)
+{
+    tensor_list *list = ctx;
+    if (!*tensor)
+        return sg_fail(SG_EMISSING, "%s: tensor missing from the sliced block", name);
+    out_tensor *o = &list->t[list->n++];
+    o->name = strdup(name);
+    o->data = *tensor;
+    o->ndim = cols ? 2 : 1;
+    o->shape[0] = rows;
+    o->shape[1] = cols;
+    return o->name ? 0 : sg_fail(-ENOMEM, "out of memory");
+}
+
+int sg_model_writer_block(sg_model_writer *w, int64_t l, sg_block *b)
+{
+    tensor_list list = {.n = 0};
+    int err = sg_block_visit(&w->cfg, l, b, collect, &list);
+    if (!err)
+        err = write_shard(w, list.t, list.n);
+    for (int i = 0; i < list.n; i++)
+        free((char *)list.t[i].name);
+    return err;
+}
+
+int sg_model_writer_head(sg_model_writer *w, const sg_model *m)
+{
+    const sg_model_config *c = &w->cfg;
+    out_tensor t[4];
+    int n = 0;
+    if (m->out_norm_w)
+        t[n++] = (out_tensor)VEC("output_norm.weight", m->out_norm_w, c->head_in_dim);
+    if (m->out_norm_b)
+        t[n++] = (out_tensor)VEC("output_norm.bias", m->out_norm_b, c->head_in_dim);
+    t[n++] = (out_tensor)MAT("output.weight", m->lm_head, c->vocab_size, c->head_in_dim);
+    if (m->lm_head_b)
+        t[n++] = (out_tensor)VEC("output.bias", m->lm_head_b, c->vocab_size);
+    return write_shard(w, t, n);
+}
+
+/* Writes text to dir/name durably (temp name, fsync, rename). */
+static int write_file(const char *dir, const char *name, const char *data, size_t len)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return sg_fail(-errno, "%s: %s", tmp, strerror(errno));
+    size_t done = 0;
+    while (done < len) {
+        ssize_t k = write(fd, data + done, len - done);
+        if (k < 0) {
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return sg_fail(-e, "%s: %s", tmp, strerror(e));
+        }
+        done += k;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return sg_fail(-e, "%s: %s", tmp, strerror(e));
+    }
+    if (rename(tmp, path) != 0)
+        return sg_fail(-errno, "%s: %s", path, strerror(errno));
+    return 0;
+}
+
+static int copy_file(const char *src, const char *dir, const char *name)
+{
+    FILE *f = fopen(src, "rb");
+    if (!f)
+        return sg_fail(-errno, "%s: %s", src, strerror(errno));
+    size_t cap = 1 << 20, n = 0;
+    char *buf = malloc(cap);
+    size_t k;
+    while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += k;
+        if (n == cap) {
+            char *g = realloc(buf, cap *= 2);
+            if (!g)
+                free(buf);
+            buf = g;
+        }
+    }
+    fclose(f);
+    if (!buf)
+        return sg_fail(-ENOMEM, "%s: out of memory", src);
+    int err = write_file(dir, name, buf, n);
+    free(buf);
+    return err;
+}
+
+int sg_model_writer_finish(sg_model_writer *w, double sparsity, const char *tokenizer_src,
+                           const sg_tokenizer *tok)
+{
+    int err = 0;
+    cJSON *index = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(index, "metadata");
+    cJSON_AddStringToObject(meta, "format", "slicegpt-stream");
+    cJSON_AddItemToObject(index, "weight_map", w->weight_map);
+    w->weight_map = NULL;
+    char *json = cJSON_Print(index);
+    cJSON_Delete(index);
+    if (!json)
+        err = sg_fail(-ENOMEM, "out of memory");
+    if (!err)
+        err = write_file(w->tmp, "model.safetensors.index.json", json, strlen(json));
+    free(json);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", w->tmp);
+    if (!err)
+        err = sg_hf_config_save(path, &w->cfg, sparsity);
+    if (!err && tokenizer_src) {
+        size_t n = strlen(tokenizer_src);
+        int is_json = n > 5 && !strcmp(tokenizer_src + n - 5, ".json");
+        err = copy_file(tokenizer_src, w->tmp, is_json ? "tokenizer.json" : "tokenizer.bin");
+    } else if (!err && tok) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", w->tmp);
+        err = sg_tokenizer_save_json(tok, path);
+    }
+    if (!err) {
+        /* the directory entries must be durable before the rename publishes them */
+        int dfd = open(w->tmp, O_RDONLY | O_DIRECTORY);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        if (rename(w->tmp, w->out) != 0)
+            err = sg_fail(-errno, "%s: cannot rename from %s: %s", w->out, w->tmp,
+                          strerror(errno));
+    }
+    if (err) {
+        sg_model_writer_abort(w);
+        return err;
+    }
+    free(w->out);
+    free(w->tmp);
+    free(w);
+    return 0;
+}
+
+void sg_model_writer_abort(sg_model_writer *w)
+{
+    if (!w)
+        return;
+    if (w->tmp)
+        remove_flat_dir(w->tmp);
+    cJSON_Delete(w->weight_map);
+    free(w->out);
+    free(w->tmp);
+    free(w);
+}

@@ -1,0 +1,34 @@
+/* Stage "write": the sliced model as a Hugging Face directory, streamed one
+ * block at a time.
+ *
+ * OUT.tmp/ receives model-00000-of-NNNNN.safetensors (embeddings), one
+ * shard per block, a last shard with the final norm and head, then
+ * model.safetensors.index.json, config.json (with a "slicegpt" section
+ * giving every width) and the tokenizer. Only when everything is written
+ * and synced is OUT.tmp renamed to OUT, so a crash or a full disk never
+ * leaves a directory that looks like a finished model. */
+#ifndef SG_STAGE_WRITE_MODEL_H
+#define SG_STAGE_WRITE_MODEL_H
+
+#include "dtype.h"
+#include "model.h"
+#include "tokenizer.h"
+
+typedef struct sg_model_writer sg_model_writer;
+
+/* Fails if out exists. dtype: F32, F16 or BF16 for every tensor. */
+int sg_model_writer_open(const char *out, const sg_model_config *final_cfg, sg_dtype dtype,
+                         sg_model_writer **w);
+/* token_embd (+ position_embd) of the sliced model. */
+int sg_model_writer_embeddings(sg_model_writer *w, const sg_model *m);
+int sg_model_writer_block(sg_model_writer *w, int64_t l, sg_block *b);
+/* final norm (if any) and head. */
+int sg_model_writer_head(sg_model_writer *w, const sg_model *m);
+/* Index, config, tokenizer (copied from tokenizer_src if it is a file,
+ * else written from tok as tokenizer.json), then the rename. Frees w. */
+int sg_model_writer_finish(sg_model_writer *w, double sparsity, const char *tokenizer_src,
+                           const sg_tokenizer *tok);
+/* Removes OUT.tmp and frees w. */
+void sg_model_writer_abort(sg_model_writer *w);
+
+#endif
