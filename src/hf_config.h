@@ -12,4 +12,9 @@ int sg_hf_config_load(const char *path, sg_model_config *cfg);
  * sliced cfg gets a "slicegpt" object with sparsity and per-layer widths. */
 int sg_hf_config_save(const char *path, const sg_model_config *cfg, double sparsity);
 
+/* Checks, without writing, that sg_hf_config_save would accept cfg: it is
+ * valid and its architecture's config.json can express it (e.g. OPT needs
+ * one bias setting for all linears). source names the target in messages. */
+int sg_hf_config_check(const sg_model_config *cfg, const char *source);
+
 #endif

@@ -40,9 +40,16 @@ const char *sg_safetensors_file_path(const sg_safetensors *st, int file);
 /* Reads tensor t converted to float32 into dst (t->numel floats). */
 int sg_safetensors_read_f32(sg_safetensors *st, const sg_st_tensor *t, float *dst);
 
+/* Reads tensor t's stored bytes unconverted into dst (t->nbytes bytes). */
+int sg_safetensors_read_raw(sg_safetensors *st, const sg_st_tensor *t, void *dst);
+
 /* Writer: declare every tensor, then write their data in declaration order.
  * The file appears under its final name only after sg_st_writer_finish
- * succeeds (written as PATH.tmp, fsynced, renamed). */
+ * succeeds (written as PATH.tmp, fsynced, renamed). Declared dtypes are F32,
+ * F16, BF16 or F64; float32 data is converted on write. The header carries
+ * "__metadata__": {"format": "pt"} and is space-padded to a multiple of 8.
+ * After a failed write (ENOSPC, ...) the temp file is already removed and
+ * every later call returns the same code; finish or abort still frees w. */
 typedef struct sg_st_writer sg_st_writer;
 int sg_st_writer_open(const char *path, sg_st_writer **out);
 int sg_st_writer_declare(sg_st_writer *w, const char *name, sg_dtype dtype, int ndim,
