@@ -56,7 +56,10 @@ int sg_tokenizer_save_json(const sg_tokenizer *t, const char *path);
 void sg_tokenizer_free(sg_tokenizer *t);
 
 /* Encodes len bytes of UTF-8 text. With add_bos, BOS is prepended (if the
- * tokenizer has one). *ids is malloc'ed; the caller frees it. */
+ * tokenizer has one). Text is plain: a control token written in it
+ * ("<|endoftext|>", "<s>") is encoded as ordinary text, never as its id, as
+ * llama.cpp's perplexity tool does (parse_special off). Invalid UTF-8 is
+ * encoded byte by byte. *ids is malloc'ed; the caller frees it. */
 int sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len, int add_bos,
                         int32_t **ids, size_t *n);
 
