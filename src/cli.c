@@ -40,3 +40,26 @@ int sg_cli_double(const char *opt, const char *arg, double min, double max, doub
     *out = v;
     return 0;
 }
+
+int sg_cli_size(const char *opt, const char *arg, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    double unit = 1;
+    switch (*end) {
+    case 'k': case 'K': unit = 1024.0; end++; break;
+    case 'm': case 'M': unit = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': unit = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': unit = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    }
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (errno || end == arg || *end || !(v >= 0) || v * unit > 9e18) {
+        fprintf(stderr, "slicegpt-stream: %s: expected a size such as 512M or 24G, got '%s'\n",
+                opt, arg);
+        return -1;
+    }
+    *out = (int64_t)(v * unit);
+    return 0;
+}

@@ -17,7 +17,11 @@ int sg_cli_report(int code);
 int sg_cli_int(const char *opt, const char *arg, int64_t min, int64_t max, int64_t *out);
 int sg_cli_double(const char *opt, const char *arg, double min, double max, double *out);
 
+/* A byte size: a number with an optional K, M, G or T suffix (powers of 1024). */
+int sg_cli_size(const char *opt, const char *arg, int64_t *out);
+
 int sg_cmd_ppl(int argc, char **argv);
+int sg_cmd_plan(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);
 
 #endif

@@ -75,8 +75,9 @@ int sg_cmd_ppl(int argc, char **argv)
         err = sg_text_read(text_path, &text, &len);
     if (!err) {
         const sg_model_config *c = sg_model_files_config(files);
-        if (c->max_positions > 0 && seqlen > c->max_positions)
-            seqlen = c->max_positions;
+        /* the last token of a window is only a target: it needs no position */
+        if (c->max_positions > 0 && seqlen > c->max_positions + 1)
+            seqlen = c->max_positions + 1;
         err = per_line ? sg_batch_lines(tok, text, len, seqlen, first, last, &batch)
                        : sg_batch_windows(tok, text, len, seqlen, max_windows, &batch);
     }

@@ -31,6 +31,10 @@ static const char usage[] =
     "  --eval-windows K      evaluate at most K windows (default: all)\n"
     "  --tokenizer FILE      tokenizer.json or llama2.c tokenizer.bin (default: the model's)\n"
     "  --random-rotation     control experiment: a random orthogonal Q instead of PCA\n"
+    "  --host-mem SIZE       host memory budget, e.g. 8G (default: half of RAM); calibration\n"
+    "                        activations beyond it spill to disk, zstd-compressed\n"
+    "  --spill-dir DIR       where spilled activations go (default: $TMPDIR or /tmp)\n"
+    "  --chunk-tokens N      calibration tokens per activation chunk (default 8192)\n"
     "  --quiet               no per-block progress\n";
 
 static int parse_dtype(const char *s, sg_dtype *dt)
@@ -84,6 +88,8 @@ int sg_cmd_run(int argc, char **argv)
         {"eval-seqlen", required_argument, 0, 'E'}, {"eval-windows", required_argument, 0, 'W'},
         {"tokenizer", required_argument, 0, 'k'},   {"random-rotation", no_argument, 0, 'R'},
         {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
+        {"host-mem", required_argument, 0, 'M'},    {"spill-dir", required_argument, 0, 'D'},
+        {"chunk-tokens", required_argument, 0, 'T'},
         {0, 0, 0, 0}};
     int c, bad = 0;
     int64_t round_interval = 8;
@@ -106,6 +112,9 @@ int sg_cmd_run(int argc, char **argv)
         case 'k': tok_path = optarg; break;
         case 'R': o.rotation = SG_ROTATION_RANDOM; break;
         case 'q': o.verbose = 0; break;
+        case 'M': bad |= sg_cli_size("--host-mem", optarg, &o.host_mem_bytes); break;
+        case 'D': o.spill_dir = optarg; break;
+        case 'T': bad |= sg_cli_int("--chunk-tokens", optarg, 1, INT64_MAX, &o.chunk_tokens); break;
         case 'h': fputs(usage, stdout); return SG_EXIT_OK;
         default: bad = 1;
         }
@@ -126,6 +135,9 @@ int sg_cmd_run(int argc, char **argv)
     sg_slice_report rep;
     double t0 = sg_now();
     int err = sg_model_files_open(model, &files);
+    if (!err && strcmp(sg_model_files_io_backend(files), "io_uring"))
+        fprintf(stderr, "slicegpt-stream: notice: reading with %s\n",
+                sg_model_files_io_backend(files));
     if (!err)
         err = sg_model_files_tokenizer(files, tok_path, &tok);
     const sg_model_config *cfg = err ? NULL : sg_model_files_config(files);
@@ -176,6 +188,10 @@ int sg_cmd_run(int argc, char **argv)
                (long long)rep.params_dense, (long long)rep.params_sliced,
                100.0 * rep.params_sliced / rep.params_dense, (long long)rep.params_stored,
                100.0 * rep.params_stored / rep.params_dense);
+        printf("activations: %lld chunks, store budget %.1f MiB, peak resident %.1f MiB, "
+               "spilled %.1f MiB as %.1f MiB zstd\n",
+               (long long)rep.chunks, rep.store_budget / 1048576.0, rep.store_peak / 1048576.0,
+               rep.spilled_raw / 1048576.0, rep.spilled_compressed / 1048576.0);
         printf("time per stage:");
         for (int i = 0; i < SG_N_STAGES; i++)
             printf(" %s %.2fs", sg_stage_names[i], rep.seconds[i]);

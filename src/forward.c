@@ -255,6 +255,15 @@ static void residual(const float *x, int64_t g, int64_t n_in, const float *sc, i
         memcpy(y, x, g * n_out * sizeof(float));
 }
 
+int64_t sg_forward_scratch_bytes(const sg_model_config *c, int64_t max_len)
+{
+    int64_t g = max_len > GROUP_TOKENS ? max_len : GROUP_TOKENS;
+    int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    int64_t per_token = c->dim + 2 * qd + 2 * kvd + (c->gated_mlp ? 2 : 1) * c->ffn_dim +
+                        c->dim; /* h, q, att, k, v, up (+gate), residual */
+    return (g * per_token + max_len * max_len) * (int64_t)sizeof(float);
+}
+
 static int64_t longest_sequence(const sg_seqs *seqs)
 {
     int64_t max_len = 1;
@@ -364,11 +373,11 @@ int sg_embed(const sg_model *m, const int32_t *ids, const sg_seqs *seqs, float *
 
 #define HEAD_CHUNK 256
 
-int sg_head_nll(const sg_model *m, const float *x, const int32_t *ids, const sg_seqs *seqs,
+int sg_head_nll(const sg_model *m, const float *x, const int32_t *targets, int64_t T,
                 double *nll, int64_t *count, float *logits_out)
 {
     const sg_model_config *c = &m->cfg;
-    int64_t d = c->head_in_dim, V = c->vocab_size, T = sg_seqs_tokens(seqs);
+    int64_t d = c->head_in_dim, V = c->vocab_size;
     float *h = malloc(HEAD_CHUNK * d * sizeof(float));
     float *logits = malloc(HEAD_CHUNK * V * sizeof(float));
     if (!h || !logits) {
@@ -376,7 +385,6 @@ int sg_head_nll(const sg_model *m, const float *x, const int32_t *ids, const sg_
         free(logits);
         return sg_fail(-ENOMEM, "out of memory for the head");
     }
-    int64_t s = 0;
     for (int64_t t0 = 0; t0 < T; t0 += HEAD_CHUNK) {
         int64_t n = T - t0 < HEAD_CHUNK ? T - t0 : HEAD_CHUNK;
         memcpy(h, x + t0 * d, n * d * sizeof(float));
@@ -385,11 +393,9 @@ int sg_head_nll(const sg_model *m, const float *x, const int32_t *ids, const sg_
         if (logits_out)
             memcpy(logits_out + t0 * V, logits, n * V * sizeof(float));
         for (int64_t i = 0; i < n; i++) {
-            int64_t t = t0 + i;
-            while (t >= seqs->offsets[s + 1])
-                s++;
-            if (t + 1 >= seqs->offsets[s + 1])
-                continue; /* last token of its sequence: nothing to predict */
+            int32_t target = targets ? targets[t0 + i] : -1;
+            if (target < 0)
+                continue;
             const float *row = logits + i * V;
             float max = row[0];
             for (int64_t j = 1; j < V; j++)
@@ -397,7 +403,7 @@ int sg_head_nll(const sg_model *m, const float *x, const int32_t *ids, const sg_
             double sum = 0;
             for (int64_t j = 0; j < V; j++)
                 sum += exp((double)(row[j] - max));
-            *nll += log(sum) + max - row[ids[t + 1]];
+            *nll += log(sum) + max - row[target];
             (*count)++;
         }
     }

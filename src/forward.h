@@ -36,12 +36,16 @@ int sg_block_forward(const sg_model_config *cfg, const sg_block *b, const float 
 int sg_block_forward_mlp(const sg_model_config *cfg, const sg_block *b, const float *mid,
                          float *x_out, int64_t tokens);
 
-/* Final norm, head and log-softmax: adds -log p(ids[t+1] | ..t) over every
- * position t that has a next token in its sequence to *nll, and the count to
- * *count. If logits is not NULL, the logits of the first tokens are copied
+/* Final norm, head and log-softmax over x (tokens, head_in_dim): adds
+ * -log p(targets[t]) for every t with targets[t] >= 0 to *nll and counts
+ * them in *count. If logits is not NULL, every token's logits are copied
  * there ((tokens, vocab); for tests). */
-int sg_head_nll(const sg_model *m, const float *x, const int32_t *ids, const sg_seqs *seqs,
+int sg_head_nll(const sg_model *m, const float *x, const int32_t *targets, int64_t tokens,
                 double *nll, int64_t *count, float *logits);
+
+/* Peak scratch bytes sg_block_forward allocates for sequences of at most
+ * max_len tokens (the plan command and memory-bound test use it). */
+int64_t sg_forward_scratch_bytes(const sg_model_config *cfg, int64_t max_len);
 
 /* Normalizes each row of x (rows, d) in place: RMS over norm_dim (the
  * original D, even when d < D after slicing), or LayerNorm; then scale w

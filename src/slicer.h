@@ -33,6 +33,13 @@ typedef struct {
     const char *tokenizer_src;/* file to copy beside the model, or NULL */
     const sg_tokenizer *tok;  /* written as tokenizer.json when no file */
     int verbose;              /* progress per block on stderr */
+    /* Out of core: calibration activations stay in memory up to
+     * host_mem_bytes (0: half of physical RAM), beyond that they spill to
+     * spill_dir (NULL: $TMPDIR or /tmp) as zstd chunks. Each chunk holds
+     * whole sequences, about chunk_tokens tokens (0: 8192). */
+    int64_t host_mem_bytes;
+    const char *spill_dir;
+    int64_t chunk_tokens;
 } sg_slice_options;
 
 enum { SG_STAGE_LOAD, SG_STAGE_FOLD, SG_STAGE_CAPTURE, SG_STAGE_COV, SG_STAGE_EIG,
@@ -46,12 +53,28 @@ typedef struct {
     int64_t params_stored;         /* everything written: shortcuts, untied head */
     int64_t calib_tokens;
     int64_t d;                     /* the sliced width */
+    int64_t chunks;                /* calibration chunks per signal */
+    int64_t store_budget;          /* bytes the activation store may keep resident */
+    int64_t store_peak;            /* most it held at once */
+    int64_t spilled_raw, spilled_compressed; /* bytes that went to disk */
 } sg_slice_report;
 
 void sg_slice_options_default(sg_slice_options *o);
 
 int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_options *o,
              sg_slice_report *rep);
+
+/* Bytes the driver holds besides the activation store, for cfg sliced with
+ * chunks of chunk_tokens tokens (max_seq: the longest sequence): one
+ * block's weights as stored and as float32, the chunk buffers, the
+ * covariance and rotations, and the larger of embeddings and head. The
+ * plan command prints it; the memory-bound test holds the driver to it. */
+typedef struct {
+    int64_t block_raw, block_f32, chunk_buffers, forward_scratch, covariance, rotations,
+        globals, total;
+} sg_slice_memory;
+void sg_slice_memory_estimate(const sg_model_config *cfg, int64_t block_raw_bytes,
+                              int64_t chunk_tokens, int64_t max_seq, sg_slice_memory *mem);
 
 /* Parameter count of a model as cfg describes it. */
 int64_t sg_model_param_count(const sg_model_config *cfg);

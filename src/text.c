@@ -116,7 +116,12 @@ int sg_batch_lines(const sg_tokenizer *tok, const char *text, size_t len, int64_
     for (const char *p = text, *end = text + len; p < end && !err;) {
         const char *nl = memchr(p, '\n', end - p);
         const char *stop = nl ? nl : end;
-        if (stop > p) {
+        /* a line of only whitespace counts as empty (Python's line.strip()),
+         * but a counted line is encoded as it is */
+        int blank = 1;
+        for (const char *q = p; q < stop && blank; q++)
+            blank = *q == ' ' || *q == '\t' || *q == '\r' || *q == '\f' || *q == '\v';
+        if (!blank) {
             line_no++;
             if (line_no >= first && (last == 0 || line_no <= last)) {
                 int32_t *ids;

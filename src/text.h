@@ -28,8 +28,8 @@ void sg_token_batch_free(sg_token_batch *b);
 int sg_batch_windows(const sg_tokenizer *tok, const char *text, size_t len, int64_t seqlen,
                      int64_t max_windows, sg_token_batch *out);
 
-/* Per-line protocol (llama2.c / TinyStories references): each non-empty
- * line, numbered from 1, in [first, last] (last 0 = to the end) becomes its
+/* Per-line protocol (llama2.c / TinyStories references): each line with
+ * something other than whitespace in it, numbered from 1, in [first, last] (last 0 = to the end) becomes its
  * own sequence BOS + encode(line), truncated to seqlen tokens. */
 int sg_batch_lines(const sg_tokenizer *tok, const char *text, size_t len, int64_t seqlen,
                    int64_t first, int64_t last, sg_token_batch *out);

@@ -91,7 +91,10 @@ int sg_fold_globals(sg_model *m)
         memcpy(head, m->tok_embd, V * D * sizeof(float));
         m->lm_head = head;
     }
-    int err = fold_into_reader(m->lm_head, &m->lm_head_b, V, D, m->out_norm_w, m->out_norm_b);
+    /* a caller that only needs the embeddings may have dropped the head */
+    int err = m->lm_head ? fold_into_reader(m->lm_head, &m->lm_head_b, V, D, m->out_norm_w,
+                                            m->out_norm_b)
+                         : 0;
     if (err)
         return err;
     free(m->out_norm_w);

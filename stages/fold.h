@@ -19,7 +19,9 @@
  * width D), untied head, biases where the LayerNorm bias created them. */
 sg_model_config sg_fold_config(const sg_model_config *orig);
 
-/* Folds the global tensors of m in place; m->cfg becomes sg_fold_config. */
+/* Folds the global tensors of m in place; m->cfg becomes sg_fold_config.
+ * With m->lm_head NULL (and the model marked untied) only the embeddings
+ * are folded. */
 int sg_fold_globals(sg_model *m);
 
 /* Folds block b of a model whose original config is orig, in place. */

@@ -1,0 +1,156 @@
+/* slicegpt-stream plan: what a slicing run will hold, from the config alone.
+ *
+ * Reads config.json (or a GGUF header) and prints, per stage, the bytes the
+ * run keeps on the host and on the GPU, and whether it fits the budgets.
+ * No weights are read, so it answers for models that are not on disk. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "forward.h"
+#include "gguf.h"
+#include "hf_config.h"
+#include "model.h"
+#include "sg_error.h"
+#include "slicer.h"
+
+static const char usage[] =
+    "usage: slicegpt-stream plan --model PATH [options]\n"
+    "  --model PATH        config.json, a directory holding one, or a .gguf file\n"
+    "  --nsamples N        calibration samples (default 128)\n"
+    "  --seqlen N          tokens per sample (default 2048)\n"
+    "  --sparsity S        (default 0.25)\n"
+    "  --chunk-tokens N    tokens per activation chunk (default 8192)\n"
+    "  --host-mem SIZE     host budget (default: half of RAM)\n"
+    "  --gpu-mem SIZE      GPU budget (default 24G)\n"
+    "  --weight-bytes N    bytes per stored weight (default: from torch_dtype, else 2)\n";
+
+static double gib(int64_t b) { return b / 1073741824.0; }
+
+/* Bytes per weight as stored: config.json's torch_dtype, if any. */
+static double stored_weight_bytes(const char *config_path)
+{
+    FILE *f = fopen(config_path, "r");
+    char buf[1 << 16];
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = 0;
+    if (strstr(buf, "\"float32\""))
+        return 4;
+    return 2; /* float16 / bfloat16, the usual release dtype */
+}
+
+int sg_cmd_plan(int argc, char **argv)
+{
+    const char *model = NULL;
+    int64_t nsamples = 128, seqlen = 2048, chunk = 8192, host = 0, gpu = (int64_t)24 << 30;
+    double sparsity = 0.25, wbytes = 0;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},    {"nsamples", required_argument, 0, 'n'},
+        {"seqlen", required_argument, 0, 'L'},   {"sparsity", required_argument, 0, 's'},
+        {"chunk-tokens", required_argument, 0, 'T'}, {"host-mem", required_argument, 0, 'H'},
+        {"gpu-mem", required_argument, 0, 'G'},  {"weight-bytes", required_argument, 0, 'w'},
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    int c, bad = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'n': bad |= sg_cli_int("--nsamples", optarg, 1, 1 << 24, &nsamples); break;
+        case 'L': bad |= sg_cli_int("--seqlen", optarg, 2, 1 << 20, &seqlen); break;
+        case 's': bad |= sg_cli_double("--sparsity", optarg, 0, 0.9, &sparsity); break;
+        case 'T': bad |= sg_cli_int("--chunk-tokens", optarg, 1, INT64_MAX, &chunk); break;
+        case 'H': bad |= sg_cli_size("--host-mem", optarg, &host); break;
+        case 'G': bad |= sg_cli_size("--gpu-mem", optarg, &gpu); break;
+        case 'w': bad |= sg_cli_double("--weight-bytes", optarg, 0.5, 8, &wbytes); break;
+        case 'h': fputs(usage, stdout); return SG_EXIT_OK;
+        default: bad = 1;
+        }
+    }
+    if (bad || !model) {
+        if (!bad)
+            fputs(usage, stderr);
+        return SG_EXIT_USAGE;
+    }
+    sg_model_config cfg;
+    char path[4096];
+    struct stat sb;
+    int err;
+    size_t len = strlen(model);
+    if (len > 5 && !strcmp(model + len - 5, ".gguf")) {
+        sg_gguf *g;
+        err = sg_gguf_open(model, &g);
+        if (!err) {
+            err = sg_gguf_model_config(g, &cfg);
+            sg_gguf_close(g);
+        }
+        if (!wbytes)
+            wbytes = 0.6; /* quantized: about 4.5-8.5 bits a weight */
+    } else {
+        snprintf(path, sizeof path, "%s%s", model,
+                 stat(model, &sb) == 0 && S_ISDIR(sb.st_mode) ? "/config.json" : "");
+        err = sg_hf_config_load(path, &cfg);
+        if (!wbytes)
+            wbytes = stored_weight_bytes(path);
+    }
+    if (err)
+        return sg_cli_report(err);
+    if (host == 0)
+        host = (int64_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGE_SIZE) / 2;
+
+    int64_t D = cfg.dim, T = nsamples * (seqlen < cfg.max_positions || !cfg.max_positions
+                                             ? seqlen : cfg.max_positions);
+    int64_t maxseq = T / nsamples, chunk_tokens = chunk < maxseq ? maxseq : chunk;
+    if (chunk_tokens > T)
+        chunk_tokens = T;
+    int64_t block_params = sg_block_param_count(&cfg, 0);
+    sg_slice_memory m;
+    sg_slice_memory_estimate(&cfg, (int64_t)(block_params * wbytes), chunk_tokens, maxseq, &m);
+    int64_t d = D - (int64_t)(sparsity * D); /* close enough for a plan */
+    /* the store's peak: block input (width d), the captured residual and
+     * the block output (width D) at once */
+    int64_t store_peak = T * (d + 2 * D) * (int64_t)sizeof(float);
+    int64_t total_params = sg_model_param_count(&cfg);
+
+    printf("model: %s, %s, D %lld, %lld layers, %lld heads (%lld KV), FFN %lld, vocab %lld, "
+           "%.2f B parameters\n",
+           model, sg_arch_name(cfg.arch), (long long)D, (long long)cfg.n_layers,
+           (long long)cfg.n_heads, (long long)cfg.n_kv_heads, (long long)cfg.ffn_dim,
+           (long long)cfg.vocab_size, total_params / 1e9);
+    printf("calibration: %lld samples x %lld tokens = %lld tokens, chunks of %lld tokens\n",
+           (long long)nsamples, (long long)maxseq, (long long)T, (long long)chunk_tokens);
+    printf("\nhost, held at once (GiB):\n");
+    printf("  load        block weights as stored, current + prefetched  %8.2f\n", gib(m.block_raw));
+    printf("  fold/slice  one block in float32 (+ shortcuts)             %8.2f\n", gib(m.block_f32));
+    printf("  capture     chunk buffers + forward scratch                %8.2f\n",
+           gib(m.chunk_buffers + m.forward_scratch));
+    printf("  covariance  H and eigensolver work (float64)               %8.2f\n", gib(m.covariance));
+    printf("  rotate      Q_prev, Q_mid, Q_out (float64)                 %8.2f\n", gib(m.rotations));
+    printf("  embed/head  embeddings, then the untied head               %8.2f\n", gib(m.globals));
+    printf("  fixed total                                                %8.2f\n", gib(m.total));
+    printf("  activation store peak (input + residual + output)         %8.2f\n", gib(store_peak));
+    int64_t store_budget = host > m.total ? host - m.total : 0;
+    int64_t spilled = store_peak > store_budget ? store_peak - store_budget : 0;
+    printf("  host budget %.2f GiB: %s", gib(host),
+           m.total > host ? "DOES NOT FIT (fixed part exceeds the budget)\n" : "fits");
+    if (m.total <= host && spilled)
+        printf(", spilling about %.2f GiB of activations to disk (zstd)\n", gib(spilled));
+    else if (m.total <= host)
+        printf(", activations stay in memory\n");
+
+    /* GPU: one block's weights, one chunk's activations and the D x D work */
+    int64_t gpu_block = m.block_f32, gpu_chunk = m.chunk_buffers + m.forward_scratch;
+    int64_t gpu_dd = m.covariance + m.rotations;
+    int64_t gpu_total = gpu_block + gpu_chunk + gpu_dd;
+    printf("\nGPU, held at once (GiB):\n");
+    printf("  one block in float32                                       %8.2f\n", gib(gpu_block));
+    printf("  one activation chunk + forward scratch                     %8.2f\n", gib(gpu_chunk));
+    printf("  covariance, eigensolver work, rotations                    %8.2f\n", gib(gpu_dd));
+    printf("  total %.2f GiB of %.2f GiB: %s\n", gib(gpu_total), gib(gpu),
+           gpu_total <= gpu ? "fits" : "DOES NOT FIT (lower --chunk-tokens)");
+    return m.total <= host && gpu_total <= gpu ? SG_EXIT_OK : SG_EXIT_FAIL;
+}
