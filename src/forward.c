@@ -255,9 +255,11 @@ static void residual(const float *x, int64_t g, int64_t n_in, const float *sc, i
         memcpy(y, x, g * n_out * sizeof(float));
 }
 
-int64_t sg_forward_scratch_bytes(const sg_model_config *c, int64_t max_len)
+int64_t sg_forward_scratch_bytes(const sg_model_config *c, int64_t max_len, int64_t tokens)
 {
     int64_t g = max_len > GROUP_TOKENS ? max_len : GROUP_TOKENS;
+    if (g > tokens)
+        g = tokens;
     int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     int64_t per_token = c->dim + 2 * qd + 2 * kvd + (c->gated_mlp ? 2 : 1) * c->ffn_dim +
                         c->dim; /* h, q, att, k, v, up (+gate), residual */
@@ -289,6 +291,8 @@ int sg_block_forward(const sg_model_config *c, const sg_block *b, const float *x
 {
     int64_t qd = c->n_heads * c->head_dim, max_len = longest_sequence(seqs);
     int64_t group_cap = max_len > GROUP_TOKENS ? max_len : GROUP_TOKENS;
+    if (group_cap > sg_seqs_tokens(seqs))
+        group_cap = sg_seqs_tokens(seqs); /* a small batch needs no more scratch */
     int64_t r_width = b->d_mid > b->d_out ? b->d_mid : b->d_out;
     scratch s;
     int err = scratch_alloc(&s, c, group_cap, max_len);
@@ -336,7 +340,7 @@ int sg_block_forward_mlp(const sg_model_config *c, const sg_block *b, const floa
                          float *x_out, int64_t tokens)
 {
     scratch s;
-    int err = scratch_alloc(&s, c, GROUP_TOKENS, 1);
+    int err = scratch_alloc(&s, c, tokens < GROUP_TOKENS ? tokens : GROUP_TOKENS, 1);
     if (err)
         return err;
     for (int64_t t0 = 0; t0 < tokens; t0 += GROUP_TOKENS) {

@@ -43,9 +43,10 @@ int sg_block_forward_mlp(const sg_model_config *cfg, const sg_block *b, const fl
 int sg_head_nll(const sg_model *m, const float *x, const int32_t *targets, int64_t tokens,
                 double *nll, int64_t *count, float *logits);
 
-/* Peak scratch bytes sg_block_forward allocates for sequences of at most
- * max_len tokens (the plan command and memory-bound test use it). */
-int64_t sg_forward_scratch_bytes(const sg_model_config *cfg, int64_t max_len);
+/* Peak scratch bytes sg_block_forward allocates for a batch of tokens
+ * whose sequences have at most max_len tokens (the plan command and the
+ * memory-bound test use it). */
+int64_t sg_forward_scratch_bytes(const sg_model_config *cfg, int64_t max_len, int64_t tokens);
 
 /* Normalizes each row of x (rows, d) in place: RMS over norm_dim (the
  * original D, even when d < D after slicing), or LayerNorm; then scale w

@@ -56,7 +56,7 @@ void sg_slice_memory_estimate(const sg_model_config *c, int64_t block_raw_bytes,
     m->block_f32 = sg_block_param_count(c, 0) * f32 + D * (D + D) * f32; /* + shortcuts */
     m->block_raw = 2 * block_raw_bytes;
     m->chunk_buffers = 3 * chunk_tokens * D * f32;
-    m->forward_scratch = sg_forward_scratch_bytes(c, max_seq);
+    m->forward_scratch = sg_forward_scratch_bytes(c, max_seq, chunk_tokens);
     m->covariance = D * D * f64 + SG_COV_CHUNK * D * f64 + 3 * D * D * f64; /* H, chunk, dsyevd work */
     m->rotations = 3 * D * D * f64;
     int64_t pos = c->rope == SG_ROPE_NONE ? (c->max_positions + c->pos_offset) * D : 0;
