@@ -13,6 +13,7 @@
 
 #include "dtype.h"
 #include "model_config.h"
+#include "uring_io.h"
 
 typedef struct sg_tokenizer sg_tokenizer;
 
@@ -57,6 +58,14 @@ int sg_gguf_get_string_array(const sg_gguf *g, const char *key, const char *cons
                              size_t *n);
 int sg_gguf_get_float_array(const sg_gguf *g, const char *key, float **out, size_t *n);
 int sg_gguf_get_int_array(const sg_gguf *g, const char *key, int32_t **out, size_t *n);
+
+/* The open descriptor of the file (g keeps and closes it), for callers
+ * that read tensor bytes themselves. */
+int sg_gguf_fd(const sg_gguf *g);
+/* Routes tensor reads through io (io_uring, large requests in flight)
+ * instead of pread; NULL goes back to pread. io must stay open while g
+ * reads with it. */
+void sg_gguf_set_io(sg_gguf *g, sg_io *io);
 
 int sg_gguf_tensor_count(const sg_gguf *g);
 const sg_gguf_tensor *sg_gguf_tensor_at(const sg_gguf *g, int i);

@@ -63,6 +63,7 @@ struct sg_gguf {
     sg_gguf_tensor *tensors;
     int n_tensors;
     name_index kv_index, tensor_index;
+    sg_io *io;            /* tensor reads go through it when set */
 };
 
 /* ---- the name index ---- */
@@ -821,6 +822,10 @@ int sg_gguf_get_int_array(const sg_gguf *g, const char *key, int32_t **out, size
 
 int sg_gguf_tensor_count(const sg_gguf *g) { return g->n_tensors; }
 
+int sg_gguf_fd(const sg_gguf *g) { return g->fd; }
+
+void sg_gguf_set_io(sg_gguf *g, sg_io *io) { g->io = io; }
+
 const sg_gguf_tensor *sg_gguf_tensor_at(const sg_gguf *g, int i)
 {
     return i >= 0 && i < g->n_tensors ? &g->tensors[i] : NULL;
@@ -837,6 +842,11 @@ const sg_gguf_tensor *sg_gguf_find(const sg_gguf *g, const char *name)
 static int read_at(const sg_gguf *g, const sg_gguf_tensor *t, void *buf, uint64_t n,
                    uint64_t off)
 {
+    if (g->io) {
+        char what[4096 + 256]; /* messages name file and tensor */
+        snprintf(what, sizeof what, "%s: %s", g->path, t->name);
+        return sg_io_read(g->io, g->fd, buf, (size_t)n, off, what);
+    }
     unsigned char *p = buf;
     while (n > 0) {
         size_t chunk = n > (1u << 30) ? (1u << 30) : (size_t)n;

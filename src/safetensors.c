@@ -11,8 +11,8 @@
  * model.safetensors, as transformers does.
  *
  * The host is assumed little-endian (as the format is), so F32 data is read
- * straight into the caller's buffer. All reads go through st_read_at(), the
- * one place to swap for io_uring. */
+ * straight into the caller's buffer. All reads go through st_read_at(),
+ * except tensor data when an sg_io is set (sg_safetensors_set_io). */
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -40,6 +40,7 @@ struct sg_safetensors {
     int n, cap;
     sg_st_tensor *t; /* [n], grouped by file */
     int *by_name;    /* [n] indices into t, sorted by name */
+    sg_io *io;       /* tensor data reads go through it when set */
 };
 
 /* ---------------------------------------------------------------- reading */
@@ -535,8 +536,22 @@ const char *sg_safetensors_file_path(const sg_safetensors *st, int file)
     return file >= 0 && file < st->n_files ? st->paths[file] : NULL;
 }
 
+int sg_safetensors_file_count(const sg_safetensors *st) { return st->n_files; }
+
+int sg_safetensors_file_fd(const sg_safetensors *st, int file)
+{
+    return file >= 0 && file < st->n_files ? st->fds[file] : -1;
+}
+
+void sg_safetensors_set_io(sg_safetensors *st, sg_io *io) { st->io = io; }
+
 int sg_safetensors_read_raw(sg_safetensors *st, const sg_st_tensor *t, void *dst)
 {
+    if (st->io) {
+        char what[4096 + 256]; /* messages name file and tensor */
+        snprintf(what, sizeof what, "%s: %s", st->paths[t->file], t->name);
+        return sg_io_read(st->io, st->fds[t->file], dst, t->nbytes, t->offset, what);
+    }
     return st_read_at(st->fds[t->file], dst, t->nbytes, t->offset, st->paths[t->file],
                       t->name);
 }

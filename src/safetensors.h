@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "dtype.h"
+#include "uring_io.h"
 
 #define SG_MAX_DIMS 4
 
@@ -36,6 +37,16 @@ int sg_safetensors_count(const sg_safetensors *st);
 const sg_st_tensor *sg_safetensors_at(const sg_safetensors *st, int i);
 const sg_st_tensor *sg_safetensors_find(const sg_safetensors *st, const char *name);
 const char *sg_safetensors_file_path(const sg_safetensors *st, int file);
+
+/* The number of files (shards) and the open descriptor of one of them
+ * (st keeps and closes it), for callers that read tensor bytes themselves. */
+int sg_safetensors_file_count(const sg_safetensors *st);
+int sg_safetensors_file_fd(const sg_safetensors *st, int file);
+
+/* Routes the tensor reads below through io (io_uring, large requests in
+ * flight) instead of pread; NULL goes back to pread. io must stay open
+ * while st reads with it. Header reads at open always use pread. */
+void sg_safetensors_set_io(sg_safetensors *st, sg_io *io);
 
 /* Reads tensor t converted to float32 into dst (t->numel floats). */
 int sg_safetensors_read_f32(sg_safetensors *st, const sg_st_tensor *t, float *dst);
