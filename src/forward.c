@@ -124,36 +124,59 @@ static void apply_rope(const sg_model_config *c, float *x, int64_t n_heads, cons
 }
 
 /* Causal attention for one sequence of n tokens. q (n, nh*hd), k and v
- * (n, nkv*hd), out (n, nh*hd); scores scratch (n, n). Query head h reads
- * key/value head h / (nh / nkv) (grouped-query attention). */
+ * (n, nkv*hd), out (n, nh*hd). Query head h reads key/value head
+ * h / (nh / nkv) (grouped-query attention).
+ *
+ * Work goes by key/value head and by tiles of ATT_TILE query rows: the
+ * query heads that share a key/value head are stacked into one matrix, so
+ * each tile is two large GEMMs instead of 2 x group small ones, and a tile
+ * only multiplies the keys it can see (columns up to its last row), which
+ * halves the work of the causal mask on long sequences. */
+#define ATT_TILE 256
+
 static void attend_sequence(const sg_model_config *c, const float *q, const float *k,
-                            const float *v, float *out, int64_t n, float *scores)
+                            const float *v, float *out, int64_t n, float *scores, float *qbuf,
+                            float *obuf)
 {
     int64_t nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim, group = nh / nkv;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int64_t h = 0; h < nh; h++) {
-        const float *qh = q + h * hd, *kh = k + (h / group) * hd, *vh = v + (h / group) * hd;
-        /* scores (n, n) = Qh (n, hd) · Kh^T (hd, n) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)hd, scale, qh,
-                    (int)(nh * hd), kh, (int)(nkv * hd), 0.0f, scores, (int)n);
-        for (int64_t i = 0; i < n; i++) {
-            float *row = scores + i * n, max = row[0];
-            for (int64_t j = 1; j <= i; j++)
-                max = fmaxf(max, row[j]);
-            float sum = 0;
-            for (int64_t j = 0; j <= i; j++) {
-                row[j] = expf(row[j] - max);
-                sum += row[j];
+    for (int64_t g = 0; g < nkv; g++) {
+        const float *kg = k + g * hd, *vg = v + g * hd;
+        for (int64_t r0 = 0; r0 < n; r0 += ATT_TILE) {
+            int64_t rows = n - r0 < ATT_TILE ? n - r0 : ATT_TILE, r1 = r0 + rows;
+            int64_t m = group * rows;
+            /* qbuf (m, hd): row gi*rows + i is query head g*group+gi at position r0+i */
+            for (int64_t gi = 0; gi < group; gi++)
+                for (int64_t i = 0; i < rows; i++)
+                    memcpy(qbuf + (gi * rows + i) * hd, q + (r0 + i) * nh * hd + (g * group + gi) * hd,
+                           hd * sizeof(float));
+            /* scores (m, r1) = qbuf (m, hd) · K[0:r1]ᵀ */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)r1, (int)hd, scale,
+                        qbuf, (int)hd, kg, (int)(nkv * hd), 0.0f, scores, (int)r1);
+            for (int64_t row = 0; row < m; row++) {
+                int64_t last = r0 + row % rows; /* the last key this query may see */
+                float *sr = scores + row * r1, max = sr[0];
+                for (int64_t j = 1; j <= last; j++)
+                    max = fmaxf(max, sr[j]);
+                float sum = 0;
+                for (int64_t j = 0; j <= last; j++) {
+                    sr[j] = expf(sr[j] - max);
+                    sum += sr[j];
+                }
+                float inv = 1.0f / sum;
+                for (int64_t j = 0; j <= last; j++)
+                    sr[j] *= inv;
+                for (int64_t j = last + 1; j < r1; j++)
+                    sr[j] = 0.0f;
             }
-            float inv = 1.0f / sum;
-            for (int64_t j = 0; j <= i; j++)
-                row[j] *= inv;
-            for (int64_t j = i + 1; j < n; j++)
-                row[j] = 0.0f;
+            /* obuf (m, hd) = P (m, r1) · V[0:r1] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)r1, 1.0f,
+                        scores, (int)r1, vg, (int)(nkv * hd), 0.0f, obuf, (int)hd);
+            for (int64_t gi = 0; gi < group; gi++)
+                for (int64_t i = 0; i < rows; i++)
+                    memcpy(out + (r0 + i) * nh * hd + (g * group + gi) * hd,
+                           obuf + (gi * rows + i) * hd, hd * sizeof(float));
         }
-        /* out_h (n, hd) = P (n, n) · Vh (n, hd) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)n, 1.0f,
-                    scores, (int)n, vh, (int)(nkv * hd), 0.0f, out + h * hd, (int)(nh * hd));
     }
 }
 
@@ -173,7 +196,8 @@ typedef struct {
     float *h;      /* (g, max width) normed input */
     float *q, *k, *v, *att; /* (g, nh*hd), (g, nkv*hd) x2, (g, nh*hd) */
     float *up, *gate;       /* (g, F) */
-    float *scores;          /* (max seq len, max seq len) */
+    float *scores;          /* (group * ATT_TILE, max seq len) */
+    float *qbuf, *obuf;     /* (group * ATT_TILE, head_dim) */
     double *inv_freq;       /* (rope_dim / 2) */
 } scratch;
 
@@ -181,6 +205,7 @@ static void scratch_free(scratch *s)
 {
     free(s->h); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->up); free(s->gate); free(s->scores); free(s->inv_freq);
+    free(s->qbuf); free(s->obuf);
 }
 
 static int scratch_alloc(scratch *s, const sg_model_config *c, int64_t g, int64_t max_len)
@@ -194,10 +219,13 @@ static int scratch_alloc(scratch *s, const sg_model_config *c, int64_t g, int64_
     s->att = malloc(g * qd * sizeof(float));
     s->up = malloc(g * c->ffn_dim * sizeof(float));
     s->gate = c->gated_mlp ? malloc(g * c->ffn_dim * sizeof(float)) : NULL;
-    s->scores = malloc(max_len * max_len * sizeof(float));
+    int64_t tile_rows = (c->n_heads / c->n_kv_heads) * (max_len < ATT_TILE ? max_len : ATT_TILE);
+    s->scores = malloc(tile_rows * max_len * sizeof(float));
+    s->qbuf = malloc(tile_rows * c->head_dim * sizeof(float));
+    s->obuf = malloc(tile_rows * c->head_dim * sizeof(float));
     s->inv_freq = malloc((c->rope_dim / 2 + 1) * sizeof(double));
     if (!s->h || !s->q || !s->k || !s->v || !s->att || !s->up || (c->gated_mlp && !s->gate) ||
-        !s->scores || !s->inv_freq) {
+        !s->scores || !s->qbuf || !s->obuf || !s->inv_freq) {
         scratch_free(s);
         return sg_fail(-ENOMEM, "out of memory for block scratch (%lld tokens)", (long long)g);
     }
@@ -223,7 +251,7 @@ static void attention(const sg_model_config *c, const sg_block *b, scratch *s, i
     for (int64_t q = s0; q < s1; q++) {
         int64_t off = seqs->offsets[q] - base, n = seqs->offsets[q + 1] - seqs->offsets[q];
         attend_sequence(c, s->q + off * qd, s->k + off * kvd, s->v + off * kvd,
-                        s->att + off * qd, n, s->scores);
+                        s->att + off * qd, n, s->scores, s->qbuf, s->obuf);
     }
 }
 
@@ -263,7 +291,8 @@ int64_t sg_forward_scratch_bytes(const sg_model_config *c, int64_t max_len, int6
     int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     int64_t per_token = c->dim + 2 * qd + 2 * kvd + (c->gated_mlp ? 2 : 1) * c->ffn_dim +
                         c->dim; /* h, q, att, k, v, up (+gate), residual */
-    return (g * per_token + max_len * max_len) * (int64_t)sizeof(float);
+    int64_t tile_rows = (c->n_heads / c->n_kv_heads) * (max_len < ATT_TILE ? max_len : ATT_TILE);
+    return (g * per_token + tile_rows * (max_len + 2 * c->head_dim)) * (int64_t)sizeof(float);
 }
 
 static int64_t longest_sequence(const sg_seqs *seqs)

@@ -2,6 +2,7 @@
  * this file only dispatches. */
 #include "config.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,15 +17,28 @@ static const struct {
     {"run", sg_cmd_run, "slice a model: calibrate, rotate, slice, write, evaluate"},
     {"ppl", sg_cmd_ppl, "perplexity of a model (dense or sliced) on a text"},
     {"plan", sg_cmd_plan, "memory a slicing run needs, from the config alone"},
+    {"load", sg_cmd_load, "stage: read a model into a stream (first of the pipe)"},
+    {"fold", sg_cmd_fold, "stage: fold the norms into the weights"},
+    {"capture", sg_cmd_capture, "stage: run blocks on calibration text, name the chunks"},
+    {"cov", sg_cmd_cov, "stage: covariance of each captured signal"},
+    {"eig", sg_cmd_eig, "stage: principal axes of each covariance"},
+    {"slice", sg_cmd_slice, "stage: rotate and slice the weights"},
+    {"write", sg_cmd_write, "stage: write the sliced model (last of the pipe)"},
+    {"dump", sg_cmd_dump, "print a stream's records"},
 };
 
 static void print_usage(FILE *f)
 {
     fprintf(f, "usage: slicegpt-stream COMMAND [options]   (COMMAND --help for its options)\n");
+    /* Blocks and chunks are allocated and freed in the same sizes over and
+     * over; keeping freed memory in the heap instead of returning each
+     * buffer to the kernel saves a page fault per page per block. */
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     /* spilled activations must not outlive a run stopped by a signal */
     sg_act_store_install_signal_cleanup();
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-6s %s\n", commands[i].name, commands[i].what);
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].what);
 }
 
 int main(int argc, char **argv)
@@ -41,6 +55,11 @@ int main(int argc, char **argv)
         puts(PACKAGE_STRING);
         return SG_EXIT_OK;
     }
+    /* Blocks and chunks are allocated and freed in the same sizes over and
+     * over; keeping freed memory in the heap instead of returning each
+     * buffer to the kernel saves a page fault per page per block. */
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     /* spilled activations must not outlive a run stopped by a signal */
     sg_act_store_install_signal_cleanup();
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

@@ -8,24 +8,29 @@
 #include "ref_forward.h"
 #include "tap.h"
 
-/* max |fast - ref| / max |ref| over all logits */
-static double compare(const sg_model_config *cfg, uint64_t seed, const char *what)
+/* max |fast - ref| / max |ref| over all logits, for sequences of the
+ * given lengths (0-terminated, at most 4) */
+static double compare_lens(const sg_model_config *cfg, uint64_t seed, const char *what,
+                           const int64_t *lens)
 {
     test_model tm;
     if (test_model_random(cfg, seed, &tm))
         return INFINITY;
-    int64_t lens[] = {17, 5, 31, 1}, offsets[5] = {0};
-    for (int i = 0; i < 4; i++)
+    int64_t offsets[5] = {0};
+    int n_seq = 0;
+    while (n_seq < 4 && lens[n_seq])
+        n_seq++;
+    for (int i = 0; i < n_seq; i++)
         offsets[i + 1] = offsets[i] + lens[i];
-    int64_t T = offsets[4], V = cfg->vocab_size;
+    int64_t T = offsets[n_seq], V = cfg->vocab_size;
     int32_t *ids = malloc(T * sizeof(int32_t));
     for (int64_t t = 0; t < T; t++)
         ids[t] = (int32_t)((t * 7919 + seed) % V);
     float *fast = malloc(T * V * sizeof(float));
     double *ref = malloc(T * V * sizeof(double)), err = 0, scale = 0;
-    if (test_model_logits(&tm, ids, offsets, 4, fast))
+    if (test_model_logits(&tm, ids, offsets, n_seq, fast))
         err = INFINITY;
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < n_seq; s++) {
         ref_logits(&tm.model, tm.blocks, ids + offsets[s], lens[s], ref + offsets[s] * V);
     }
     for (int64_t i = 0; i < T * V; i++) {
@@ -39,6 +44,12 @@ static double compare(const sg_model_config *cfg, uint64_t seed, const char *wha
     double rel = err / scale;
     tap_diag("%s: max |logit error| %.3g, relative %.3g", what, err, rel);
     return rel;
+}
+
+static double compare(const sg_model_config *cfg, uint64_t seed, const char *what)
+{
+    const int64_t lens[] = {17, 5, 31, 1};
+    return compare_lens(cfg, seed, what, lens);
 }
 
 static void make_sliced(sg_model_config *c)
@@ -73,6 +84,14 @@ int main(void)
     c.rope_theta = 500000;
     tap_ok(compare(&c, 2, "llama3 scaling, pair-wise RoPE, q/k/v bias, tied") < tol,
            "llama3-style model matches float64");
+
+    /* longer than one attention tile (256 query rows): tiles see only the
+     * keys up to their last row, and GQA heads are stacked per tile */
+    c = test_config_llama();
+    c.max_positions = 600;
+    const int64_t long_lens[] = {300, 260, 3, 0};
+    tap_ok(compare_lens(&c, 8, "llama, sequences spanning two attention tiles", long_lens) < tol,
+           "attention tiles match float64 on long sequences");
 
     c = test_config_opt();
     tap_ok(compare(&c, 3, "OPT: LayerNorm, learned positions, ReLU, biases") < tol,
