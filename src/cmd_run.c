@@ -138,8 +138,16 @@ int sg_cmd_run(int argc, char **argv)
     if (!err && strcmp(sg_model_files_io_backend(files), "io_uring"))
         fprintf(stderr, "slicegpt-stream: notice: reading with %s\n",
                 sg_model_files_io_backend(files));
-    if (!err)
+    /* pre-tokenized calibration without evaluation needs no tokenizer; the
+     * sliced model then carries the model's own, if it has one */
+    if (!err) {
         err = sg_model_files_tokenizer(files, tok_path, &tok);
+        if (err && calib_tokens && !eval && !tok_path) {
+            fprintf(stderr, "slicegpt-stream: notice: no tokenizer (%s); the sliced model will "
+                            "have none\n", sg_last_error());
+            err = 0;
+        }
+    }
     const sg_model_config *cfg = err ? NULL : sg_model_files_config(files);
     if (!err && cfg->max_positions > 0 && seqlen > cfg->max_positions)
         seqlen = cfg->max_positions;
