@@ -877,4 +877,58 @@ void sg_act_store_close(sg_act_store *s)
     free(s);
 }
 
+int sg_act_store_chunk_file(const sg_act_store *s, const char *name, int64_t index, char *buf,
+                            size_t n)
+{
+    lock(s);
+    const chunk *c = find_chunk(s, name, index);
+    int state = c ? c->state : CH_EMPTY;
+    int64_t id = c ? c->file_id : -1;
+    unlock(s);
+    if (state == CH_EMPTY)
+        return sg_fail(SG_EMISSING, "activation store: no chunk %s[%lld]", name,
+                       (long long)index);
+    if (state != CH_FILE)
+        return sg_fail(SG_EARG, "activation store: chunk %s[%lld] is in memory, not in a file",
+                       name, (long long)index);
+    snprintf(buf, n, "c%016llx.sgac", (unsigned long long)id);
+    return 0;
+}
+
+int sg_act_store_read_file(sg_act_store *s, const char *path, int64_t rows, int64_t width,
+                           float *data)
+{
+    if (rows <= 0 || width <= 0 || rows > INT64_MAX / 4 / width)
+        return sg_fail(SG_EARG, "%s: bad chunk shape (%lld, %lld)", path, (long long)rows,
+                       (long long)width);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return sg_fail(-errno, "%s: cannot open spill file: %s", path, strerror(errno));
+    int rc = 0;
+    lock(s);
+    if (!s->io && (rc = sg_io_init(4, &s->io)) == 0)
+        snprintf(s->st.io_backend, sizeof s->st.io_backend, "%s", sg_io_backend(s->io));
+    spill_ctx *cx = rc == 0 ? pool_take(s) : NULL;
+    if (rc == 0 && !cx)
+        rc = sg_fail(-ENOMEM, "activation store: out of memory reading %s", path);
+    sg_io *io = s->io;
+    unlock(s);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    double t0 = now_s();
+    rc = spill_read(cx, io, fd, path, rows, width, data);
+    double dt = now_s() - t0;
+    close(fd);
+    lock(s);
+    pool_give(s, cx);
+    if (rc == 0) {
+        s->st.read_back_raw_bytes += rows * width * 4;
+        s->st.spill_read_seconds += dt;
+    }
+    unlock(s);
+    return rc;
+}
+
 int sg_act_store_install_signal_cleanup(void) { return sg_cleanup_install_signals(); }

@@ -53,6 +53,7 @@
 #ifndef SG_ACT_STORE_H
 #define SG_ACT_STORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct sg_act_store sg_act_store;
@@ -117,6 +118,25 @@ void sg_act_store_stats(const sg_act_store *s, sg_act_store_stats_t *st);
 
 /* The private spill directory (spill_dir/slicegpt-XXXXXX), or NULL. */
 const char *sg_act_store_spill_path(const sg_act_store *s);
+
+/* Several processes (the stage filters of slicegpt-stream(5)): one
+ * process puts chunks into a store opened with a budget of 0, so every
+ * chunk is a spill file, and names each file to another process, which
+ * reads it by path. The writer keeps ownership and drops a signal only
+ * once it knows the reader is done with it. */
+
+/* The spill file of chunk `index` of `name`, as a path relative to
+ * sg_act_store_spill_path(), into buf (n bytes). SG_EMISSING if there is
+ * no such chunk, SG_EARG if it is held in memory. */
+int sg_act_store_chunk_file(const sg_act_store *s, const char *name, int64_t index, char *buf,
+                            size_t n);
+
+/* Reads the spill file at path, written by any store, into data (rows *
+ * width floats), with the checks of sg_act_store_get (header against rows
+ * and width, zstd checksum). s lends its reading machinery: any open
+ * store, with or without a spill directory. */
+int sg_act_store_read_file(sg_act_store *s, const char *path, int64_t rows, int64_t width,
+                           float *data);
 
 /* Removes every spill file and the private directory, frees everything.
  * NULL is allowed. */

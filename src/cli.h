@@ -24,4 +24,14 @@ int sg_cmd_ppl(int argc, char **argv);
 int sg_cmd_plan(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);
 
+/* The stage filters (slicegpt-stream(5)): cmd_stages.c, cmd_capture.c, cmd_dump.c */
+int sg_cmd_load(int argc, char **argv);
+int sg_cmd_fold(int argc, char **argv);
+int sg_cmd_capture(int argc, char **argv);
+int sg_cmd_cov(int argc, char **argv);
+int sg_cmd_eig(int argc, char **argv);
+int sg_cmd_slice(int argc, char **argv);
+int sg_cmd_write(int argc, char **argv);
+int sg_cmd_dump(int argc, char **argv);
+
 #endif

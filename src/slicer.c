@@ -1,6 +1,5 @@
 #include "slicer.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,12 +8,11 @@
 
 #include "act_store.h"
 #include "covariance.h"
-#include "eigensolve.h"
 #include "evaluate.h"
 #include "fold.h"
 #include "forward.h"
-#include "rotate_slice.h"
 #include "sg_error.h"
+#include "slice_steps.h"
 #include "write_model.h"
 
 const char *const sg_stage_names[SG_N_STAGES] = {"load", "fold", "capture", "covariance",
@@ -65,59 +63,18 @@ void sg_slice_memory_estimate(const sg_model_config *c, int64_t block_raw_bytes,
                m->covariance + m->rotations + m->globals;
 }
 
-/* The calibration batch cut into chunks of whole sequences; chunk c holds
- * sequences [first[c], first[c+1]). */
-typedef struct {
-    int64_t n;
-    int64_t *first;
-    int64_t max_tokens;
-    int64_t *local;  /* scratch: a chunk's offsets rebased to 0 */
-} chunk_plan;
-
-static int plan_chunks(const sg_token_batch *b, int64_t chunk_tokens, chunk_plan *p)
-{
-    memset(p, 0, sizeof *p);
-    p->first = malloc((b->n_seq + 1) * sizeof(int64_t));
-    p->local = malloc((b->n_seq + 1) * sizeof(int64_t));
-    if (!p->first || !p->local)
-        return sg_fail(-ENOMEM, "out of memory planning chunks");
-    for (int64_t s = 0; s < b->n_seq;) {
-        int64_t e = s + 1;
-        while (e < b->n_seq && b->offsets[e + 1] - b->offsets[s] <= chunk_tokens)
-            e++;
-        p->first[p->n++] = s;
-        if (b->offsets[e] - b->offsets[s] > p->max_tokens)
-            p->max_tokens = b->offsets[e] - b->offsets[s];
-        s = e;
-    }
-    p->first[p->n] = b->n_seq;
-    return 0;
-}
-
-/* Sequence layout of chunk c, positions from 0. */
-static sg_seqs chunk_seqs(chunk_plan *p, const sg_token_batch *b, int64_t c, int64_t *rows)
-{
-    int64_t s0 = p->first[c], s1 = p->first[c + 1];
-    for (int64_t s = s0; s <= s1; s++)
-        p->local[s - s0] = b->offsets[s] - b->offsets[s0];
-    *rows = b->offsets[s1] - b->offsets[s0];
-    return (sg_seqs){s1 - s0, p->local};
-}
-
-/* Everything one run holds between stages. */
+/* Everything one run holds between steps (the steps are slice_steps.h's;
+ * this file only orders them, keeps time and reports). */
 typedef struct {
     const sg_slice_options *o;
     sg_slice_report *rep;
     sg_model_config orig, cfg; /* cfg: the sliced model being built */
     int64_t D;
-    const sg_token_batch *calib;
-    chunk_plan chunks;
-    sg_act_store *store;
+    sg_capture cap;
     double *q_prev, *q_mid, *q_out; /* (D, D) */
     double *eig;                    /* (D) */
     sg_cov cov;
-    cJSON *spectra;                 /* eigenvalues per signal, written beside the model */
-    float *in, *mid, *out;          /* chunk buffers, (max chunk tokens, D) each */
+    sg_spectra *spectra;            /* eigenvalues per signal, written beside the model */
     double clock;
 } run_state;
 
@@ -128,79 +85,36 @@ static void tick(run_state *s, int stage)
     s->clock = now;
 }
 
-static int record_spectrum(run_state *s, const char *signal, int64_t layer)
+/* Each captured chunk goes into the covariance (the store has it already). */
+static int accumulate(void *ctx, const char *signal, int64_t layer, const char *stored_as,
+                      int64_t chunk, int64_t n_chunks, const float *x, int64_t rows)
 {
-    cJSON *item = cJSON_CreateObject();
-    if (!item)
-        return sg_fail(-ENOMEM, "out of memory");
-    cJSON_AddStringToObject(item, "signal", signal);
-    cJSON_AddNumberToObject(item, "layer", (double)layer);
-    cJSON_AddItemToObject(item, "eigenvalues", cJSON_CreateDoubleArray(s->eig, (int)s->D));
-    cJSON_AddItemToArray(s->spectra, item);
-    return 0;
-}
-
-/* Starts a covariance; chunks are added as they are captured. */
-static void cov_begin(run_state *s)
-{
-    memset(s->cov.h, 0, s->D * s->D * sizeof(double));
-    s->cov.tokens = 0;
-}
-
-/* Captured signal chunk (rows, D): into the covariance and the store. */
-static int cov_and_keep(run_state *s, const char *name, int64_t c, const float *x, int64_t rows)
-{
+    run_state *s = ctx;
     double t = sg_now();
-    sg_cov_accumulate(&s->cov, x, rows);
+    int err = sg_cov_accumulate(&s->cov, x, rows);
     s->rep->seconds[SG_STAGE_COV] += sg_now() - t;
     s->clock += sg_now() - t; /* not capture time */
-    return sg_act_store_put(s->store, name, c, x, rows, s->D);
-}
-
-/* PCA of the signal accumulated since cov_begin: q (D, D), spectrum recorded. */
-static int principal_axes(run_state *s, double *q, const char *name, int64_t layer)
-{
-    tick(s, SG_STAGE_CAPTURE);
-    sg_cov_finish(&s->cov);
-    int err;
-    if (s->o->rotation == SG_ROTATION_RANDOM) {
-        err = sg_random_orthogonal(s->D, s->o->seed + 7919 * (uint64_t)(layer + 2), q);
-        memset(s->eig, 0, s->D * sizeof(double));
-    } else {
-        err = sg_eigh_descending(s->cov.h, s->D, s->o->damp_frac, q, s->eig);
-    }
-    if (!err)
-        err = record_spectrum(s, name, layer);
-    tick(s, SG_STAGE_EIG);
     return err;
 }
 
-/* Every chunk of signal `from` (rows, D), projected on q's first d
- * columns, becomes chunk of `to` (rows, d); `from` is dropped. */
-static int project_signal(run_state *s, const char *from, const char *to, const double *q,
-                          int64_t d)
+/* PCA of the signal accumulated since sg_slice_cov_begin: q (D, D), spectrum recorded. */
+static int principal_axes(run_state *s, double *q, const char *signal, int64_t layer)
 {
-    int err = 0;
-    for (int64_t c = 0; c < s->chunks.n && !err; c++) {
-        int64_t rows, width;
-        err = sg_act_store_shape(s->store, from, c, &rows, &width);
-        err = err ? err : sg_act_store_get(s->store, from, c, s->mid);
-        err = err ? err : sg_project_rows(s->mid, rows, s->D, q, d, s->in);
-        err = err ? err : sg_act_store_put(s->store, to, c, s->in, rows, d);
-    }
-    if (!err)
-        err = sg_act_store_drop(s->store, from);
-    tick(s, SG_STAGE_ROTATE);
+    tick(s, SG_STAGE_CAPTURE);
+    sg_cov_finish(&s->cov);
+    int err = sg_slice_axes(s->cov.h, s->D, layer, s->o->rotation, s->o->seed, s->o->damp_frac,
+                            q, s->eig);
+    err = err ? err : sg_spectra_add(s->spectra, signal, layer, s->eig, s->D);
+    tick(s, SG_STAGE_EIG);
     return err;
 }
 
 static int slice_block(run_state *s, sg_model_files *files, sg_model_writer *w, int64_t l)
 {
     const sg_model_config *o = &s->orig;
-    int64_t D = s->D, qd = o->n_heads * o->head_dim, F = o->ffn_dim;
-    int64_t kvd = o->n_kv_heads * o->head_dim;
-    int64_t d_in = s->cfg.d_in[l], d_mid = s->cfg.d_mid[l], d_out = s->cfg.d_out[l];
+    int64_t D = s->D, d_in = s->cfg.d_in[l], d_mid = s->cfg.d_mid[l], d_out = s->cfg.d_out[l];
     sg_block b;
+    sg_model_config work;
     int err = sg_block_load(files, o, l, &b);
     tick(s, SG_STAGE_LOAD);
     if (err)
@@ -210,94 +124,35 @@ static int slice_block(run_state *s, sg_model_files *files, sg_model_writer *w, 
     if ((err = sg_fold_block(o, &b)))
         goto out;
     tick(s, SG_STAGE_FOLD);
-
-    /* input side: everything that reads the block input */
-    err = sg_rotate_reader(&b.wq, qd, D, s->q_prev, d_in);
-    err = err ? err : sg_rotate_reader(&b.wk, kvd, D, s->q_prev, d_in);
-    err = err ? err : sg_rotate_reader(&b.wv, kvd, D, s->q_prev, d_in);
-    if (o->parallel_block) {
-        err = err ? err : sg_rotate_reader(&b.w_up, F, D, s->q_prev, d_in);
-        if (o->gated_mlp)
-            err = err ? err : sg_rotate_reader(&b.w_gate, F, D, s->q_prev, d_in);
-    }
-    /* the residual path back to the original basis, for capturing */
-    err = err ? err : sg_shortcut_matrix(s->q_prev, d_in, NULL, 0, D, &b.attn_shortcut);
-    if (err)
+    if ((err = sg_slice_block_input(o, &b, s->q_prev, d_in)))
         goto out;
-    b.d_in = d_in;
-    b.d_mid = D;
-    b.d_out = D;
-    sg_model_config work = s->cfg; /* widths as they are at each step */
-    work.d_in[l] = d_in;
-    work.d_mid[l] = work.d_out[l] = D;
+    sg_slice_work_config(&s->cfg, l, D, &work);
     tick(s, SG_STAGE_ROTATE);
 
     /* first capture: the residual after attention (sequential blocks) or
      * the whole block's output (parallel blocks), in the original basis */
-    cov_begin(s);
-    for (int64_t c = 0; c < s->chunks.n && !err; c++) {
-        int64_t rows;
-        sg_seqs seqs = chunk_seqs(&s->chunks, s->calib, c, &rows);
-        err = sg_act_store_get(s->store, "input", c, s->in);
-        if (!err && o->parallel_block)
-            err = sg_block_forward(&work, &b, s->in, s->out, NULL, &seqs);
-        else if (!err)
-            err = sg_block_forward(&work, &b, s->in, NULL, s->out, &seqs);
-        err = err ? err : cov_and_keep(s, o->parallel_block ? "output" : "residual", c, s->out,
-                                       rows);
-    }
-    if (err)
+    sg_slice_cov_begin(&s->cov);
+    if ((err = sg_capture_attention(&s->cap, &work, &b, l)))
         goto out;
-
-    if (o->parallel_block) {
-        if ((err = principal_axes(s, s->q_out, "block_output", l)))
-            goto out;
-        err = sg_rotate_writer(&b.wo, &b.bo, D, qd, s->q_out, d_out);
-        err = err ? err : sg_rotate_writer(&b.w_down, &b.b_down, D, F, s->q_out, d_out);
-        err = err ? err : sg_shortcut_extend(&b.attn_shortcut, d_in, D, s->q_out, d_out);
-    } else {
+    if (!o->parallel_block) {
         if ((err = principal_axes(s, s->q_mid, "attention_output", l)))
             goto out;
-        err = sg_rotate_writer(&b.wo, &b.bo, D, qd, s->q_mid, d_mid);
-        err = err ? err : sg_shortcut_extend(&b.attn_shortcut, d_in, D, s->q_mid, d_mid);
-        err = err ? err : sg_rotate_reader(&b.w_up, F, D, s->q_mid, d_mid);
-        if (o->gated_mlp)
-            err = err ? err : sg_rotate_reader(&b.w_gate, F, D, s->q_mid, d_mid);
-        err = err ? err : sg_shortcut_matrix(s->q_mid, d_mid, NULL, 0, D, &b.mlp_shortcut);
-        if (err)
+        if ((err = sg_slice_block_mid(o, &b, s->q_mid, d_in, d_mid)))
             goto out;
-        b.d_mid = d_mid;
         work.d_mid[l] = d_mid;
         tick(s, SG_STAGE_ROTATE);
-        /* second capture: the block output. The captured residual, rotated
-         * and cut, is what the sliced attention half would produce, so
-         * only the MLP half runs. */
-        cov_begin(s);
-        for (int64_t c = 0; c < s->chunks.n && !err; c++) {
-            int64_t rows, width;
-            err = sg_act_store_shape(s->store, "residual", c, &rows, &width);
-            err = err ? err : sg_act_store_get(s->store, "residual", c, s->mid);
-            err = err ? err : sg_project_rows(s->mid, rows, D, s->q_mid, d_mid, s->in);
-            err = err ? err : sg_block_forward_mlp(&work, &b, s->in, s->out, rows);
-            err = err ? err : cov_and_keep(s, "output", c, s->out, rows);
-        }
-        err = err ? err : sg_act_store_drop(s->store, "residual");
-        err = err ? err : principal_axes(s, s->q_out, "block_output", l);
-        err = err ? err : sg_rotate_writer(&b.w_down, &b.b_down, D, F, s->q_out, d_out);
-        err = err ? err : sg_shortcut_extend(&b.mlp_shortcut, d_mid, D, s->q_out, d_out);
+        /* second capture: the block output */
+        sg_slice_cov_begin(&s->cov);
+        if ((err = sg_capture_mlp(&s->cap, &work, &b, s->q_mid, d_mid, l)))
+            goto out;
     }
-    if (err)
-        goto out;
-    b.d_out = d_out;
-    if (o->parallel_block)
-        b.d_mid = d_out; /* a parallel block's attention writes the output directly */
+    err = principal_axes(s, s->q_out, "block_output", l);
+    err = err ? err : sg_slice_block_output(o, &b, s->q_out, d_in, d_mid, d_out);
     tick(s, SG_STAGE_ROTATE);
     /* the next block's inputs: this block's output in the new basis, cut */
-    err = sg_act_store_drop(s->store, "input");
-    err = err ? err : project_signal(s, "output", "input", s->q_out, d_out);
-    if (err)
-        goto out;
-    err = sg_model_writer_block(w, l, &b);
+    err = err ? err : sg_capture_advance(&s->cap, s->q_out, d_out);
+    tick(s, SG_STAGE_ROTATE);
+    err = err ? err : sg_model_writer_block(w, l, &b);
     tick(s, SG_STAGE_WRITE);
     double *swap = s->q_prev;
     s->q_prev = s->q_out;
@@ -307,72 +162,23 @@ out:
     return err;
 }
 
-/* Widths of the sliced model: d everywhere, except the last block's output
- * and the head, which stay D unless slice_head (as the reference). */
-static void plan_widths(run_state *s, int64_t d)
-{
-    sg_model_config *c = &s->cfg;
-    c->embed_dim = d;
-    for (int64_t l = 0; l < c->n_layers; l++) {
-        c->d_in[l] = d;
-        c->d_mid[l] = d;
-        c->d_out[l] = d;
-    }
-    if (!s->o->slice_head)
-        c->d_out[c->n_layers - 1] = s->D;
-    if (c->parallel_block)
-        for (int64_t l = 0; l < c->n_layers; l++)
-            c->d_mid[l] = c->d_out[l];
-    c->head_in_dim = c->d_out[c->n_layers - 1];
-}
-
-static int write_spectra(run_state *s)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/eigenvalues.json", s->o->out_dir);
-    char *json = cJSON_PrintUnformatted(s->spectra);
-    if (!json)
-        return sg_fail(-ENOMEM, "out of memory");
-    FILE *f = fopen(path, "w");
-    int err = 0;
-    if (!f || fputs(json, f) < 0 || fclose(f) != 0)
-        err = sg_fail(-EIO, "%s: cannot write eigenvalue spectra", path);
-    free(json);
-    return err;
-}
-
 /* Embeddings: capture the embedded calibration tokens, PCA → Q₀, write the
  * rotated, cut embeddings; the projected tokens are block 0's inputs. */
 static int slice_embeddings(run_state *s, sg_model_files *files, sg_model_writer *w)
 {
     sg_model m;
-    int64_t D = s->D, d = s->cfg.embed_dim;
-    int err = sg_model_load(files, &m);
+    int err = sg_slice_embeddings_load(files, &m);
     tick(s, SG_STAGE_LOAD);
     if (err)
         return err;
-    /* the head is not needed until the end: do not hold it meanwhile */
-    if (m.lm_head != m.tok_embd)
-        free(m.lm_head);
-    m.lm_head = NULL;
-    m.cfg.tied_embeddings = 0;
-    err = sg_fold_globals(&m);
+    err = sg_slice_embeddings_fold(&m);
     tick(s, SG_STAGE_FOLD);
-    cov_begin(s);
-    for (int64_t c = 0; c < s->chunks.n && !err; c++) {
-        int64_t rows;
-        sg_seqs seqs = chunk_seqs(&s->chunks, s->calib, c, &rows);
-        err = sg_embed(&m, s->calib->ids + s->calib->offsets[s->chunks.first[c]], &seqs, s->out);
-        err = err ? err : cov_and_keep(s, "output", c, s->out, rows);
-    }
+    sg_slice_cov_begin(&s->cov);
+    err = err ? err : sg_capture_embeddings(&s->cap, &m);
     err = err ? err : principal_axes(s, s->q_prev, "embeddings", -1);
-    err = err ? err : project_signal(s, "output", "input", s->q_prev, d);
-    err = err ? err : sg_rotate_reader(&m.tok_embd, s->orig.vocab_size, D, s->q_prev, d);
-    if (!err && m.pos_embd)
-        err = sg_rotate_reader(&m.pos_embd, s->orig.max_positions + s->orig.pos_offset, D,
-                               s->q_prev, d);
+    err = err ? err : sg_capture_advance(&s->cap, s->q_prev, s->cfg.embed_dim);
+    err = err ? err : sg_slice_embeddings_rotate(&m, &s->orig, &s->cfg, s->q_prev);
     tick(s, SG_STAGE_ROTATE);
-    m.cfg = s->cfg;
     err = err ? err : sg_model_writer_embeddings(w, &m);
     tick(s, SG_STAGE_WRITE);
     sg_model_free(&m);
@@ -383,19 +189,14 @@ static int slice_embeddings(run_state *s, sg_model_files *files, sg_model_writer
 static int slice_head(run_state *s, sg_model_files *files, sg_model_writer *w)
 {
     sg_model m;
-    int err = sg_model_load(files, &m);
+    int err = sg_slice_head_load(files, &m);
     tick(s, SG_STAGE_LOAD);
     if (err)
         return err;
-    err = sg_fold_globals(&m); /* unties and folds the final norm into the head */
-    free(m.tok_embd);
-    free(m.pos_embd);
-    m.tok_embd = m.pos_embd = NULL;
+    err = sg_slice_head_fold(&m);
     tick(s, SG_STAGE_FOLD);
-    err = err ? err : sg_rotate_reader(&m.lm_head, s->orig.vocab_size, s->D, s->q_prev,
-                                       s->cfg.head_in_dim);
+    err = err ? err : sg_slice_head_rotate(&m, &s->orig, &s->cfg, s->q_prev);
     tick(s, SG_STAGE_ROTATE);
-    m.cfg = s->cfg;
     err = err ? err : sg_model_writer_head(w, &m);
     tick(s, SG_STAGE_WRITE);
     sg_model_free(&m);
@@ -412,29 +213,31 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
              sg_slice_report *rep)
 {
     memset(rep, 0, sizeof *rep);
-    run_state s = {.o = o, .rep = rep, .calib = calib, .clock = sg_now()};
+    run_state s = {.o = o, .rep = rep, .clock = sg_now()};
     s.orig = *sg_model_files_config(files);
     if (s.orig.sliced)
         return sg_fail(SG_EARG, "%s: model is already sliced", sg_model_files_path(files));
-    int64_t D = s.D = s.orig.dim, d = sg_sliced_dim(D, o->sparsity, o->round_interval);
+    int64_t D = s.D = s.orig.dim;
     rep->calib_tokens = calib->offsets[calib->n_seq];
-    rep->d = d;
-    s.cfg = sg_fold_config(&s.orig);
-    plan_widths(&s, d);
+    rep->d = sg_slice_plan(&s.orig, o->sparsity, o->round_interval, o->slice_head, &s.cfg);
     rep->params_dense = sg_model_param_count(&s.orig);
     rep->params_stored = sg_model_param_count(&s.cfg);
 
     sg_model_writer *w = NULL;
-    int err = plan_chunks(calib, o->chunk_tokens > 0 ? o->chunk_tokens : 8192, &s.chunks);
-    rep->chunks = s.chunks.n;
+    int err = sg_capture_init(&s.cap, calib, o->chunk_tokens > 0 ? o->chunk_tokens : 8192, D);
+    if (err)
+        return err;
+    s.cap.sink = accumulate;
+    s.cap.sink_ctx = &s;
+    rep->chunks = s.cap.n_chunks;
     /* what the store may keep resident: the host budget less what the
      * driver itself holds (see sg_slice_memory_estimate) */
     sg_slice_memory mem;
-    sg_slice_memory_estimate(&s.orig, 0, s.chunks.max_tokens, s.chunks.max_tokens, &mem);
+    sg_slice_memory_estimate(&s.orig, 0, s.cap.max_tokens, s.cap.max_tokens, &mem);
     int64_t host = o->host_mem_bytes > 0 ? o->host_mem_bytes : physical_memory() / 2;
     rep->store_budget = host > mem.total ? host - mem.total : 0;
     const char *spill = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    err = err ? err : sg_act_store_open(rep->store_budget, spill, &s.store);
+    err = sg_act_store_open(rep->store_budget, spill, &s.cap.store);
     err = err ? err : sg_cov_init(&s.cov, D);
     if (err)
         goto out;
@@ -442,13 +245,9 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     s.q_mid = malloc(D * D * sizeof(double));
     s.q_out = malloc(D * D * sizeof(double));
     s.eig = malloc(D * sizeof(double));
-    s.in = malloc(s.chunks.max_tokens * D * sizeof(float));
-    s.mid = malloc(s.chunks.max_tokens * D * sizeof(float));
-    s.out = malloc(s.chunks.max_tokens * D * sizeof(float));
-    s.spectra = cJSON_CreateArray();
-    if (!s.q_prev || !s.q_mid || !s.q_out || !s.eig || !s.in || !s.mid || !s.out || !s.spectra) {
-        err = sg_fail(-ENOMEM, "out of memory for chunks of %lld tokens of width %lld",
-                      (long long)s.chunks.max_tokens, (long long)D);
+    s.spectra = sg_spectra_new();
+    if (!s.q_prev || !s.q_mid || !s.q_out || !s.eig || !s.spectra) {
+        err = sg_fail(-ENOMEM, "out of memory for rotations of width %lld", (long long)D);
         goto out;
     }
     if ((err = sg_model_writer_open(o->out_dir, &s.cfg, o->out_dtype, &w)))
@@ -467,7 +266,7 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
         goto out;
     err = sg_model_writer_finish(w, o->sparsity, o->tokenizer_src, o->tok);
     w = NULL;
-    err = err ? err : write_spectra(&s);
+    err = err ? err : sg_spectra_write(s.spectra, o->out_dir);
     tick(&s, SG_STAGE_WRITE);
 
     /* nominal size: what the paper counts (no shortcuts, head as before) */
@@ -479,26 +278,22 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
         rep->params_sliced -= nominal.d_in[l] * nominal.d_mid[l] +
                               (nominal.parallel_block ? 0 : nominal.d_mid[l] * nominal.d_out[l]);
 out:
-    if (s.store) {
+    if (s.cap.store) {
         sg_act_store_stats_t st;
-        sg_act_store_stats(s.store, &st);
+        sg_act_store_stats(s.cap.store, &st);
         rep->store_peak = st.peak_resident_bytes;
         rep->spilled_raw = st.spilled_raw_bytes;
         rep->spilled_compressed = st.spilled_compressed_bytes;
     }
     if (w)
         sg_model_writer_abort(w);
-    sg_act_store_close(s.store);
+    sg_act_store_close(s.cap.store);
+    sg_capture_free(&s.cap);
     sg_cov_free(&s.cov);
-    free(s.chunks.first);
-    free(s.chunks.local);
     free(s.q_prev);
     free(s.q_mid);
     free(s.q_out);
     free(s.eig);
-    free(s.in);
-    free(s.mid);
-    free(s.out);
-    cJSON_Delete(s.spectra);
+    sg_spectra_free(s.spectra);
     return err;
 }

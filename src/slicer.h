@@ -8,7 +8,12 @@
  *   Q_mid; rotate/cut attention output and MLP input; run the MLP half,
  *   capture the block output, PCA → Q_out; rotate/cut the MLP output.
  *   The shortcuts are Q_prevᵀQ_mid and Q_midᵀQ_out restricted to kept
- *   dims, and the next block's inputs are this block's sliced outputs. */
+ *   dims, and the next block's inputs are this block's sliced outputs.
+ *
+ * Each of those steps is a function of slice_steps.h; sg_slice calls them
+ * in order in one process, and the stage filters (slicegpt-stream load |
+ * fold | capture | cov | eig | slice | write, slicegpt-stream(5)) call the
+ * same ones in the same order across processes, writing the same bytes. */
 #ifndef SG_SLICER_H
 #define SG_SLICER_H
 

@@ -1,0 +1,710 @@
+/* The stage filters but capture (cmd_capture.c) and dump (cmd_dump.c):
+ *
+ *   slicegpt-stream load MODEL | slicegpt-stream fold
+ *     | slicegpt-stream capture --calib FILE | slicegpt-stream cov
+ *     | slicegpt-stream eig | slicegpt-stream slice --sparsity S
+ *     | slicegpt-stream write OUT
+ *
+ * Each calls the steps of slice_steps.h that the fused `run` calls, in
+ * the same order, so the model written is the same to the byte. Records a
+ * stage does not work on pass through unchanged. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "act_store.h"
+#include "cli.h"
+#include "covariance.h"
+#include "fold.h"
+#include "model_files.h"
+#include "sg_error.h"
+#include "slice_steps.h"
+#include "stage_common.h"
+#include "stream_model.h"
+#include "stream_records.h"
+#include "stream_store.h"
+#include "text.h"
+#include "write_model.h"
+
+/* Options every stream-writing stage takes; returns 1 if handled. */
+static int common_option(int c, int *zstd, int *bad)
+{
+    if (c != 'z')
+        return 0;
+    *bad |= sg_stage_parse_zstd(optarg, zstd);
+    return 1;
+}
+
+#define ZSTD_OPTION {"zstd", required_argument, 0, 'z'}
+
+/* ---- load ---- */
+
+static const char load_usage[] =
+    "usage: slicegpt-stream load MODEL [--tokenizer FILE] [--zstd LEVEL] | ...\n"
+    "Writes the model as a stream: header, tokenizer, embeddings, each block, head.\n"
+    "  MODEL                 Hugging Face directory or .gguf file\n"
+    "  --tokenizer FILE      tokenizer.json or llama2.c tokenizer.bin (default: the model's)\n"
+    SG_STAGE_ZSTD_HELP;
+
+/* The tokenizer as the fused run would copy it beside the sliced model:
+ * the file given, else the model directory's, else (GGUF) the model's own
+ * tokenizer written as tokenizer.json. */
+static int load_tokenizer(sg_stage *st, sg_model_files *files, const char *model,
+                          const char *tok_path)
+{
+    char path[4096];
+    const char *src = tok_path;
+    if (!src) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", model);
+        if (access(path, R_OK) != 0)
+            snprintf(path, sizeof path, "%s/tokenizer.bin", model);
+        src = access(path, R_OK) == 0 ? path : NULL;
+    }
+    char *data = NULL, tmp[4096] = "";
+    size_t len = 0;
+    int err = 0;
+    if (!src) {
+        sg_tokenizer *tok;
+        if (sg_model_files_tokenizer(files, NULL, &tok) != 0)
+            return 0; /* none: capture then needs --calib-tokens */
+        const char *t = getenv("TMPDIR");
+        snprintf(tmp, sizeof tmp, "%s/slicegpt-tok-XXXXXX.json", t ? t : "/tmp");
+        int fd = mkstemps(tmp, 5);
+        if (fd < 0) {
+            sg_tokenizer_free(tok);
+            return sg_fail(-errno, "%s: %s", tmp, strerror(errno));
+        }
+        close(fd);
+        err = sg_tokenizer_save_json(tok, tmp);
+        sg_tokenizer_free(tok);
+        src = tmp;
+    }
+    err = err ? err : sg_text_read(src, &data, &len);
+    size_t n = strlen(src);
+    int json = n > 5 && !strcmp(src + n - 5, ".json");
+    const char *name = json ? "tokenizer.json" : "tokenizer.bin";
+    err = err ? err : sg_rec_write_file(st->out, name, data, len);
+    free(data);
+    if (tmp[0])
+        unlink(tmp);
+    return err;
+}
+
+static int load_model(sg_stage *st, const char *model, const char *tok_path)
+{
+    sg_model_files *files;
+    int err = sg_model_files_open(model, &files);
+    if (err)
+        return err;
+    st->orig = *sg_model_files_config(files);
+    const sg_model_config *o = &st->orig;
+    st->header = cJSON_CreateObject();
+    cJSON_AddStringToObject(st->header, "format", "slicegpt-stream");
+    cJSON_AddStringToObject(st->header, "source", model);
+    cJSON_AddItemToObject(st->header, "config", sg_config_to_json(o));
+    if (o->sliced)
+        err = sg_fail(SG_EARG, "%s: model is already sliced", model);
+    err = err ? err : sg_stage_write_header(st);
+    err = err ? err : load_tokenizer(st, files, model, tok_path);
+
+    sg_model m;
+    sg_model_files_prefetch_block(files, 0);
+    if (!err && !(err = sg_slice_embeddings_load(files, &m))) {
+        err = sg_section_write_globals(st->out, SG_SECTION_EMBEDDINGS, &m, o);
+        sg_model_free(&m);
+    }
+    for (int64_t l = 0; !err && l < o->n_layers; l++) {
+        sg_block b;
+        if ((err = sg_block_load(files, o, l, &b)))
+            break;
+        if (l + 1 < o->n_layers)
+            sg_model_files_prefetch_block(files, l + 1);
+        err = sg_section_write_block(st->out, o, l, &b);
+        sg_block_free(&b);
+    }
+    if (!err && !(err = sg_slice_head_load(files, &m))) {
+        err = sg_section_write_globals(st->out, SG_SECTION_HEAD, &m, o);
+        sg_model_free(&m);
+    }
+    err = err ? err : sg_frame_write_end(st->out);
+    sg_model_files_close(files);
+    return err;
+}
+
+int sg_cmd_load(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"tokenizer", required_argument, 0, 'k'}, ZSTD_OPTION, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *tok = NULL;
+    int c, bad = 0, zstd = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (common_option(c, &zstd, &bad))
+            continue;
+        switch (c) {
+        case 'k': tok = optarg; break;
+        case 'h': fputs(load_usage, stdout); return SG_EXIT_OK;
+        default: bad = 1;
+        }
+    }
+    if (bad || optind != argc - 1) {
+        fputs(load_usage, stderr);
+        return SG_EXIT_USAGE;
+    }
+    sg_stage st;
+    int err = sg_stage_open(&st, "load", 0, 1, zstd);
+    err = err ? err : load_model(&st, argv[optind], tok);
+    return sg_stage_finish(&st, err);
+}
+
+/* ---- fold ---- */
+
+static const char fold_usage[] =
+    "usage: ... | slicegpt-stream fold [--zstd LEVEL] | ...\n"
+    "Folds every norm into the linear layers that read it (after load).\n" SG_STAGE_ZSTD_HELP;
+
+static int fold_section(sg_stage *st, sg_section *sec)
+{
+    const sg_model_config *o = &st->orig;
+    sg_model_config folded = sg_fold_config(o);
+    int err = sg_section_check(sec, o);
+    if (err)
+        return err;
+    if (sec->sec.kind == SG_SECTION_BLOCK) {
+        err = sg_fold_block(o, &sec->b);
+        return err ? err : sg_section_write_block(st->out, &folded, sec->sec.layer, &sec->b);
+    }
+    /* the models sg_slice_embeddings_load and sg_slice_head_load return */
+    sec->m.cfg = *o;
+    if (sec->sec.kind == SG_SECTION_EMBEDDINGS) {
+        sec->m.cfg.tied_embeddings = 0;
+        err = sg_slice_embeddings_fold(&sec->m);
+    } else {
+        err = sg_slice_head_fold(&sec->m);
+    }
+    return err ? err : sg_section_write_globals(st->out, sec->sec.kind, &sec->m, &folded);
+}
+
+static int fold_one(sg_stage *st, sg_section *sec, void *ctx) { return fold_section(st, sec); }
+
+int sg_cmd_fold(int argc, char **argv)
+{
+    static const struct option opts[] = {ZSTD_OPTION, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c, bad = 0, zstd = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
+        if (!common_option(c, &zstd, &bad)) {
+            if (c == 'h') {
+                fputs(fold_usage, stdout);
+                return SG_EXIT_OK;
+            }
+            bad = 1;
+        }
+    if (bad || optind != argc) {
+        fputs(fold_usage, stderr);
+        return SG_EXIT_USAGE;
+    }
+    sg_stage st;
+    int err = sg_stage_open(&st, "fold", 1, 1, zstd);
+    err = err ? err : sg_stage_read_header(&st, "load");
+    err = err ? err : sg_stage_write_header(&st);
+    err = err ? err : sg_stage_loop(&st, fold_one, NULL, NULL, 0);
+    return sg_stage_finish(&st, err);
+}
+
+/* ---- cov ---- */
+
+static const char cov_usage[] =
+    "usage: ... | slicegpt-stream cov [--zstd LEVEL] | ...\n"
+    "Accumulates each captured signal's covariance from the chunks capture names\n"
+    "(after capture).\n" SG_STAGE_ZSTD_HELP;
+
+typedef struct {
+    sg_act_store *reader; /* lends its machinery to read chunk files */
+    sg_cov cov;
+    float *chunk;
+    int64_t chunk_cap;
+    char signal[SG_FRAME_NAME_MAX + 1]; /* the signal being accumulated, "" between signals */
+    int64_t next, count;
+} cov_state;
+
+static int cov_record(sg_stage *st, void *ctx)
+{
+    cov_state *c = ctx;
+    sg_record *r = &st->rec;
+    if (r->type != SG_REC_ACT_REF)
+        return 0;
+    sg_rec_act_ref a;
+    int err = sg_rec_read_act_ref(r, &a);
+    if (err)
+        return err;
+    int64_t D = st->orig.dim;
+    if (c->signal[0] ? strcmp(c->signal, r->name) || a.index != c->next || a.count != c->count
+                     : a.index != 0)
+        return sg_fail(SG_EFORMAT, "%s: chunk %lld of %lld out of order (expected %s chunk %lld)",
+                       sg_rec_label(r), (long long)a.index, (long long)a.count,
+                       c->signal[0] ? c->signal : r->name, (long long)c->next);
+    if (a.width != D)
+        return sg_fail(SG_EFORMAT, "%s: chunk width %lld, the model's is %lld", sg_rec_label(r),
+                       (long long)a.width, (long long)D);
+    if (a.rows * D > c->chunk_cap) {
+        free(c->chunk);
+        c->chunk_cap = a.rows * D;
+        if (!(c->chunk = malloc(c->chunk_cap * sizeof(float))))
+            return sg_fail(-ENOMEM, "out of memory for a chunk of %lld rows", (long long)a.rows);
+    }
+    if (a.index == 0) {
+        snprintf(c->signal, sizeof c->signal, "%s", r->name);
+        c->count = a.count;
+        sg_slice_cov_begin(&c->cov);
+    }
+    char path[4096 + 1100];
+    snprintf(path, sizeof path, "%s/%s", st->store, a.path);
+    err = sg_act_store_read_file(c->reader, path, a.rows, D, c->chunk);
+    /* capture removes the store only when it stops, and it sends nothing
+     * after it: a chunk gone means capture failed and said so */
+    if (err == -ENOENT)
+        return sg_fail(SG_STAGE_QUIET, "%s: the store is gone (capture stopped)", path);
+    err = err ? err : sg_cov_accumulate(&c->cov, c->chunk, a.rows);
+    if (err)
+        return err;
+    c->next = a.index + 1;
+    if (c->next < c->count)
+        return 1;
+    sg_cov_finish(&c->cov);
+    err = sg_rec_write_cov(st->out, c->signal, a.layer, D, c->cov.tokens, c->cov.h);
+    c->signal[0] = '\0';
+    c->next = 0;
+    return err ? err : 1;
+}
+
+int sg_cmd_cov(int argc, char **argv)
+{
+    static const struct option opts[] = {ZSTD_OPTION, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c, bad = 0, zstd = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
+        if (!common_option(c, &zstd, &bad)) {
+            if (c == 'h') {
+                fputs(cov_usage, stdout);
+                return SG_EXIT_OK;
+            }
+            bad = 1;
+        }
+    if (bad || optind != argc) {
+        fputs(cov_usage, stderr);
+        return SG_EXIT_USAGE;
+    }
+    sg_stage st;
+    cov_state cs = {0};
+    int err = sg_stage_open(&st, "cov", 1, 1, zstd);
+    err = err ? err : sg_stage_read_header(&st, "capture");
+    if (!err && !st.store[0])
+        err = sg_fail(SG_EFORMAT, "stdin: the stream header names no store directory");
+    err = err ? err : sg_act_store_open(0, NULL, &cs.reader);
+    err = err ? err : sg_cov_init(&cs.cov, st.orig.dim);
+    err = err ? err : sg_stage_write_header(&st);
+    /* sections pass through as records: nothing here works on weights */
+    int got;
+    while (!err && (got = sg_stage_next(&st)) == 1) {
+        int used = cov_record(&st, &cs);
+        err = used < 0 ? used : used ? 0 : sg_stage_forward(&st);
+    }
+    if (!err && got < 0)
+        err = got;
+    if (!err && cs.signal[0])
+        err = sg_fail(SG_EFORMAT, "stdin: stream ends in the middle of signal %s", cs.signal);
+    err = err ? err : sg_frame_write_end(st.out);
+    sg_act_store_close(cs.reader);
+    if (cs.cov.h)
+        sg_cov_free(&cs.cov);
+    free(cs.chunk);
+    return sg_stage_finish(&st, err);
+}
+
+/* ---- eig ---- */
+
+static const char eig_usage[] =
+    "usage: ... | slicegpt-stream eig [--random-rotation [--seed N]] [--zstd LEVEL] | ...\n"
+    "Eigendecomposes each covariance: its principal axes go downstream as a rotation\n"
+    "record and back to capture through the store (after cov).\n"
+    "  --random-rotation     control experiment: a random orthogonal Q instead of PCA\n"
+    "  --seed N              seed of the random rotation (default 42)\n" SG_STAGE_ZSTD_HELP;
+
+typedef struct {
+    sg_rotation_kind kind;
+    uint64_t seed;
+    double *h, *q, *eig;
+    int64_t D;
+} eig_state;
+
+static int eig_record(sg_stage *st, void *ctx)
+{
+    eig_state *e = ctx;
+    sg_record *r = &st->rec;
+    if (r->type != SG_REC_COV)
+        return 0;
+    sg_rec_matrix m;
+    int err = sg_rec_read_matrix(r, &m);
+    if (err)
+        return err;
+    if (m.n != e->D)
+        return sg_fail(SG_EFORMAT, "%s: a %lld x %lld covariance, the model's width is %lld",
+                       sg_rec_label(r), (long long)m.n, (long long)m.n, (long long)e->D);
+    memcpy(e->h, m.values, e->D * e->D * sizeof(double));
+    char signal[SG_FRAME_NAME_MAX + 1];
+    snprintf(signal, sizeof signal, "%s", r->name);
+    err = sg_slice_axes(e->h, e->D, m.layer, e->kind, e->seed, 0.01, e->q, e->eig);
+    /* capture waits for the file: publish it before anything else */
+    char file[SG_FRAME_NAME_MAX + 8];
+    snprintf(file, sizeof file, "%s.rot", signal);
+    int64_t f[2] = {m.layer, e->D};
+    sg_frame_part parts[2] = {{f, sizeof f}, {e->q, e->D * e->D * sizeof(double)}};
+    err = err ? err : sg_store_put(st->store, file, SG_REC_ROTATION, signal, parts, 2);
+    err = err ? err : sg_rec_write_spectrum(st->out, signal, m.layer, e->D, e->eig);
+    err = err ? err : sg_rec_write_rotation(st->out, signal, m.layer, e->D, e->q);
+    return err ? err : 1;
+}
+
+int sg_cmd_eig(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"random-rotation", no_argument, 0, 'R'}, {"seed", required_argument, 0, 'S'},
+        ZSTD_OPTION, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c, bad = 0, zstd = 0;
+    int64_t seed = 42;
+    eig_state e = {.kind = SG_ROTATION_PCA};
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (common_option(c, &zstd, &bad))
+            continue;
+        switch (c) {
+        case 'R': e.kind = SG_ROTATION_RANDOM; break;
+        case 'S': bad |= sg_cli_int("--seed", optarg, 0, INT64_MAX, &seed); break;
+        case 'h': fputs(eig_usage, stdout); return SG_EXIT_OK;
+        default: bad = 1;
+        }
+    }
+    if (bad || optind != argc) {
+        fputs(eig_usage, stderr);
+        return SG_EXIT_USAGE;
+    }
+    e.seed = (uint64_t)seed;
+    sg_stage st;
+    int err = sg_stage_open(&st, "eig", 1, 1, zstd);
+    err = err ? err : sg_stage_read_header(&st, "cov");
+    if (!err) {
+        e.D = st.orig.dim;
+        e.h = malloc(e.D * e.D * sizeof(double));
+        e.q = malloc(e.D * e.D * sizeof(double));
+        e.eig = malloc(e.D * sizeof(double));
+        if (!e.h || !e.q || !e.eig)
+            err = sg_fail(-ENOMEM, "out of memory for %lld x %lld matrices", (long long)e.D,
+                          (long long)e.D);
+    }
+    err = err ? err : sg_stage_write_header(&st);
+    int got;
+    while (!err && (got = sg_stage_next(&st)) == 1) {
+        int used = eig_record(&st, &e);
+        err = used < 0 ? used : used ? 0 : sg_stage_forward(&st);
+    }
+    if (!err && got < 0)
+        err = got;
+    err = err ? err : sg_frame_write_end(st.out);
+    free(e.h);
+    free(e.q);
+    free(e.eig);
+    return sg_stage_finish(&st, err);
+}
+
+/* ---- slice ---- */
+
+static const char slice_usage[] =
+    "usage: ... | slicegpt-stream slice --sparsity S [--round-interval N] [--slice-head]\n"
+    "                                   [--zstd LEVEL] | ...\n"
+    "Rotates and slices the weights by the rotations eig sends (after eig); plans the\n"
+    "sliced widths, which capture reads from the store.\n"
+    "  --sparsity S          fraction of the hidden dimension removed (default 0.25)\n"
+    "  --round-interval N    sliced width is a multiple of N (default 8)\n"
+    "  --slice-head          also slice the last block's output and the head\n" SG_STAGE_ZSTD_HELP;
+
+typedef struct {
+    sg_model_config sliced;
+    int64_t D;
+    sg_section held;     /* the section waiting for its rotations */
+    int holding;
+    double *q_prev;      /* (D, D): the last block output's rotation */
+    int have_q_prev;
+} slice_state;
+
+static int slice_section(sg_stage *st, sg_section *sec, void *ctx)
+{
+    slice_state *s = ctx;
+    const sg_model_config *o = &st->orig;
+    sg_model_config folded = sg_fold_config(o);
+    int err = sg_section_check(sec, &folded);
+    if (err)
+        return err;
+    if (sec->sec.kind == SG_SECTION_HEAD) {
+        if (!s->have_q_prev)
+            return sg_fail(SG_EFORMAT, "stdin: head before the last block's rotation");
+        err = sg_slice_head_rotate(&sec->m, o, &s->sliced, s->q_prev);
+        return err ? err : sg_section_write_globals(st->out, SG_SECTION_HEAD, &sec->m, &s->sliced);
+    }
+    if (s->holding)
+        return sg_fail(SG_EFORMAT, "stdin: section %s before the rotations of the one before",
+                       sec->sec.kind == SG_SECTION_EMBEDDINGS ? "embeddings" : "blk");
+    if (sec->sec.kind == SG_SECTION_BLOCK) {
+        if (!s->have_q_prev)
+            return sg_fail(SG_EFORMAT, "stdin: block %lld before the previous rotation",
+                           (long long)sec->sec.layer);
+        err = sg_slice_block_input(o, &sec->b, s->q_prev, s->sliced.d_in[sec->sec.layer]);
+        if (err)
+            return err;
+    }
+    /* keep the gathered tensors: move them out of sec, which the loop frees */
+    s->held = *sec;
+    memset(&sec->b, 0, sizeof sec->b);
+    memset(&sec->m, 0, sizeof sec->m);
+    sec->n = 0;
+    s->holding = 1;
+    return 0;
+}
+
+static int slice_record(sg_stage *st, void *ctx)
+{
+    slice_state *s = ctx;
+    sg_record *r = &st->rec;
+    if (r->type != SG_REC_ROTATION)
+        return 0;
+    const sg_model_config *o = &st->orig;
+    sg_rec_matrix m;
+    int err = sg_rec_read_matrix(r, &m);
+    if (err)
+        return err;
+    sg_section *h = &s->held;
+    const char *kind = sg_signal_kind(r->name);
+    int is_emb = !strcmp(r->name, "embeddings");
+    int is_mid = !strcmp(kind, "attention_output"), is_out = !strcmp(kind, "block_output");
+    if (m.n != s->D || !s->holding ||
+        (is_emb ? h->sec.kind != SG_SECTION_EMBEDDINGS
+                : h->sec.kind != SG_SECTION_BLOCK || h->sec.layer != m.layer ||
+                      !(is_out || (is_mid && !o->parallel_block))))
+        return sg_fail(SG_EFORMAT, "%s: a rotation this stage has no weights for",
+                       sg_rec_label(r));
+    if (is_emb) {
+        err = sg_slice_embeddings_rotate(&h->m, o, &s->sliced, m.values);
+        err = err ? err : sg_section_write_globals(st->out, SG_SECTION_EMBEDDINGS, &h->m,
+                                                   &s->sliced);
+    } else {
+        int64_t l = m.layer, d_in = s->sliced.d_in[l], d_mid = s->sliced.d_mid[l];
+        if (is_mid)
+            return (err = sg_slice_block_mid(o, &h->b, m.values, d_in, d_mid)) ? err : 1;
+        err = sg_slice_block_output(o, &h->b, m.values, d_in, d_mid, s->sliced.d_out[l]);
+        err = err ? err : sg_section_write_block(st->out, &s->sliced, l, &h->b);
+    }
+    memcpy(s->q_prev, m.values, s->D * s->D * sizeof(double));
+    s->have_q_prev = 1;
+    sg_section_free(h);
+    s->holding = 0;
+    return err ? err : 1;
+}
+
+int sg_cmd_slice(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"sparsity", required_argument, 0, 's'}, {"round-interval", required_argument, 0, 'r'},
+        {"slice-head", no_argument, 0, 'H'}, ZSTD_OPTION, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c, bad = 0, zstd = 0, slice_head = 0;
+    double sparsity = 0.25;
+    int64_t round_interval = 8;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (common_option(c, &zstd, &bad))
+            continue;
+        switch (c) {
+        case 's': bad |= sg_cli_double("--sparsity", optarg, 0, 0.9, &sparsity); break;
+        case 'r': bad |= sg_cli_int("--round-interval", optarg, 1, 1 << 16, &round_interval); break;
+        case 'H': slice_head = 1; break;
+        case 'h': fputs(slice_usage, stdout); return SG_EXIT_OK;
+        default: bad = 1;
+        }
+    }
+    if (bad || optind != argc) {
+        fputs(slice_usage, stderr);
+        return SG_EXIT_USAGE;
+    }
+    sg_stage st;
+    slice_state s = {0};
+    int err = sg_stage_open(&st, "slice", 1, 1, zstd);
+    err = err ? err : sg_stage_read_header(&st, "eig");
+    if (!err && !st.store[0])
+        err = sg_fail(SG_EFORMAT, "stdin: the stream header names no store directory");
+    if (!err) {
+        s.D = st.orig.dim;
+        int64_t d = sg_slice_plan(&st.orig, sparsity, round_interval, slice_head, &s.sliced);
+        cJSON *plan = cJSON_AddObjectToObject(st.header, "slicing");
+        cJSON_AddNumberToObject(plan, "sparsity", sparsity);
+        cJSON_AddNumberToObject(plan, "round_interval", (double)round_interval);
+        cJSON_AddBoolToObject(plan, "slice_head", slice_head);
+        cJSON_AddNumberToObject(plan, "d", (double)d);
+        cJSON_AddItemToObject(plan, "config", sg_config_to_json(&s.sliced));
+        if (!(s.q_prev = malloc(s.D * s.D * sizeof(double))))
+            err = sg_fail(-ENOMEM, "out of memory");
+    }
+    err = err ? err : sg_stage_write_header(&st);
+    if (!err) {
+        /* capture needs the widths before its first projection: the plan
+         * is the header as it now stands */
+        char *json = cJSON_PrintUnformatted(st.header);
+        sg_frame_part p = {json, json ? strlen(json) : 0};
+        err = json ? sg_store_put(st.store, "plan", SG_REC_HEADER, "header", &p, 1)
+                   : sg_fail(-ENOMEM, "out of memory");
+        free(json);
+    }
+    err = err ? err : sg_stage_loop(&st, slice_section, slice_record, &s, 0);
+    if (!err && s.holding)
+        err = sg_fail(SG_EFORMAT, "stdin: stream ended before the rotations of its last section");
+    if (s.holding)
+        sg_section_free(&s.held);
+    free(s.q_prev);
+    return sg_stage_finish(&st, err);
+}
+
+/* ---- write ---- */
+
+static const char write_usage[] =
+    "usage: ... | slicegpt-stream write OUT [--dtype f32|f16|bf16]\n"
+    "Writes the sliced model to the directory OUT (after slice): OUT.tmp first,\n"
+    "renamed to OUT once the stream ended well.\n"
+    "  --dtype f32|f16|bf16  dtype of the written weights (default f32)\n";
+
+typedef struct {
+    sg_model_config sliced;
+    double sparsity;
+    sg_model_writer *w;
+    sg_spectra *spectra;
+    char tok[4096]; /* the tokenizer, kept in a temporary file until the end */
+    int next;       /* sections in model order: embeddings, blocks, head (0, 1.., L+1) */
+} write_state;
+
+static int write_section(sg_stage *st, sg_section *sec, void *ctx)
+{
+    write_state *s = ctx;
+    int err = sg_section_check(sec, &s->sliced);
+    if (err)
+        return err;
+    /* the writer numbers shards as they come */
+    int64_t at = sec->sec.kind == SG_SECTION_EMBEDDINGS ? 0
+                 : sec->sec.kind == SG_SECTION_HEAD     ? s->sliced.n_layers + 1
+                                                        : sec->sec.layer + 1;
+    if (at != s->next++)
+        return sg_fail(SG_EFORMAT, "stdin: section out of model order");
+    sec->m.cfg = s->sliced;
+    if (sec->sec.kind == SG_SECTION_EMBEDDINGS)
+        return sg_model_writer_embeddings(s->w, &sec->m);
+    if (sec->sec.kind == SG_SECTION_HEAD)
+        return sg_model_writer_head(s->w, &sec->m);
+    return sg_model_writer_block(s->w, sec->sec.layer, &sec->b);
+}
+
+static int write_record(sg_stage *st, void *ctx)
+{
+    write_state *s = ctx;
+    sg_record *r = &st->rec;
+    if (r->type == SG_REC_SPECTRUM) {
+        sg_rec_matrix m;
+        int err = sg_rec_read_matrix(r, &m);
+        const char *signal = sg_signal_kind(r->name);
+        err = err ? err : sg_spectra_add(s->spectra, signal, m.layer, m.values, m.n);
+        return err ? err : 1;
+    }
+    if (r->type == SG_REC_FILE && (!strcmp(r->name, "tokenizer.json") ||
+                                   !strcmp(r->name, "tokenizer.bin"))) {
+        if (s->tok[0])
+            return sg_fail(SG_EFORMAT, "%s: a second tokenizer", sg_rec_label(r));
+        /* sg_model_writer_finish names the copy by the source's suffix */
+        int json = !strcmp(r->name, "tokenizer.json");
+        const char *t = getenv("TMPDIR");
+        snprintf(s->tok, sizeof s->tok, "%s/slicegpt-tok-XXXXXX%s", t ? t : "/tmp",
+                 json ? ".json" : ".bin");
+        int fd = mkstemps(s->tok, json ? 5 : 4);
+        if (fd < 0) {
+            int e = errno;
+            s->tok[0] = '\0';
+            return sg_fail(-e, "cannot create a temporary file in %s: %s", t ? t : "/tmp",
+                           strerror(e));
+        }
+        ssize_t k = write(fd, r->payload, r->len);
+        int e = errno;
+        if (close(fd) != 0 || k != (ssize_t)r->len)
+            return sg_fail(-e, "%s: cannot write: %s", s->tok, strerror(e));
+        return 1;
+    }
+    if (r->type == SG_REC_FILE)
+        return 1; /* a file this stage has no place for */
+    return sg_fail(SG_EFORMAT, "%s: unexpected here (is `slicegpt-stream slice` before write?)",
+                   sg_rec_label(r));
+}
+
+int sg_cmd_write(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"dtype", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c, bad = 0;
+    sg_dtype dtype = SG_DT_F32;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            if (!strcmp(optarg, "f32"))
+                dtype = SG_DT_F32;
+            else if (!strcmp(optarg, "f16"))
+                dtype = SG_DT_F16;
+            else if (!strcmp(optarg, "bf16"))
+                dtype = SG_DT_BF16;
+            else {
+                fprintf(stderr, "slicegpt-stream: --dtype: expected f32, f16 or bf16, got '%s'\n",
+                        optarg);
+                bad = 1;
+            }
+            break;
+        case 'h': fputs(write_usage, stdout); return SG_EXIT_OK;
+        default: bad = 1;
+        }
+    }
+    if (bad || optind != argc - 1) {
+        fputs(write_usage, stderr);
+        return SG_EXIT_USAGE;
+    }
+    const char *out = argv[optind];
+    sg_stage st;
+    write_state s = {0};
+    int err = sg_stage_open(&st, "write", 1, 0, 0);
+    err = err ? err : sg_stage_read_header(&st, "slice");
+    if (!err) {
+        const cJSON *plan = cJSON_GetObjectItemCaseSensitive(st.header, "slicing");
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(plan, "sparsity");
+        err = sg_config_from_json(cJSON_GetObjectItemCaseSensitive(plan, "config"), &s.sliced,
+                                  "stdin: stream header \"slicing\"");
+        if (!err && !cJSON_IsNumber(sp))
+            err = sg_fail(SG_EFORMAT, "stdin: stream header \"slicing\" has no sparsity");
+        if (!err)
+            s.sparsity = sp->valuedouble;
+    }
+    if (!err && !(s.spectra = sg_spectra_new()))
+        err = sg_fail(-ENOMEM, "out of memory");
+    err = err ? err : sg_model_writer_open(out, &s.sliced, dtype, &s.w);
+    err = err ? err : sg_stage_loop(&st, write_section, write_record, &s, 0);
+    if (!err && s.next != s.sliced.n_layers + 2)
+        err = sg_fail(SG_EFORMAT, "stdin: the stream ended without all of the model");
+    if (!err) {
+        err = sg_model_writer_finish(s.w, s.sparsity, s.tok[0] ? s.tok : NULL, NULL);
+        s.w = NULL;
+        err = err ? err : sg_spectra_write(s.spectra, out);
+    }
+    if (s.w)
+        sg_model_writer_abort(s.w); /* OUT.tmp goes: a broken stream leaves no model behind */
+    if (s.tok[0])
+        unlink(s.tok);
+    sg_spectra_free(s.spectra);
+    return sg_stage_finish(&st, err);
+}

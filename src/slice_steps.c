@@ -1,0 +1,391 @@
+#include "slice_steps.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eigensolve.h"
+#include "fold.h"
+#include "forward.h"
+#include "rotate_slice.h"
+#include "sg_error.h"
+
+/* ---- plan ---- */
+
+int64_t sg_slice_plan(const sg_model_config *orig, double sparsity, int64_t round_interval,
+                      int slice_head, sg_model_config *c)
+{
+    int64_t D = orig->dim, d = sg_sliced_dim(D, sparsity, round_interval);
+    *c = sg_fold_config(orig);
+    c->embed_dim = d;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        c->d_in[l] = d;
+        c->d_mid[l] = d;
+        c->d_out[l] = d;
+    }
+    if (!slice_head)
+        c->d_out[c->n_layers - 1] = D;
+    if (c->parallel_block)
+        for (int64_t l = 0; l < c->n_layers; l++)
+            c->d_mid[l] = c->d_out[l];
+    c->head_in_dim = c->d_out[c->n_layers - 1];
+    return d;
+}
+
+void sg_slice_work_config(const sg_model_config *sliced, int64_t l, int64_t d_mid,
+                          sg_model_config *work)
+{
+    *work = *sliced;
+    work->d_mid[l] = d_mid;
+    work->d_out[l] = sliced->dim;
+}
+
+/* ---- embeddings ---- */
+
+/* Reads canonical tensor name (rows, cols) into a new buffer. */
+static int read_tensor(sg_model_files *f, const char *name, int64_t rows, int64_t cols,
+                       float **dst)
+{
+    int64_t n = rows * (cols ? cols : 1);
+    *dst = malloc(n * sizeof(float));
+    if (!*dst)
+        return sg_fail(-ENOMEM, "%s: %s: out of memory (%lld floats)", sg_model_files_path(f),
+                       name, (long long)n);
+    int err = sg_model_files_read(f, name, *dst, rows, cols);
+    if (err) {
+        free(*dst);
+        *dst = NULL;
+    }
+    return err;
+}
+
+int sg_slice_embeddings_load(sg_model_files *files, sg_model *m)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = *sg_model_files_config(files);
+    const sg_model_config *c = &m->cfg;
+    int err = read_tensor(files, "token_embd.weight", c->vocab_size, c->embed_dim, &m->tok_embd);
+    if (!err && c->rope == SG_ROPE_NONE)
+        err = read_tensor(files, "position_embd.weight", c->max_positions + c->pos_offset,
+                          c->embed_dim, &m->pos_embd);
+    /* the head is not needed until the end: it is read again then */
+    m->cfg.tied_embeddings = 0;
+    if (err)
+        sg_model_free(m);
+    return err;
+}
+
+int sg_slice_embeddings_fold(sg_model *m) { return sg_fold_globals(m); }
+
+int sg_slice_embeddings_rotate(sg_model *m, const sg_model_config *orig,
+                               const sg_model_config *sliced, const double *q0)
+{
+    int64_t D = orig->dim, d = sliced->embed_dim;
+    int err = sg_rotate_reader(&m->tok_embd, orig->vocab_size, D, q0, d);
+    if (!err && m->pos_embd)
+        err = sg_rotate_reader(&m->pos_embd, orig->max_positions + orig->pos_offset, D, q0, d);
+    m->cfg = *sliced;
+    return err;
+}
+
+/* ---- head ---- */
+
+int sg_slice_head_load(sg_model_files *files, sg_model *m)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = *sg_model_files_config(files);
+    const sg_model_config *c = &m->cfg;
+    int64_t V = c->vocab_size, D = c->dim;
+    int err = read_tensor(files, "output_norm.weight", D, 0, &m->out_norm_w);
+    if (!err && c->norm == SG_NORM_LAYER)
+        err = read_tensor(files, "output_norm.bias", D, 0, &m->out_norm_b);
+    if (!err && c->tied_embeddings) {
+        err = read_tensor(files, "token_embd.weight", V, D, &m->tok_embd);
+        m->lm_head = m->tok_embd;
+    } else if (!err) {
+        err = read_tensor(files, "output.weight", V, D, &m->lm_head);
+    }
+    if (!err && c->lm_head_bias)
+        err = read_tensor(files, "output.bias", V, 0, &m->lm_head_b);
+    if (err)
+        sg_model_free(m);
+    return err;
+}
+
+int sg_slice_head_fold(sg_model *m)
+{
+    /* sg_fold_globals unties the head, folds the final norm into it, and
+     * for a LayerNorm model also centres the embeddings. The head needs
+     * none of the latter (the embeddings were sliced long ago), so fold it
+     * as if the norm were RMS: the head comes out the same, and no copy of
+     * the embeddings is needed to be centred and thrown away. */
+    sg_model_config orig = m->cfg;
+    m->cfg.norm = SG_NORM_RMS;
+    int err = sg_fold_globals(m);
+    m->cfg = orig;
+    if (m->tok_embd != m->lm_head)
+        free(m->tok_embd);
+    m->tok_embd = NULL;
+    free(m->pos_embd);
+    m->pos_embd = NULL;
+    return err;
+}
+
+int sg_slice_head_rotate(sg_model *m, const sg_model_config *orig, const sg_model_config *sliced,
+                         const double *q_last)
+{
+    int err = sg_rotate_reader(&m->lm_head, orig->vocab_size, orig->dim, q_last,
+                               sliced->head_in_dim);
+    m->cfg = *sliced;
+    return err;
+}
+
+/* ---- block weights ---- */
+
+int sg_slice_block_input(const sg_model_config *o, sg_block *b, const double *q_prev,
+                         int64_t d_in)
+{
+    int64_t D = o->dim, qd = o->n_heads * o->head_dim, kvd = o->n_kv_heads * o->head_dim;
+    int64_t F = o->ffn_dim;
+    int err = sg_rotate_reader(&b->wq, qd, D, q_prev, d_in);
+    err = err ? err : sg_rotate_reader(&b->wk, kvd, D, q_prev, d_in);
+    err = err ? err : sg_rotate_reader(&b->wv, kvd, D, q_prev, d_in);
+    if (o->parallel_block) {
+        err = err ? err : sg_rotate_reader(&b->w_up, F, D, q_prev, d_in);
+        if (o->gated_mlp)
+            err = err ? err : sg_rotate_reader(&b->w_gate, F, D, q_prev, d_in);
+    }
+    err = err ? err : sg_shortcut_matrix(q_prev, d_in, NULL, 0, D, &b->attn_shortcut);
+    b->d_in = d_in;
+    b->d_mid = D;
+    b->d_out = D;
+    return err;
+}
+
+int sg_slice_block_mid(const sg_model_config *o, sg_block *b, const double *q_mid, int64_t d_in,
+                       int64_t d_mid)
+{
+    int64_t D = o->dim, qd = o->n_heads * o->head_dim, F = o->ffn_dim;
+    int err = sg_rotate_writer(&b->wo, &b->bo, D, qd, q_mid, d_mid);
+    err = err ? err : sg_shortcut_extend(&b->attn_shortcut, d_in, D, q_mid, d_mid);
+    err = err ? err : sg_rotate_reader(&b->w_up, F, D, q_mid, d_mid);
+    if (o->gated_mlp)
+        err = err ? err : sg_rotate_reader(&b->w_gate, F, D, q_mid, d_mid);
+    err = err ? err : sg_shortcut_matrix(q_mid, d_mid, NULL, 0, D, &b->mlp_shortcut);
+    b->d_mid = d_mid;
+    return err;
+}
+
+int sg_slice_block_output(const sg_model_config *o, sg_block *b, const double *q_out,
+                          int64_t d_in, int64_t d_mid, int64_t d_out)
+{
+    int64_t D = o->dim, qd = o->n_heads * o->head_dim, F = o->ffn_dim;
+    int err;
+    if (o->parallel_block) {
+        err = sg_rotate_writer(&b->wo, &b->bo, D, qd, q_out, d_out);
+        err = err ? err : sg_rotate_writer(&b->w_down, &b->b_down, D, F, q_out, d_out);
+        err = err ? err : sg_shortcut_extend(&b->attn_shortcut, d_in, D, q_out, d_out);
+        b->d_mid = d_out; /* a parallel block's attention writes the output directly */
+    } else {
+        err = sg_rotate_writer(&b->w_down, &b->b_down, D, F, q_out, d_out);
+        err = err ? err : sg_shortcut_extend(&b->mlp_shortcut, d_mid, D, q_out, d_out);
+    }
+    b->d_out = d_out;
+    return err;
+}
+
+/* ---- calibration activations ---- */
+
+int sg_capture_init(sg_capture *c, const sg_token_batch *b, int64_t chunk_tokens, int64_t D)
+{
+    memset(c, 0, sizeof *c);
+    c->calib = b;
+    c->D = D;
+    c->first = malloc((b->n_seq + 1) * sizeof(int64_t));
+    c->local = malloc((b->n_seq + 1) * sizeof(int64_t));
+    if (!c->first || !c->local) {
+        sg_capture_free(c);
+        return sg_fail(-ENOMEM, "out of memory planning chunks");
+    }
+    for (int64_t s = 0; s < b->n_seq;) {
+        int64_t e = s + 1;
+        while (e < b->n_seq && b->offsets[e + 1] - b->offsets[s] <= chunk_tokens)
+            e++;
+        c->first[c->n_chunks++] = s;
+        if (b->offsets[e] - b->offsets[s] > c->max_tokens)
+            c->max_tokens = b->offsets[e] - b->offsets[s];
+        s = e;
+    }
+    c->first[c->n_chunks] = b->n_seq;
+    c->in = malloc(c->max_tokens * D * sizeof(float));
+    c->mid = malloc(c->max_tokens * D * sizeof(float));
+    c->out = malloc(c->max_tokens * D * sizeof(float));
+    if (!c->in || !c->mid || !c->out) {
+        sg_capture_free(c);
+        return sg_fail(-ENOMEM, "out of memory for chunks of %lld tokens of width %lld",
+                       (long long)c->max_tokens, (long long)D);
+    }
+    return 0;
+}
+
+void sg_capture_free(sg_capture *c)
+{
+    free(c->first);
+    free(c->local);
+    free(c->in);
+    free(c->mid);
+    free(c->out);
+    c->first = c->local = NULL;
+    c->in = c->mid = c->out = NULL;
+}
+
+/* Sequence layout of chunk i, positions from 0. */
+static sg_seqs chunk_seqs(sg_capture *c, int64_t i, int64_t *rows)
+{
+    const sg_token_batch *b = c->calib;
+    int64_t s0 = c->first[i], s1 = c->first[i + 1];
+    for (int64_t s = s0; s <= s1; s++)
+        c->local[s - s0] = b->offsets[s] - b->offsets[s0];
+    *rows = b->offsets[s1] - b->offsets[s0];
+    return (sg_seqs){s1 - s0, c->local};
+}
+
+/* A captured chunk c->out (rows, D): into the store, then to the sink. */
+static int keep(sg_capture *c, const char *stored_as, const char *signal, int64_t layer,
+                int64_t i, int64_t rows)
+{
+    int err = sg_act_store_put(c->store, stored_as, i, c->out, rows, c->D);
+    return err ? err
+               : c->sink(c->sink_ctx, signal, layer, stored_as, i, c->n_chunks, c->out, rows);
+}
+
+int sg_capture_embeddings(sg_capture *c, const sg_model *m)
+{
+    int err = 0;
+    for (int64_t i = 0; i < c->n_chunks && !err; i++) {
+        int64_t rows;
+        sg_seqs seqs = chunk_seqs(c, i, &rows);
+        err = sg_embed(m, c->calib->ids + c->calib->offsets[c->first[i]], &seqs, c->out);
+        err = err ? err : keep(c, "output", "embeddings", -1, i, rows);
+    }
+    return err;
+}
+
+int sg_capture_attention(sg_capture *c, const sg_model_config *work, const sg_block *b,
+                         int64_t l)
+{
+    int parallel = work->parallel_block, err = 0;
+    for (int64_t i = 0; i < c->n_chunks && !err; i++) {
+        int64_t rows;
+        sg_seqs seqs = chunk_seqs(c, i, &rows);
+        err = sg_act_store_get(c->store, "input", i, c->in);
+        if (!err && parallel)
+            err = sg_block_forward(work, b, c->in, c->out, NULL, &seqs);
+        else if (!err)
+            err = sg_block_forward(work, b, c->in, NULL, c->out, &seqs);
+        err = err ? err
+                  : keep(c, parallel ? "output" : "residual",
+                         parallel ? "block_output" : "attention_output", l, i, rows);
+    }
+    return err;
+}
+
+int sg_capture_mlp(sg_capture *c, const sg_model_config *work, const sg_block *b,
+                   const double *q_mid, int64_t d_mid, int64_t l)
+{
+    int err = 0;
+    for (int64_t i = 0; i < c->n_chunks && !err; i++) {
+        int64_t rows, width;
+        err = sg_act_store_shape(c->store, "residual", i, &rows, &width);
+        err = err ? err : sg_act_store_get(c->store, "residual", i, c->mid);
+        err = err ? err : sg_project_rows(c->mid, rows, c->D, q_mid, d_mid, c->in);
+        err = err ? err : sg_block_forward_mlp(work, b, c->in, c->out, rows);
+        err = err ? err : keep(c, "output", "block_output", l, i, rows);
+    }
+    return err ? err : sg_act_store_drop(c->store, "residual");
+}
+
+int sg_capture_advance(sg_capture *c, const double *q, int64_t d)
+{
+    int err = 0;
+    if (sg_act_store_chunks(c->store, "input") > 0)
+        err = sg_act_store_drop(c->store, "input");
+    for (int64_t i = 0; i < c->n_chunks && !err; i++) {
+        int64_t rows, width;
+        err = sg_act_store_shape(c->store, "output", i, &rows, &width);
+        err = err ? err : sg_act_store_get(c->store, "output", i, c->mid);
+        err = err ? err : sg_project_rows(c->mid, rows, c->D, q, d, c->in);
+        err = err ? err : sg_act_store_put(c->store, "input", i, c->in, rows, d);
+    }
+    return err ? err : sg_act_store_drop(c->store, "output");
+}
+
+/* ---- covariance and eigensolve ---- */
+
+void sg_slice_cov_begin(sg_cov *cov)
+{
+    memset(cov->h, 0, cov->d * cov->d * sizeof(double));
+    cov->tokens = 0;
+}
+
+int sg_slice_axes(double *h, int64_t D, int64_t layer, sg_rotation_kind kind, uint64_t seed,
+                  double damp_frac, double *q, double *eig)
+{
+    if (kind == SG_ROTATION_RANDOM) {
+        memset(eig, 0, D * sizeof(double));
+        return sg_random_orthogonal(D, seed + 7919 * (uint64_t)(layer + 2), q);
+    }
+    return sg_eigh_descending(h, D, damp_frac, q, eig);
+}
+
+struct sg_spectra {
+    cJSON *list;
+};
+
+sg_spectra *sg_spectra_new(void)
+{
+    sg_spectra *s = malloc(sizeof *s);
+    if (s && !(s->list = cJSON_CreateArray())) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+int sg_spectra_add(sg_spectra *s, const char *signal, int64_t layer, const double *eig,
+                   int64_t n)
+{
+    cJSON *item = cJSON_CreateObject();
+    if (!item)
+        return sg_fail(-ENOMEM, "out of memory");
+    cJSON_AddStringToObject(item, "signal", signal);
+    cJSON_AddNumberToObject(item, "layer", (double)layer);
+    cJSON_AddItemToObject(item, "eigenvalues", cJSON_CreateDoubleArray(eig, (int)n));
+    cJSON_AddItemToArray(s->list, item);
+    return 0;
+}
+
+int sg_spectra_write(const sg_spectra *s, const char *out_dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/eigenvalues.json", out_dir);
+    char *json = cJSON_PrintUnformatted(s->list);
+    if (!json)
+        return sg_fail(-ENOMEM, "out of memory");
+    FILE *f = fopen(path, "w");
+    int err = 0, bad = !f || fputs(json, f) < 0;
+    if ((f && fclose(f) != 0) || bad)
+        err = sg_fail(-EIO, "%s: cannot write eigenvalue spectra", path);
+    free(json);
+    return err;
+}
+
+void sg_spectra_free(sg_spectra *s)
+{
+    if (!s)
+        return;
+    cJSON_Delete(s->list);
+    free(s);
+}
