@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "hf_save.h"
+#include "read_file.h"
 #include "sg_error.h"
 
 #define MAX_CONFIG_BYTES (16 << 20)
@@ -415,39 +416,6 @@ static int load_slicegpt(jsec top, sg_model_config *c)
     return 0;
 }
 
-static int read_small_file(const char *path, char **out)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return sg_fail(e == ENOENT ? SG_EMISSING : -e, "%s: cannot open: %s", path,
-                       strerror(e));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || sb.st_size > MAX_CONFIG_BYTES) {
-        close(fd);
-        return sg_fail(SG_EFORMAT, "%s: unreadable or larger than %d bytes", path,
-                       MAX_CONFIG_BYTES);
-    }
-    char *buf = malloc((size_t)sb.st_size + 1);
-    size_t got = 0;
-    while (buf && got < (size_t)sb.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)sb.st_size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!buf || got != (size_t)sb.st_size) {
-        free(buf);
-        return sg_fail(buf ? SG_EFORMAT : -ENOMEM, "%s: cannot read", path);
-    }
-    buf[got] = '\0';
-    *out = buf;
-    return 0;
-}
 
 int sg_hf_config_load(const char *path, sg_model_config *cfg)
 {
@@ -461,7 +429,8 @@ int sg_hf_config_load(const char *path, sg_model_config *cfg)
         path = file;
     }
     char *text = NULL;
-    int rc = read_small_file(path, &text);
+    size_t text_len;
+    int rc = sg_read_file(path, MAX_CONFIG_BYTES, &text, &text_len);
     if (rc) {
         free(file);
         return rc;

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "read_file.h"
 #include "sg_error.h"
 
 #define ST_MAX_HEADER ((uint64_t)100 << 20)
@@ -336,36 +337,6 @@ static int st_add_path(sg_safetensors *st, char *path)
     return st->n_files++;
 }
 
-/* Reads a whole small file (the index) into a NUL-terminated buffer. */
-static int st_slurp(const char *path, char **out, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return sg_fail(e == ENOENT ? SG_EMISSING : -e, "%s: cannot open: %s", path,
-                       strerror(e));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_size > ST_MAX_HEADER) {
-        close(fd);
-        return sg_fail(SG_EFORMAT, "%s: cannot stat or larger than 100 MB", path);
-    }
-    char *buf = malloc((size_t)sb.st_size + 1);
-    if (!buf) {
-        close(fd);
-        return sg_fail(-ENOMEM, "%s: out of memory", path);
-    }
-    int rc = st_read_at(fd, buf, (size_t)sb.st_size, 0, path, "index");
-    close(fd);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    buf[sb.st_size] = '\0';
-    *out = buf;
-    *len = (size_t)sb.st_size;
-    return 0;
-}
 
 /* Sharded model: opens every shard the index names, then checks that the
  * weight_map and the shards agree tensor by tensor. */
@@ -373,7 +344,7 @@ static int st_open_index(sg_safetensors *st, const char *dir, const char *index_
 {
     char *text = NULL;
     size_t len = 0;
-    int rc = st_slurp(index_path, &text, &len);
+    int rc = sg_read_file(index_path, ST_MAX_HEADER, &text, &len);
     if (rc)
         return rc;
     cJSON *root = cJSON_ParseWithLength(text, len);

@@ -5,41 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "read_file.h"
 #include "sg_error.h"
+
 
 int sg_text_read(const char *path, char **text, size_t *len)
 {
-    *text = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sg_fail(-errno, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            fclose(f);
-            return sg_fail(-ENOMEM, "%s: out of memory", path);
-        }
-        n += fread(buf + n, 1, cap - 1 - n, f);
-        if (n < cap - 1)
-            break;
-        cap *= 2;
-        char *grown = realloc(buf, cap);
-        if (!grown)
-            free(buf);
-        buf = grown;
-    }
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        free(buf);
-        return sg_fail(-EIO, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    *text = buf;
-    *len = n;
-    return 0;
+    return sg_read_file(path, 0, text, len);
 }
 
 void sg_token_batch_free(sg_token_batch *b)

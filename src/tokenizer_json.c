@@ -15,40 +15,11 @@
 #include <string.h>
 
 #include "pretokenize.h"
+#include "read_file.h"
 #include "sg_error.h"
 #include "tokenizer.h"
 #include "tokenizer_internal.h"
 
-static int slurp(const char *path, char **buf, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sg_fail(-errno, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 20, m = 0;
-    char *b = malloc(cap);
-    for (;;) {
-        if (!b) {
-            fclose(f);
-            return sg_fail(-ENOMEM, "%s: out of memory", path);
-        }
-        m += fread(b + m, 1, cap - m, f);
-        if (m < cap)
-            break;
-        char *nb = realloc(b, cap *= 2);
-        if (!nb)
-            free(b);
-        b = nb;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(b);
-        return sg_fail(-EIO, "%s: read error", path);
-    }
-    *buf = b;
-    *n = m;
-    return 0;
-}
 
 typedef struct {
     const char *path;
@@ -236,7 +207,7 @@ int sg_tokenizer_load_json(const char *path, sg_tokenizer **out)
     *out = NULL;
     char *buf = NULL;
     size_t len = 0;
-    int r = slurp(path, &buf, &len);
+    int r = sg_read_file(path, (size_t)1 << 30, &buf, &len);
     if (r < 0)
         return r;
     cJSON *root = cJSON_ParseWithLength(buf, len);

@@ -9,45 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "read_file.h"
 #include "sg_error.h"
 #include "tokenizer.h"
 #include "tokenizer_internal.h"
 
-static int read_file(const char *path, unsigned char **buf, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sg_fail(-errno, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, m = 0;
-    unsigned char *b = malloc(cap);
-    for (;;) {
-        if (!b) {
-            fclose(f);
-            return sg_fail(-ENOMEM, "%s: out of memory", path);
-        }
-        m += fread(b + m, 1, cap - m, f);
-        if (m < cap)
-            break;
-        if (cap > ((size_t)1 << 30)) {
-            free(b);
-            fclose(f);
-            return sg_fail(SG_EFORMAT, "%s: over 1 GiB, not a tokenizer.bin", path);
-        }
-        unsigned char *nb = realloc(b, cap *= 2);
-        if (!nb)
-            free(b);
-        b = nb;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(b);
-        return sg_fail(-EIO, "%s: read error", path);
-    }
-    *buf = b;
-    *n = m;
-    return 0;
-}
 
 static int32_t rd_i32(const unsigned char *p)
 {
@@ -61,9 +27,10 @@ int sg_tokenizer_load_llama2c(const char *path, int64_t vocab_size, sg_tokenizer
     /* vocab_size 0: as many tokens as the file holds. */
     if (vocab_size < 0 || vocab_size > (1 << 24))
         return sg_fail(SG_EARG, "%s: bad vocabulary size %lld", path, (long long)vocab_size);
-    unsigned char *buf = NULL;
+    char *text = NULL;
     size_t size = 0;
-    int r = read_file(path, &buf, &size);
+    int r = sg_read_file(path, (size_t)1 << 30, &text, &size);
+    unsigned char *buf = (unsigned char *)text;
     if (r < 0)
         return r;
     char **tokens = NULL;

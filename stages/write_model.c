@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "hf_config.h"
+#include "read_file.h"
 #include "safetensors.h"
 #include "sg_error.h"
 #include "tensor_names.h"
@@ -207,25 +208,12 @@ static int write_file(const char *dir, const char *name, const char *data, size_
 
 static int copy_file(const char *src, const char *dir, const char *name)
 {
-    FILE *f = fopen(src, "rb");
-    if (!f)
-        return sg_fail(-errno, "%s: %s", src, strerror(errno));
-    size_t cap = 1 << 20, n = 0;
-    char *buf = malloc(cap);
-    size_t k;
-    while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) {
-            char *g = realloc(buf, cap *= 2);
-            if (!g)
-                free(buf);
-            buf = g;
-        }
-    }
-    fclose(f);
-    if (!buf)
-        return sg_fail(-ENOMEM, "%s: out of memory", src);
-    int err = write_file(dir, name, buf, n);
+    char *buf;
+    size_t n;
+    int err = sg_read_file(src, 0, &buf, &n);
+    if (err)
+        return err;
+    err = write_file(dir, name, buf, n);
     free(buf);
     return err;
 }

@@ -51,20 +51,18 @@ static inline void tap_skip_all(const char *why)
 
 /* Path of a file under the shared data folder ($SG_DATA, default
  * ../shared/data relative to the source tree). Skips the program if absent. */
+static inline const char *tap_data_find(const char *rel);
+
 static inline const char *tap_data_path(const char *rel)
 {
-    static char buf[8][4096];
-    static int next;
-    const char *root = getenv("SG_DATA");
-    char *out = buf[next++ % 8];
-    snprintf(out, 4096, "%s/%s", root ? root : "../shared/data", rel);
-    struct stat st;
-    if (stat(out, &st) != 0) {
+    const char *path = tap_data_find(rel);
+    if (!path) {
         char why[4200];
-        snprintf(why, sizeof why, "%s not present", out);
+        const char *root = getenv("SG_DATA");
+        snprintf(why, sizeof why, "%s/%s not present", root ? root : "../shared/data", rel);
         tap_skip_all(why);
     }
-    return out;
+    return path;
 }
 
 /* Like tap_data_path, but returns NULL instead of skipping, for programs

@@ -467,7 +467,7 @@ static void test_bad_llama2c(const char *dir)
 
     snprintf(path, sizeof path, "%s/absent.bin", dir);
     r = sg_tokenizer_load_llama2c(path, 512, &t);
-    tap_ok(r == -ENOENT && strstr(sg_last_error(), path), "missing file: -ENOENT, %s",
+    tap_ok(r == SG_EMISSING && strstr(sg_last_error(), path), "missing file: SG_EMISSING, %s",
            sg_last_error());
     free(good);
 }
@@ -672,7 +672,7 @@ static void test_json(const char *dir)
            sg_last_error());
     snprintf(path, sizeof path, "%s/absent.json", dir);
     r = sg_tokenizer_load_json(path, &t);
-    tap_ok(r == -ENOENT && strstr(sg_last_error(), path), "missing file: %s", sg_last_error());
+    tap_ok(r == SG_EMISSING && strstr(sg_last_error(), path), "missing file: %s", sg_last_error());
 }
 
 /* ---- pre-tokenizers against Hugging Face --------------------------------
