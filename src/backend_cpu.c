@@ -1,0 +1,827 @@
+/* The CPU backend: the reference implementation of backend.h, on host
+ * memory, with OpenBLAS and LAPACKE; plus the mixed-precision eigensolver
+ * driver every backend shares (sg_eigh_run). The operations are the loops
+ * of src/forward.c and the products of stages/, one op at a time. */
+#include "backend.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <float.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eigensolve.h"
+#include "forward.h"
+#include "sg_error.h"
+
+/* ===================================================================
+ * The mixed eigensolver driver (the method is described in backend.h)
+ * =================================================================== */
+
+#define MIX_KAPPA 1e-3   /* a pair is clustered when its correction would exceed this */
+#define MIX_GAMMA 1e4    /* pairs closer than this many ε‖A‖ are never separated */
+#define MIX_SMALL 48     /* runs this short are solved by dsyevd on the host */
+#define MIX_MAXIT 12     /* refinement sweeps before giving up (dsyevd instead) */
+#define MIX_MAXDEPTH 6   /* nested sub-problems; deeper ones use eigh_f64 */
+#define MIX_POLISH 4     /* orthogonalization-only steps at most */
+#define MIX_PRE_ORTH 1e-10 /* ‖XᵀX − I‖_max a sweep starts from */
+
+/* Thresholds of one solve, absolute, inherited by its sub-problems. */
+typedef struct {
+    double rule[3]; /* κ, τ (the rounding floor of couplings), γ */
+    double conv;    /* sweeps stop when every coupling is below this */
+    double orth;    /* polishing stops when ‖G − I‖_max is below this */
+} mix_tol;
+
+static _Thread_local sg_eigh_stats mix_stats;
+
+void sg_eigh_last_stats(sg_eigh_stats *out) { *out = mix_stats; }
+
+typedef struct {
+    sg_backend *be;
+    const sg_eigh_prims *p;
+} mixer;
+
+static int mix_alloc(mixer *c, int64_t count, double **out)
+{
+    return c->be->ops->alloc(c->be, (size_t)count * sizeof(double), (void **)out);
+}
+
+static void mix_release(mixer *c, double *p)
+{
+    if (p)
+        c->be->ops->release(c->be, p);
+}
+
+/* Runs of clustered pairs: hi[i] is the farthest j > i clustered with i;
+ * index i is linked to i + 1 while some pair reaching past i started at
+ * or before i. Writes starts and lengths of runs of two or more; returns
+ * their count. */
+static int64_t mix_runs(const int64_t *hi, int64_t n, int64_t *start, int64_t *len)
+{
+    int64_t count = 0, reach = -1, a = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (hi[i] > reach)
+            reach = hi[i];
+        if (reach > i)
+            continue; /* i is linked to i + 1 */
+        if (i > a) {
+            start[count] = a;
+            len[count++] = i - a + 1;
+        }
+        a = i + 1;
+    }
+    return count;
+}
+
+static int mix_refine(mixer *c, const double *a, int64_t n, int64_t lda, double *x, double *w,
+                      int depth, const mix_tol *tol);
+
+/* The run's Rayleigh quotient B (m, m; ld ldb) as a problem of its own:
+ * T (m, m; ld m) its eigenvectors in columns, mu (host, m) descending.
+ * tol: the parent's thresholds (B's entries carry the parent's rounding). */
+static int mix_subproblem(mixer *c, const double *b, int64_t m, int64_t ldb, double *t,
+                          double *mu, int depth, const mix_tol *tol)
+{
+    sg_backend *be = c->be;
+    int err = 0;
+    mix_stats.clusters++;
+    if (m > mix_stats.largest)
+        mix_stats.largest = m;
+    if (depth > mix_stats.depth)
+        mix_stats.depth = depth;
+
+    if (m <= MIX_SMALL) {
+        /* short: dsyevd on the host, where a call costs microseconds */
+        double *hb = malloc(m * m * sizeof(double)), *hw = malloc(m * sizeof(double));
+        double *ht = malloc(m * m * sizeof(double));
+        if (!hb || !hw || !ht) {
+            free(hb), free(hw), free(ht);
+            return sg_fail(-ENOMEM, "out of memory for a %lld-wide eigenvalue cluster",
+                           (long long)m);
+        }
+        err = c->p->copy2d(be, hb, m, b, ldb, m, m, SG_COPY_D2H);
+        if (!err) {
+            lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)m, hb,
+                                             (lapack_int)m, hw);
+            if (info)
+                err = sg_fail(SG_ENUMERIC, "dsyevd failed (info %d) on a %lld-wide cluster",
+                              (int)info, (long long)m);
+        }
+        if (!err) {
+            for (int64_t j = 0; j < m; j++) {
+                mu[j] = hw[m - 1 - j];
+                for (int64_t i = 0; i < m; i++)
+                    ht[i * m + j] = hb[i * m + (m - 1 - j)];
+            }
+            err = c->p->copy2d(be, t, m, ht, m, m, m, SG_COPY_H2D);
+        }
+        free(hb), free(hw), free(ht);
+        return err;
+    }
+    if (depth >= MIX_MAXDEPTH)
+        return c->p->eigh_f64(be, b, m, ldb, t, mu);
+
+    /* Start from the identity when B is nearly diagonal already (a run
+     * re-solved in a later sweep), else from a float32 solve at the run's
+     * own scale: of B − μI, μ the middle of its diagonal, since a run's
+     * eigenvalues may sit close together far from zero (damping puts a
+     * whole tail there) and float32 resolves only relative to ‖B − μI‖. */
+    int64_t *hi = malloc(3 * m * sizeof(int64_t)), longest = 0;
+    double *shifted = NULL, lo = INFINITY, up = -INFINITY;
+    if (!hi)
+        return sg_fail(-ENOMEM, "out of memory for an eigenvalue cluster");
+    err = c->p->diag_get(be, b, m, ldb, mu);
+    err = err ? err : c->p->couple(be, b, NULL, m, ldb, mu, tol->rule, hi);
+    if (!err) {
+        int64_t runs = mix_runs(hi, m, hi + m, hi + 2 * m);
+        for (int64_t r = 0; r < runs; r++)
+            if (hi[2 * m + r] > longest)
+                longest = hi[2 * m + r];
+        for (int64_t i = 0; i < m; i++)
+            lo = fmin(lo, mu[i]), up = fmax(up, mu[i]);
+    }
+    free(hi);
+    double shift = 0.5 * (lo + up);
+    err = err ? err : mix_alloc(c, m * m, &shifted);
+    err = err ? err : c->p->copy2d(be, shifted, m, b, ldb, m, m, SG_COPY_D2D);
+    err = err ? err : c->p->diag_add(be, shifted, m, m, -shift);
+    if (!err)
+        err = longest <= m / 2 ? c->p->set_identity(be, t, m, m)
+                               : c->p->eigh_f32(be, shifted, m, m, t, mu);
+    err = err ? err : mix_refine(c, shifted, m, m, t, mu, depth, tol);
+    for (int64_t i = 0; !err && i < m; i++)
+        mu[i] += shift;
+    mix_release(c, shifted);
+    return err;
+}
+
+/* Refines X (n, n; ld n), approximate eigenvectors of A (n, n; ld lda), in
+ * place to float64 accuracy; w (host, n) = eigenvalues, descending, with
+ * X's columns in the same order. */
+static int mix_refine(mixer *c, const double *a, int64_t n, int64_t lda, double *x, double *w,
+                      int depth, const mix_tol *tol)
+{
+    sg_backend *be = c->be;
+    const sg_backend_ops *o = be->ops;
+    const sg_eigh_prims *p = c->p;
+    double *g = NULL, *pm = NULL, *s = NULL, *xn = NULL, *t = NULL;
+    double *lam = malloc(n * sizeof(double)), *dg = malloc(n * sizeof(double));
+    int64_t *hi = malloc(3 * n * sizeof(int64_t)), *perm = malloc(n * sizeof(int64_t));
+    int err = 0, converged = 0, whole = 0;
+    if (!lam || !dg || !hi || !perm)
+        err = sg_fail(-ENOMEM, "out of memory refining a %lld x %lld eigenproblem",
+                      (long long)n, (long long)n);
+    err = err ? err : mix_alloc(c, n * n, &g);
+    err = err ? err : mix_alloc(c, n * n, &pm);
+    err = err ? err : mix_alloc(c, n * n, &s);
+    err = err ? err : mix_alloc(c, n * n, &xn);
+    double *cur = x, *other = xn;
+
+    for (int it = 0; !err && it < MIX_MAXIT && !converged; it++) {
+        /* G (n, n) = XᵀX, and X orthonormalized first: where eigenvalues
+         * crowd far from zero (a damped tail), a loss of orthogonality g
+         * shows as couplings λ·g, huge against the gaps, and Rayleigh–Ritz
+         * in a non-orthonormal basis depends on the shift. */
+        double stat[3];
+        err = o->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, cur, n, 0.0, g, n);
+        for (int k = 0; !err && k < MIX_POLISH; k++) {
+            err = p->correction(be, s, g, n, n, NULL, tol->rule, stat);
+            if (err || stat[2] <= MIX_PRE_ORTH)
+                break;
+            err = o->copy(be, other, cur, n * n * sizeof(double));
+            err = err ? err : o->dgemm(be, 0, 0, n, n, n, 1.0, cur, n, s, n, 1.0, other, n);
+            double *tmp = cur;
+            cur = other;
+            other = tmp;
+            err = err ? err : o->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, cur, n, 0.0, g, n);
+        }
+        /* P (n, n) = A·X;  S (n, n) = XᵀP */
+        err = err ? err : o->dgemm(be, 0, 0, n, n, n, 1.0, a, lda, cur, n, 0.0, pm, n);
+        err = err ? err : o->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, pm, n, 0.0, s, n);
+        err = err ? err : p->diag_get(be, s, n, n, lam);
+        err = err ? err : p->diag_get(be, g, n, n, dg);
+        if (err)
+            break;
+        for (int64_t i = 0; i < n; i++)
+            lam[i] /= dg[i];
+        err = p->couple(be, s, g, n, n, lam, tol->rule, hi);
+        int64_t runs = err ? 0 : mix_runs(hi, n, hi + n, hi + 2 * n);
+        /* Rayleigh–Ritz on each run: X_c ← X_c·T, S and G likewise. */
+        for (int64_t r = 0; !err && r < runs; r++) {
+            int64_t a0 = hi[n + r], m = hi[2 * n + r];
+            if (m == n) {
+                whole = 1; /* nothing to split: this level cannot help */
+                break;
+            }
+            if (!t)
+                err = mix_alloc(c, n * n, &t);
+            err = err ? err : mix_subproblem(c, s + a0 * n + a0, m, n, t, dg, depth + 1, tol);
+            /* the columns: M[:, c] (n, m) = M[:, c]·T (m, m), for X, S, G */
+            double *mats[3] = {cur, s, g};
+            for (int k = 0; !err && k < 3; k++) {
+                err = o->dgemm(be, 0, 0, n, m, m, 1.0, mats[k] + a0, n, t, m, 0.0, pm, m);
+                err = err ? err : p->copy2d(be, mats[k] + a0, n, pm, m, n, m, SG_COPY_D2D);
+            }
+            /* the rows: M[c, :] (m, n) = Tᵀ·M[c, :], for S and G */
+            for (int k = 1; !err && k < 3; k++) {
+                err = o->dgemm(be, 1, 0, m, n, m, 1.0, t, m, mats[k] + a0 * n, n, 0.0, pm, n);
+                err = err ? err : p->copy2d(be, mats[k] + a0 * n, n, pm, n, m, n, SG_COPY_D2D);
+            }
+            err = err ? err : p->diag_get(be, s + a0 * n + a0, m, n, lam + a0);
+            err = err ? err : p->diag_get(be, g + a0 * n + a0, m, n, dg);
+            for (int64_t i = 0; !err && i < m; i++)
+                lam[a0 + i] /= dg[i];
+        }
+        if (err || whole)
+            break;
+        /* X ← X + X·E */
+        err = p->correction(be, s, g, n, n, lam, tol->rule, stat);
+        err = err ? err : o->copy(be, other, cur, n * n * sizeof(double));
+        err = err ? err : o->dgemm(be, 0, 0, n, n, n, 1.0, cur, n, s, n, 1.0, other, n);
+        if (err)
+            break;
+        double *tmp = cur;
+        cur = other;
+        other = tmp;
+        if (depth == 0) {
+            mix_stats.iterations = it + 1;
+            mix_stats.last_coupling = stat[1];
+            mix_stats.last_orth = stat[2];
+        }
+        if (!(stat[0] <= 1e3)) /* NaN or divergence: dsyevd below */
+            break;
+        converged = stat[1] <= tol->conv; /* every coupling was noise */
+    }
+    /* X ← X·(I − (G − I)/2) until orthonormal to rounding: the second-order
+     * loss of orthogonality of the last update, at most max|E|² */
+    for (int k = 0; !err && converged && k < MIX_POLISH; k++) {
+        double stat[3];
+        err = o->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, cur, n, 0.0, g, n);
+        err = err ? err : p->correction(be, s, g, n, n, NULL, tol->rule, stat);
+        if (err || stat[2] <= tol->orth)
+            break;
+        err = o->copy(be, other, cur, n * n * sizeof(double));
+        err = err ? err : o->dgemm(be, 0, 0, n, n, n, 1.0, cur, n, s, n, 1.0, other, n);
+        double *tmp = cur;
+        cur = other;
+        other = tmp;
+        if (k == MIX_POLISH - 1)
+            converged = 0;
+    }
+
+    if (!err && !converged) {
+        /* No answer of float32 quality leaves here: solve it in float64. */
+        if (depth == 0)
+            mix_stats.fallback = 1;
+        err = p->eigh_f64(be, a, n, lda, x, w);
+    } else if (!err) {
+        /* eigenvalues descending, the columns with them (insertion sort:
+         * the order is nearly right already) */
+        for (int64_t i = 0; i < n; i++)
+            perm[i] = i;
+        for (int64_t i = 1; i < n; i++) {
+            int64_t k = perm[i], j = i;
+            while (j > 0 && lam[perm[j - 1]] < lam[k]) {
+                perm[j] = perm[j - 1];
+                j--;
+            }
+            perm[j] = k;
+        }
+        for (int64_t j = 0; j < n; j++)
+            w[j] = lam[perm[j]];
+        int identity = 1;
+        for (int64_t j = 0; j < n; j++)
+            identity &= perm[j] == j;
+        if (!identity || cur != x) {
+            double *dst = cur == x ? other : x;
+            for (int64_t j = 0; !err && j < n;) {
+                int64_t k = 1; /* copy runs of consecutive columns at once */
+                while (j + k < n && perm[j + k] == perm[j] + k)
+                    k++;
+                err = p->copy2d(be, dst + j, n, cur + perm[j], n, n, k, SG_COPY_D2D);
+                j += k;
+            }
+            if (!err && dst != x)
+                err = o->copy(be, x, dst, n * n * sizeof(double));
+        }
+    }
+    mix_release(c, g);
+    mix_release(c, pm);
+    mix_release(c, s);
+    mix_release(c, xn);
+    mix_release(c, t);
+    free(lam), free(dg), free(hi), free(perm);
+    return err;
+}
+
+int sg_eigh_run(sg_backend *be, const sg_eigh_prims *p, double *h, int64_t d, double damp_frac,
+                sg_eigh_mode mode, double *q, double *eigenvalues)
+{
+    if (d <= 0)
+        return sg_fail(SG_EARG, "eigensolve of an empty matrix");
+    double *diag = malloc(d * sizeof(double)), mean = 0;
+    if (!diag)
+        return sg_fail(-ENOMEM, "out of memory for a diagonal");
+    int err = p->diag_get(be, h, d, d, diag);
+    for (int64_t i = 0; !err && i < d; i++) {
+        if (!isfinite(diag[i]))
+            err = sg_fail(SG_ENUMERIC, "covariance has a non-finite diagonal entry at %lld",
+                          (long long)i);
+        mean += diag[i];
+    }
+    free(diag);
+    if (err)
+        return err;
+    if (damp_frac != 0) {
+        err = p->diag_add(be, h, d, d, damp_frac * mean / d);
+        if (err)
+            return err;
+    }
+    memset(&mix_stats, 0, sizeof mix_stats);
+    switch (mode) {
+    case SG_EIGH_F64: return p->eigh_f64(be, h, d, d, q, eigenvalues);
+    case SG_EIGH_F32: return p->eigh_f32(be, h, d, d, q, eigenvalues);
+    case SG_EIGH_MIXED: {
+        mixer c = {be, p};
+        err = p->eigh_f32(be, h, d, d, q, eigenvalues);
+        if (err)
+            return err;
+        double u = DBL_EPSILON * fmax(fabs(eigenvalues[0]), fabs(eigenvalues[d - 1]));
+        mix_tol tol = {{MIX_KAPPA, 2 * u, MIX_GAMMA * u}, 4 * sqrt((double)d) * u,
+                       4 * sqrt((double)d) * DBL_EPSILON};
+        return mix_refine(&c, h, d, d, q, eigenvalues, 0, &tol);
+    }
+    }
+    return sg_fail(SG_EARG, "unknown eigensolver mode %d", (int)mode);
+}
+
+/* ===================================================================
+ * The CPU backend
+ * =================================================================== */
+
+/* Allocations carry their size in a 256-byte header so release can count. */
+#define HDR 256
+
+static size_t cpu_in_use, cpu_peak;
+
+static int cpu_alloc(sg_backend *be, size_t bytes, void **out)
+{
+    void *p;
+    if (posix_memalign(&p, HDR, HDR + (bytes ? bytes : 1)))
+        return sg_fail(-ENOMEM, "out of memory for a %zu-byte buffer", bytes);
+    *(size_t *)p = bytes;
+    size_t now = __atomic_add_fetch(&cpu_in_use, bytes, __ATOMIC_RELAXED);
+    size_t peak = __atomic_load_n(&cpu_peak, __ATOMIC_RELAXED);
+    while (now > peak &&
+           !__atomic_compare_exchange_n(&cpu_peak, &peak, now, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+        ;
+    *out = (char *)p + HDR;
+    return 0;
+}
+
+static void cpu_release(sg_backend *be, void *p)
+{
+    if (!p)
+        return;
+    char *base = (char *)p - HDR;
+    __atomic_sub_fetch(&cpu_in_use, *(size_t *)base, __ATOMIC_RELAXED);
+    free(base);
+}
+
+static int cpu_copy(sg_backend *be, void *dst, const void *src, size_t bytes)
+{
+    if (dst != src)
+        memmove(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_sync(sg_backend *be) { return 0; }
+
+static void cpu_free(sg_backend *be) {}
+
+static int cpu_memory(sg_backend *be, sg_backend_mem *m)
+{
+    memset(m, 0, sizeof *m);
+    m->in_use = __atomic_load_n(&cpu_in_use, __ATOMIC_RELAXED);
+    m->peak = __atomic_load_n(&cpu_peak, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static int too_big(int64_t v) { return v < 0 || v > 2147483647; }
+
+static int cpu_sgemm(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                     float *c, int64_t ldc)
+{
+    if (too_big(m) || too_big(n) || too_big(k) || too_big(lda) || too_big(ldb) || too_big(ldc))
+        return sg_fail(SG_EARG, "sgemm sizes beyond 32 bits (%lld x %lld x %lld)",
+                       (long long)m, (long long)n, (long long)k);
+    if (m && n)
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    return 0;
+}
+
+static int cpu_dgemm(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                     double alpha, const double *a, int64_t lda, const double *b, int64_t ldb,
+                     double beta, double *c, int64_t ldc)
+{
+    if (too_big(m) || too_big(n) || too_big(k) || too_big(lda) || too_big(ldb) || too_big(ldc))
+        return sg_fail(SG_EARG, "dgemm sizes beyond 32 bits (%lld x %lld x %lld)",
+                       (long long)m, (long long)n, (long long)k);
+    if (m && n)
+        cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    return 0;
+}
+
+#define COV_CHUNK 1024
+
+static int cpu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows)
+{
+    if (rows <= 0)
+        return 0;
+    int64_t chunk = rows < COV_CHUNK ? rows : COV_CHUNK;
+    double *c = malloc(chunk * d * sizeof(double));
+    if (!c)
+        return sg_fail(-ENOMEM, "out of memory for a covariance chunk");
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
+        for (int64_t i = 0; i < n * d; i++)
+            c[i] = x[r0 * d + i];
+        /* H (d, d) += Cᵀ (d, n)·C (n, d), upper triangle */
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)n, 1.0, c, (int)d, 1.0,
+                    h, (int)d);
+    }
+    free(c);
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < i; j++)
+            h[i * d + j] = h[j * d + i];
+    return 0;
+}
+
+#define ROT_CHUNK 512
+
+static int cpu_rotate_reader(sg_backend *be, const float *w, int64_t rows, int64_t D,
+                             const double *q, int64_t d, float *out)
+{
+    int64_t chunk = rows < ROT_CHUNK ? rows : ROT_CHUNK;
+    double *a = malloc(chunk * D * sizeof(double)), *c = malloc(chunk * d * sizeof(double));
+    if (!a || !c) {
+        free(a), free(c);
+        return sg_fail(-ENOMEM, "out of memory rotating a reader");
+    }
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
+        for (int64_t i = 0; i < n * D; i++)
+            a[i] = w[r0 * D + i];
+        /* C (n, d) = A (n, D)·Q[:, :d] (D, d) */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)D, 1.0, a,
+                    (int)D, q, (int)D, 0.0, c, (int)d);
+        for (int64_t i = 0; i < n * d; i++)
+            out[r0 * d + i] = (float)c[i];
+    }
+    free(a), free(c);
+    return 0;
+}
+
+static int cpu_rotate_writer(sg_backend *be, const float *w, int64_t D, int64_t cols,
+                             const double *q, int64_t d, float *out)
+{
+    int64_t chunk = cols < ROT_CHUNK ? cols : ROT_CHUNK;
+    double *a = malloc(D * chunk * sizeof(double)), *c = malloc(d * chunk * sizeof(double));
+    if (!a || !c) {
+        free(a), free(c);
+        return sg_fail(-ENOMEM, "out of memory rotating a writer");
+    }
+    for (int64_t c0 = 0; c0 < cols; c0 += chunk) {
+        int64_t n = cols - c0 < chunk ? cols - c0 : chunk;
+        for (int64_t i = 0; i < D; i++)
+            for (int64_t j = 0; j < n; j++)
+                a[i * n + j] = w[i * cols + c0 + j];
+        /* C (d, n) = Q[:, :d]ᵀ (d, D)·A (D, n) */
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)n, (int)D, 1.0, q,
+                    (int)D, a, (int)n, 0.0, c, (int)n);
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < n; j++)
+                out[i * cols + c0 + j] = (float)c[i * n + j];
+    }
+    free(a), free(c);
+    return 0;
+}
+
+static int cpu_norm_rows(sg_backend *be, float *x, int64_t rows, int64_t d, sg_norm_kind kind,
+                         int64_t norm_dim, double eps, const float *w, const float *b)
+{
+    /* forward.c's own loop, which reads these three fields of the config */
+    static _Thread_local sg_model_config cfg;
+    cfg.norm = kind;
+    cfg.norm_dim = norm_dim;
+    cfg.norm_eps = eps;
+    sg_norm_rows(&cfg, x, rows, d, w, b);
+    return 0;
+}
+
+static int cpu_rope(sg_backend *be, float *x, int64_t n, int64_t n_heads, int64_t head_dim,
+                    int64_t rope_dim, sg_rope_layout layout, int64_t pos0, const double *inv_freq)
+{
+    if (layout == SG_ROPE_NONE)
+        return 0;
+    if (rope_dim > head_dim || rope_dim % 2)
+        return sg_fail(SG_EARG, "rope over %lld of %lld head coordinates", (long long)rope_dim,
+                       (long long)head_dim);
+    int64_t half = rope_dim / 2;
+    for (int64_t t = 0; t < n; t++) {
+        float *row = x + t * n_heads * head_dim;
+        for (int64_t i = 0; i < half; i++) {
+            double ang = (double)(pos0 + t) * inv_freq[i];
+            float cs = (float)cos(ang), sn = (float)sin(ang);
+            int64_t i0 = layout == SG_ROPE_PAIRS ? 2 * i : i;
+            int64_t i1 = layout == SG_ROPE_PAIRS ? 2 * i + 1 : i + half;
+            for (int64_t h = 0; h < n_heads; h++) {
+                float *v = row + h * head_dim, x0 = v[i0], x1 = v[i1];
+                v[i0] = x0 * cs - x1 * sn;
+                v[i1] = x0 * sn + x1 * cs;
+            }
+        }
+    }
+    return 0;
+}
+
+static int cpu_attention(sg_backend *be, const float *q, const float *k, const float *v,
+                         float *out, int64_t n, int64_t nh, int64_t nkv, int64_t hd)
+{
+    if (nkv <= 0 || nh % nkv)
+        return sg_fail(SG_EARG, "%lld query heads do not group over %lld key/value heads",
+                       (long long)nh, (long long)nkv);
+    float *scores = malloc(n * n * sizeof(float));
+    if (!scores)
+        return sg_fail(-ENOMEM, "out of memory for %lld x %lld attention scores", (long long)n,
+                       (long long)n);
+    int64_t group = nh / nkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t h = 0; h < nh; h++) {
+        const float *qh = q + h * hd, *kh = k + (h / group) * hd, *vh = v + (h / group) * hd;
+        /* scores (n, n) = Qh (n, hd)·Khᵀ (hd, n) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)hd, scale, qh,
+                    (int)(nh * hd), kh, (int)(nkv * hd), 0.0f, scores, (int)n);
+        for (int64_t i = 0; i < n; i++) {
+            float *row = scores + i * n, max = row[0], sum = 0;
+            for (int64_t j = 1; j <= i; j++)
+                max = fmaxf(max, row[j]);
+            for (int64_t j = 0; j <= i; j++) {
+                row[j] = expf(row[j] - max);
+                sum += row[j];
+            }
+            float inv = 1.0f / sum;
+            for (int64_t j = 0; j <= i; j++)
+                row[j] *= inv;
+            for (int64_t j = i + 1; j < n; j++)
+                row[j] = 0.0f;
+        }
+        /* out_h (n, hd) = P (n, n)·Vh (n, hd) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)n, 1.0f,
+                    scores, (int)n, vh, (int)(nkv * hd), 0.0f, out + h * hd, (int)(nh * hd));
+    }
+    free(scores);
+    return 0;
+}
+
+static inline float act_apply(sg_act act, float x)
+{
+    switch (act) {
+    case SG_ACT_SILU: return x / (1.0f + expf(-x));
+    case SG_ACT_RELU: return x > 0 ? x : 0;
+    case SG_ACT_GELU_TANH:
+        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case SG_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    }
+    return x;
+}
+
+static int cpu_activation(sg_backend *be, sg_act act, float *up, const float *gate, int64_t n)
+{
+    if (gate)
+        for (int64_t i = 0; i < n; i++)
+            up[i] *= act_apply(act, gate[i]);
+    else
+        for (int64_t i = 0; i < n; i++)
+            up[i] = act_apply(act, up[i]);
+    return 0;
+}
+
+static int cpu_add(sg_backend *be, float *y, const float *x, int64_t rows, int64_t cols,
+                   int64_t x_stride)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            y[r * cols + c] += x[r * x_stride + c];
+    return 0;
+}
+
+/* ---- the eigensolver primitives on host memory ---- */
+
+static int cpu_eigh_f32(sg_backend *be, const double *a, int64_t n, int64_t lda, double *x,
+                        double *w)
+{
+    /* the workspace sizes of ssyevd's documentation, given explicitly: its
+     * own query returns them as a float, which rounds them down past 2^24
+     * (n > ~2900) before LAPACK 3.12 */
+    int64_t lwork = 1 + 6 * n + 2 * n * n, liwork = 3 + 5 * n;
+    float *af = malloc(n * n * sizeof(float)), *wf = malloc(n * sizeof(float));
+    float *work = malloc(lwork * sizeof(float));
+    lapack_int *iwork = malloc(liwork * sizeof(lapack_int));
+    if (!af || !wf || !work || !iwork) {
+        free(af), free(wf), free(work), free(iwork);
+        return sg_fail(-ENOMEM, "out of memory for a float32 eigensolve");
+    }
+    /* column-major: A is symmetric, and its eigenvectors come back in
+     * columns, i.e. row-major rows: X[i][j] = af[(n-1-j)·n + i] below */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++)
+            af[i * n + j] = (float)a[i * lda + j];
+    lapack_int info = LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'V', 'U', (lapack_int)n, af,
+                                          (lapack_int)n, wf, work, (lapack_int)lwork, iwork,
+                                          (lapack_int)liwork);
+    free(work), free(iwork);
+    if (!info)
+        for (int64_t j = 0; j < n; j++) {
+            w[j] = wf[n - 1 - j];
+            for (int64_t i = 0; i < n; i++)
+                x[i * n + j] = af[(n - 1 - j) * n + i];
+        }
+    free(af), free(wf);
+    return info ? sg_fail(SG_ENUMERIC, "ssyevd failed (info %d) on a %lld x %lld matrix",
+                          (int)info, (long long)n, (long long)n)
+                : 0;
+}
+
+static int cpu_eigh_f64(sg_backend *be, const double *a, int64_t n, int64_t lda, double *x,
+                        double *w)
+{
+    double *wa = malloc(n * sizeof(double));
+    if (!wa)
+        return sg_fail(-ENOMEM, "out of memory for eigenvalues");
+    for (int64_t i = 0; i < n; i++)
+        memcpy(x + i * n, a + i * lda, n * sizeof(double));
+    /* dsyevd leaves eigenvectors in the columns, eigenvalues ascending */
+    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)n, x, (lapack_int)n, wa);
+    if (!info) {
+        for (int64_t j = 0; j < n; j++)
+            w[j] = wa[n - 1 - j];
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n / 2; j++) {
+                double t = x[i * n + j];
+                x[i * n + j] = x[i * n + n - 1 - j];
+                x[i * n + n - 1 - j] = t;
+            }
+    }
+    free(wa);
+    return info ? sg_fail(SG_ENUMERIC, "dsyevd failed (info %d) on a %lld x %lld matrix",
+                          (int)info, (long long)n, (long long)n)
+                : 0;
+}
+
+static int cpu_diag_get(sg_backend *be, const double *m, int64_t n, int64_t ld, double *out)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = m[i * ld + i];
+    return 0;
+}
+
+static int cpu_diag_add(sg_backend *be, double *m, int64_t n, int64_t ld, double v)
+{
+    for (int64_t i = 0; i < n; i++)
+        m[i * ld + i] += v;
+    return 0;
+}
+
+static int cpu_set_identity(sg_backend *be, double *m, int64_t n, int64_t ld)
+{
+    for (int64_t i = 0; i < n; i++) {
+        memset(m + i * ld, 0, n * sizeof(double));
+        m[i * ld + i] = 1.0;
+    }
+    return 0;
+}
+
+/* The pair rule of backend.h, kept identical to the CUDA kernels (t =
+ * {κ, τ, γ}): 0 resolved, 1 separated, 2 clustered; *c the coupling. */
+static inline int pair_kind(double s, double g, double li, double lj, const double *t, double *c)
+{
+    double gap = fabs(lj - li);
+    *c = fmax(fabs(s - lj * g), fabs(s - li * g));
+    if (*c <= t[1])
+        return 0;
+    return gap > t[2] && *c <= t[0] * gap ? 1 : 2;
+}
+
+static int cpu_couple(sg_backend *be, const double *s, const double *g, int64_t n, int64_t ld,
+                      const double *lam, const double t[3], int64_t *hi)
+{
+    for (int64_t i = 0; i < n; i++) {
+        hi[i] = i;
+        for (int64_t j = n - 1; j > i; j--) {
+            double c, sij = 0.5 * (s[i * ld + j] + s[j * ld + i]);
+            double gij = g ? 0.5 * (g[i * ld + j] + g[j * ld + i]) : 0;
+            if (pair_kind(sij, gij, lam[i], lam[j], t, &c) == 2) {
+                hi[i] = j;
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+static int cpu_correction(sg_backend *be, double *s, const double *g, int64_t n, int64_t ld,
+                          const double *lam, const double t[3], double *stat)
+{
+    double me = 0, mc = 0, mo = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double eii = (1.0 - g[i * ld + i]) / 2;
+        s[i * ld + i] = eii;
+        me = fmax(me, fabs(eii));
+        mo = fmax(mo, fabs(2 * eii));
+        for (int64_t j = i + 1; j < n; j++) {
+            double c = 0, gij = 0.5 * (g[i * ld + j] + g[j * ld + i]), eij, eji;
+            if (lam) {
+                double sij = 0.5 * (s[i * ld + j] + s[j * ld + i]);
+                if (pair_kind(sij, gij, lam[i], lam[j], t, &c) == 1) {
+                    eij = (sij - lam[j] * gij) / (lam[j] - lam[i]);
+                    eji = (sij - lam[i] * gij) / (lam[i] - lam[j]);
+                } else {
+                    eij = eji = -gij / 2;
+                }
+            } else {
+                eij = eji = -gij / 2;
+            }
+            s[i * ld + j] = eij;
+            s[j * ld + i] = eji;
+            me = fmax(me, fmax(fabs(eij), fabs(eji)));
+            mc = fmax(mc, c);
+            mo = fmax(mo, fabs(gij));
+        }
+    }
+    stat[0] = me;
+    stat[1] = mc;
+    stat[2] = mo;
+    return 0;
+}
+
+static int cpu_copy2d(sg_backend *be, double *dst, int64_t ldd, const double *src, int64_t lds,
+                      int64_t rows, int64_t cols, int kind)
+{
+    for (int64_t i = 0; i < rows; i++)
+        memmove(dst + i * ldd, src + i * lds, cols * sizeof(double));
+    return 0;
+}
+
+static const sg_eigh_prims cpu_prims = {
+    .eigh_f32 = cpu_eigh_f32,
+    .eigh_f64 = cpu_eigh_f64,
+    .diag_get = cpu_diag_get,
+    .diag_add = cpu_diag_add,
+    .set_identity = cpu_set_identity,
+    .couple = cpu_couple,
+    .correction = cpu_correction,
+    .copy2d = cpu_copy2d,
+};
+
+static int cpu_eigh(sg_backend *be, double *h, int64_t d, double damp_frac, sg_eigh_mode mode,
+                    double *q, double *eigenvalues)
+{
+    if (mode == SG_EIGH_F64) /* exactly the stage's solve */
+        return sg_eigh_descending(h, d, damp_frac, q, eigenvalues);
+    return sg_eigh_run(be, &cpu_prims, h, d, damp_frac, mode, q, eigenvalues);
+}
+
+static const sg_backend_ops cpu_ops = {
+    .name = "cpu",
+    .free = cpu_free,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .copy = cpu_copy,
+    .synchronize = cpu_sync,
+    .memory = cpu_memory,
+    .sgemm = cpu_sgemm,
+    .dgemm = cpu_dgemm,
+    .cov_accumulate = cpu_cov_accumulate,
+    .eigh = cpu_eigh,
+    .rotate_reader = cpu_rotate_reader,
+    .rotate_writer = cpu_rotate_writer,
+    .norm_rows = cpu_norm_rows,
+    .rope = cpu_rope,
+    .attention = cpu_attention,
+    .activation = cpu_activation,
+    .add = cpu_add,
+};
+
+static sg_backend cpu_backend = {&cpu_ops, NULL};
+
+sg_backend *sg_backend_cpu(void) { return &cpu_backend; }
