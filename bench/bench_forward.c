@@ -58,7 +58,7 @@ int main(int argc, char **argv)
     }
     const sg_model_config *c = sg_model_files_config(f);
     int n = c->dim < 1024 ? 1024 : (int)c->dim;
-    double peak = sgemm_gflops(n, 5);
+    double peak = sgemm_gflops(n, 40);
     sg_token_batch b = {malloc(tokens * sizeof(int32_t)), malloc((tokens / seqlen + 1) * 8),
                         tokens / seqlen};
     for (int64_t s = 0; s <= b.n_seq; s++)

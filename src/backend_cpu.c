@@ -558,59 +558,22 @@ static int cpu_attention(sg_backend *be, const float *q, const float *k, const f
     if (nkv <= 0 || nh % nkv)
         return sg_fail(SG_EARG, "%lld query heads do not group over %lld key/value heads",
                        (long long)nh, (long long)nkv);
-    float *scores = malloc(n * n * sizeof(float));
-    if (!scores)
-        return sg_fail(-ENOMEM, "out of memory for %lld x %lld attention scores", (long long)n,
-                       (long long)n);
-    int64_t group = nh / nkv;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int64_t h = 0; h < nh; h++) {
-        const float *qh = q + h * hd, *kh = k + (h / group) * hd, *vh = v + (h / group) * hd;
-        /* scores (n, n) = Qh (n, hd)·Khᵀ (hd, n) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)hd, scale, qh,
-                    (int)(nh * hd), kh, (int)(nkv * hd), 0.0f, scores, (int)n);
-        for (int64_t i = 0; i < n; i++) {
-            float *row = scores + i * n, max = row[0], sum = 0;
-            for (int64_t j = 1; j <= i; j++)
-                max = fmaxf(max, row[j]);
-            for (int64_t j = 0; j <= i; j++) {
-                row[j] = expf(row[j] - max);
-                sum += row[j];
-            }
-            float inv = 1.0f / sum;
-            for (int64_t j = 0; j <= i; j++)
-                row[j] *= inv;
-            for (int64_t j = i + 1; j < n; j++)
-                row[j] = 0.0f;
-        }
-        /* out_h (n, hd) = P (n, n)·Vh (n, hd) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)n, 1.0f,
-                    scores, (int)n, vh, (int)(nkv * hd), 0.0f, out + h * hd, (int)(nh * hd));
-    }
-    free(scores);
+    float *scratch = malloc(sg_attention_scratch_floats(nh, nkv, hd, n) * sizeof(float));
+    if (!scratch)
+        return sg_fail(-ENOMEM, "cpu backend: out of memory for attention scores");
+    sg_attention_causal(nh, nkv, hd, q, k, v, out, n, scratch);
+    free(scratch);
     return 0;
-}
-
-static inline float act_apply(sg_act act, float x)
-{
-    switch (act) {
-    case SG_ACT_SILU: return x / (1.0f + expf(-x));
-    case SG_ACT_RELU: return x > 0 ? x : 0;
-    case SG_ACT_GELU_TANH:
-        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    case SG_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    }
-    return x;
 }
 
 static int cpu_activation(sg_backend *be, sg_act act, float *up, const float *gate, int64_t n)
 {
     if (gate)
         for (int64_t i = 0; i < n; i++)
-            up[i] *= act_apply(act, gate[i]);
+            up[i] *= sg_activation(act, gate[i]);
     else
         for (int64_t i = 0; i < n; i++)
-            up[i] = act_apply(act, up[i]);
+            up[i] = sg_activation(act, up[i]);
     return 0;
 }
 

@@ -134,11 +134,19 @@ static void apply_rope(const sg_model_config *c, float *x, int64_t n_heads, cons
  * halves the work of the causal mask on long sequences. */
 #define ATT_TILE 256
 
-static void attend_sequence(const sg_model_config *c, const float *q, const float *k,
-                            const float *v, float *out, int64_t n, float *scores, float *qbuf,
-                            float *obuf)
+int64_t sg_attention_scratch_floats(int64_t nh, int64_t nkv, int64_t hd, int64_t n)
 {
-    int64_t nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim, group = nh / nkv;
+    int64_t tile_rows = (nh / nkv) * (n < ATT_TILE ? n : ATT_TILE);
+    return tile_rows * (n + 2 * hd);
+}
+
+void sg_attention_causal(int64_t nh, int64_t nkv, int64_t hd, const float *q, const float *k,
+                         const float *v, float *out, int64_t n, float *scratch)
+{
+    int64_t group = nh / nkv, tile_rows = group * (n < ATT_TILE ? n : ATT_TILE);
+    /* scratch: scores (tile_rows, n), then the stacked queries and outputs
+     * (tile_rows, hd) each */
+    float *scores = scratch, *qbuf = scores + tile_rows * n, *obuf = qbuf + tile_rows * hd;
     float scale = 1.0f / sqrtf((float)hd);
     for (int64_t g = 0; g < nkv; g++) {
         const float *kg = k + g * hd, *vg = v + g * hd;
@@ -180,32 +188,19 @@ static void attend_sequence(const sg_model_config *c, const float *q, const floa
     }
 }
 
-static float activation(sg_act act, float x)
-{
-    switch (act) {
-    case SG_ACT_SILU: return x / (1.0f + expf(-x));
-    case SG_ACT_RELU: return x > 0 ? x : 0;
-    case SG_ACT_GELU_TANH:
-        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    case SG_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    }
-    return x;
-}
 
 typedef struct {
     float *h;      /* (g, max width) normed input */
     float *q, *k, *v, *att; /* (g, nh*hd), (g, nkv*hd) x2, (g, nh*hd) */
     float *up, *gate;       /* (g, F) */
-    float *scores;          /* (group * ATT_TILE, max seq len) */
-    float *qbuf, *obuf;     /* (group * ATT_TILE, head_dim) */
+    float *att_scratch;     /* sg_attention_scratch_floats(.., max seq len) */
     double *inv_freq;       /* (rope_dim / 2) */
 } scratch;
 
 static void scratch_free(scratch *s)
 {
     free(s->h); free(s->q); free(s->k); free(s->v); free(s->att);
-    free(s->up); free(s->gate); free(s->scores); free(s->inv_freq);
-    free(s->qbuf); free(s->obuf);
+    free(s->up); free(s->gate); free(s->att_scratch); free(s->inv_freq);
 }
 
 static int scratch_alloc(scratch *s, const sg_model_config *c, int64_t g, int64_t max_len)
@@ -219,13 +214,12 @@ static int scratch_alloc(scratch *s, const sg_model_config *c, int64_t g, int64_
     s->att = malloc(g * qd * sizeof(float));
     s->up = malloc(g * c->ffn_dim * sizeof(float));
     s->gate = c->gated_mlp ? malloc(g * c->ffn_dim * sizeof(float)) : NULL;
-    int64_t tile_rows = (c->n_heads / c->n_kv_heads) * (max_len < ATT_TILE ? max_len : ATT_TILE);
-    s->scores = malloc(tile_rows * max_len * sizeof(float));
-    s->qbuf = malloc(tile_rows * c->head_dim * sizeof(float));
-    s->obuf = malloc(tile_rows * c->head_dim * sizeof(float));
+    s->att_scratch = malloc(
+        sg_attention_scratch_floats(c->n_heads, c->n_kv_heads, c->head_dim, max_len) *
+        sizeof(float));
     s->inv_freq = malloc((c->rope_dim / 2 + 1) * sizeof(double));
     if (!s->h || !s->q || !s->k || !s->v || !s->att || !s->up || (c->gated_mlp && !s->gate) ||
-        !s->scores || !s->qbuf || !s->obuf || !s->inv_freq) {
+        !s->att_scratch || !s->inv_freq) {
         scratch_free(s);
         return sg_fail(-ENOMEM, "out of memory for block scratch (%lld tokens)", (long long)g);
     }
@@ -250,8 +244,9 @@ static void attention(const sg_model_config *c, const sg_block *b, scratch *s, i
     }
     for (int64_t q = s0; q < s1; q++) {
         int64_t off = seqs->offsets[q] - base, n = seqs->offsets[q + 1] - seqs->offsets[q];
-        attend_sequence(c, s->q + off * qd, s->k + off * kvd, s->v + off * kvd,
-                        s->att + off * qd, n, s->scores, s->qbuf, s->obuf);
+        sg_attention_causal(c->n_heads, c->n_kv_heads, c->head_dim, s->q + off * qd,
+                            s->k + off * kvd, s->v + off * kvd, s->att + off * qd, n,
+                            s->att_scratch);
     }
 }
 
@@ -265,10 +260,10 @@ static void mlp(const sg_model_config *c, const sg_block *b, scratch *s, int64_t
     if (c->gated_mlp) {
         linear(s->h, g, d, b->w_gate, NULL, f, s->gate, 0.0f);
         for (int64_t i = 0; i < g * f; i++)
-            s->up[i] *= activation(c->act, s->gate[i]);
+            s->up[i] *= sg_activation(c->act, s->gate[i]);
     } else {
         for (int64_t i = 0; i < g * f; i++)
-            s->up[i] = activation(c->act, s->up[i]);
+            s->up[i] = sg_activation(c->act, s->up[i]);
     }
     linear(s->up, g, f, b->w_down, b->b_down, b->d_out, y, 1.0f);
 }
@@ -291,8 +286,9 @@ int64_t sg_forward_scratch_bytes(const sg_model_config *c, int64_t max_len, int6
     int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     int64_t per_token = c->dim + 2 * qd + 2 * kvd + (c->gated_mlp ? 2 : 1) * c->ffn_dim +
                         c->dim; /* h, q, att, k, v, up (+gate), residual */
-    int64_t tile_rows = (c->n_heads / c->n_kv_heads) * (max_len < ATT_TILE ? max_len : ATT_TILE);
-    return (g * per_token + tile_rows * (max_len + 2 * c->head_dim)) * (int64_t)sizeof(float);
+    return (g * per_token +
+            sg_attention_scratch_floats(c->n_heads, c->n_kv_heads, c->head_dim, max_len)) *
+           (int64_t)sizeof(float);
 }
 
 static int64_t longest_sequence(const sg_seqs *seqs)

@@ -8,6 +8,7 @@
 #ifndef SG_FORWARD_H
 #define SG_FORWARD_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "model.h"
@@ -47,6 +48,27 @@ int sg_head_nll(const sg_model *m, const float *x, const int32_t *targets, int64
  * whose sequences have at most max_len tokens (the plan command and the
  * memory-bound test use it). */
 int64_t sg_forward_scratch_bytes(const sg_model_config *cfg, int64_t max_len, int64_t tokens);
+
+/* Causal grouped-query attention for one sequence of n tokens: q (n,
+ * nh*hd), k and v (n, nkv*hd), out (n, nh*hd); query head h reads key/value
+ * head h / (nh / nkv). scratch holds sg_attention_scratch_floats() floats.
+ * The CPU backend's attention op is this function. */
+void sg_attention_causal(int64_t nh, int64_t nkv, int64_t hd, const float *q, const float *k,
+                         const float *v, float *out, int64_t n, float *scratch);
+int64_t sg_attention_scratch_floats(int64_t nh, int64_t nkv, int64_t hd, int64_t n);
+
+/* The MLP nonlinearities, shared by the forward pass and the CPU backend. */
+static inline float sg_activation(sg_act act, float x)
+{
+    switch (act) {
+    case SG_ACT_SILU: return x / (1.0f + expf(-x));
+    case SG_ACT_RELU: return x > 0 ? x : 0;
+    case SG_ACT_GELU_TANH:
+        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case SG_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    }
+    return x;
+}
 
 /* Normalizes each row of x (rows, d) in place: RMS over norm_dim (the
  * original D, even when d < D after slicing), or LayerNorm; then scale w
