@@ -714,6 +714,37 @@ int sg_act_store_shape(const sg_act_store *s, const char *name, int64_t index, i
     return 0;
 }
 
+/* The read-back both get and read_file share. Called with the lock held
+ * and an open fd; releases both. */
+static int read_back_locked(sg_act_store *s, int fd, const char *path, int64_t rows,
+                            int64_t width, float *data)
+{
+    int rc = 0;
+    if (!s->io && (rc = sg_io_init(4, &s->io)) == 0)
+        snprintf(s->st.io_backend, sizeof s->st.io_backend, "%s", sg_io_backend(s->io));
+    spill_ctx *cx = rc == 0 ? pool_take(s) : NULL;
+    if (rc == 0 && !cx)
+        rc = sg_fail(-ENOMEM, "activation store: out of memory reading %s", path);
+    sg_io *io = s->io;
+    unlock(s);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    double t0 = now_s();
+    rc = spill_read(cx, io, fd, path, rows, width, data);
+    double dt = now_s() - t0;
+    close(fd);
+    lock(s);
+    pool_give(s, cx);
+    if (rc == 0) {
+        s->st.read_back_raw_bytes += rows * width * 4;
+        s->st.spill_read_seconds += dt;
+    }
+    unlock(s);
+    return rc;
+}
+
 int sg_act_store_get(sg_act_store *s, const char *name, int64_t index, float *data)
 {
     lock(s);
@@ -737,30 +768,13 @@ int sg_act_store_get(sg_act_store *s, const char *name, int64_t index, float *da
     if (rc != 0)
         rc = sg_fail(rc, "%s: cannot open spill file of chunk %s[%lld]: %s", path, name,
                      (long long)index, strerror(-rc));
-    if (rc == 0 && !s->io && (rc = sg_io_init(4, &s->io)) == 0)
-        snprintf(s->st.io_backend, sizeof s->st.io_backend, "%s", sg_io_backend(s->io));
-    spill_ctx *cx = rc == 0 ? pool_take(s) : NULL;
-    if (rc == 0 && !cx)
-        rc = sg_fail(-ENOMEM, "activation store: out of memory reading %s", path);
-    sg_io *io = s->io;
-    unlock(s);
     if (rc != 0) {
+        unlock(s);
         if (fd >= 0)
             close(fd);
         return rc;
     }
-    double t0 = now_s();
-    rc = spill_read(cx, io, fd, path, rows, width, data);
-    double dt = now_s() - t0;
-    close(fd);
-    lock(s);
-    pool_give(s, cx);
-    if (rc == 0) {
-        s->st.read_back_raw_bytes += rows * width * 4;
-        s->st.spill_read_seconds += dt;
-    }
-    unlock(s);
-    return rc;
+    return read_back_locked(s, fd, path, rows, width, data);
 }
 
 int64_t sg_act_store_chunks(const sg_act_store *s, const char *name)
@@ -904,31 +918,8 @@ int sg_act_store_read_file(sg_act_store *s, const char *path, int64_t rows, int6
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return sg_fail(-errno, "%s: cannot open spill file: %s", path, strerror(errno));
-    int rc = 0;
     lock(s);
-    if (!s->io && (rc = sg_io_init(4, &s->io)) == 0)
-        snprintf(s->st.io_backend, sizeof s->st.io_backend, "%s", sg_io_backend(s->io));
-    spill_ctx *cx = rc == 0 ? pool_take(s) : NULL;
-    if (rc == 0 && !cx)
-        rc = sg_fail(-ENOMEM, "activation store: out of memory reading %s", path);
-    sg_io *io = s->io;
-    unlock(s);
-    if (rc != 0) {
-        close(fd);
-        return rc;
-    }
-    double t0 = now_s();
-    rc = spill_read(cx, io, fd, path, rows, width, data);
-    double dt = now_s() - t0;
-    close(fd);
-    lock(s);
-    pool_give(s, cx);
-    if (rc == 0) {
-        s->st.read_back_raw_bytes += rows * width * 4;
-        s->st.spill_read_seconds += dt;
-    }
-    unlock(s);
-    return rc;
+    return read_back_locked(s, fd, path, rows, width, data);
 }
 
 int sg_act_store_install_signal_cleanup(void) { return sg_cleanup_install_signals(); }
