@@ -12,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "covariance.h"
 #include "eigensolve.h"
 #include "forward.h"
+#include "rotate_slice.h"
 #include "sg_error.h"
 
 /* ===================================================================
@@ -439,24 +441,14 @@ static int cpu_dgemm(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64
     return 0;
 }
 
-#define COV_CHUNK 1024
-
 static int cpu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows)
 {
     if (rows <= 0)
         return 0;
-    int64_t chunk = rows < COV_CHUNK ? rows : COV_CHUNK;
-    double *c = malloc(chunk * d * sizeof(double));
+    double *c = malloc(SG_COV_CHUNK * d * sizeof(double));
     if (!c)
         return sg_fail(-ENOMEM, "out of memory for a covariance chunk");
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
-        for (int64_t i = 0; i < n * d; i++)
-            c[i] = x[r0 * d + i];
-        /* H (d, d) += Cᵀ (d, n)·C (n, d), upper triangle */
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)n, 1.0, c, (int)d, 1.0,
-                    h, (int)d);
-    }
+    sg_cov_accumulate_upper(h, c, d, x, rows);
     free(c);
     for (int64_t i = 0; i < d; i++)
         for (int64_t j = 0; j < i; j++)
@@ -469,24 +461,7 @@ static int cpu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float 
 static int cpu_rotate_reader(sg_backend *be, const float *w, int64_t rows, int64_t D,
                              const double *q, int64_t d, float *out)
 {
-    int64_t chunk = rows < ROT_CHUNK ? rows : ROT_CHUNK;
-    double *a = malloc(chunk * D * sizeof(double)), *c = malloc(chunk * d * sizeof(double));
-    if (!a || !c) {
-        free(a), free(c);
-        return sg_fail(-ENOMEM, "out of memory rotating a reader");
-    }
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
-        for (int64_t i = 0; i < n * D; i++)
-            a[i] = w[r0 * D + i];
-        /* C (n, d) = A (n, D)·Q[:, :d] (D, d) */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)D, 1.0, a,
-                    (int)D, q, (int)D, 0.0, c, (int)d);
-        for (int64_t i = 0; i < n * d; i++)
-            out[r0 * d + i] = (float)c[i];
-    }
-    free(a), free(c);
-    return 0;
+    return sg_rotate_reader_into(w, rows, D, q, d, out);
 }
 
 static int cpu_rotate_writer(sg_backend *be, const float *w, int64_t D, int64_t cols,

@@ -20,17 +20,21 @@ int sg_cov_init(sg_cov *cov, int64_t d)
     return 0;
 }
 
-int sg_cov_accumulate(sg_cov *cov, const float *x, int64_t rows)
+void sg_cov_accumulate_upper(double *h, double *chunk, int64_t d, const float *x, int64_t rows)
 {
-    int64_t d = cov->d;
     for (int64_t r0 = 0; r0 < rows; r0 += SG_COV_CHUNK) {
         int64_t n = rows - r0 < SG_COV_CHUNK ? rows - r0 : SG_COV_CHUNK;
         for (int64_t i = 0; i < n * d; i++)
-            cov->chunk[i] = x[r0 * d + i];
+            chunk[i] = x[r0 * d + i];
         /* H (d, d) += chunkᵀ (d, n) · chunk (n, d), upper triangle */
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)n, 1.0, cov->chunk,
-                    (int)d, 1.0, cov->h, (int)d);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)n, 1.0, chunk, (int)d,
+                    1.0, h, (int)d);
     }
+}
+
+int sg_cov_accumulate(sg_cov *cov, const float *x, int64_t rows)
+{
+    sg_cov_accumulate_upper(cov->h, cov->chunk, cov->d, x, rows);
     cov->tokens += rows;
     return 0;
 }

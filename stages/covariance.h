@@ -19,6 +19,9 @@ typedef struct {
 int sg_cov_init(sg_cov *cov, int64_t d);
 /* H += Xᵀ X for x (rows, d) float32 row-major. */
 int sg_cov_accumulate(sg_cov *cov, const float *x, int64_t rows);
+/* The same into a caller's h (d, d), upper triangle, with scratch chunk
+ * (SG_COV_CHUNK, d) float64: what the CPU backend's op calls. */
+void sg_cov_accumulate_upper(double *h, double *chunk, int64_t d, const float *x, int64_t rows);
 /* Mirrors the upper triangle so h is a full symmetric matrix. */
 void sg_cov_finish(sg_cov *cov);
 void sg_cov_free(sg_cov *cov);

@@ -12,20 +12,20 @@
 
 static int oom(const char *what) { return sg_fail(-ENOMEM, "out of memory rotating %s", what); }
 
-int sg_rotate_reader(float **w, int64_t rows, int64_t D, const double *q, int64_t d)
+int sg_rotate_reader_into(const float *w, int64_t rows, int64_t D, const double *q, int64_t d,
+                          float *out)
 {
-    float *out = malloc(rows * d * sizeof(float));
-    double *a = malloc(ROW_CHUNK * D * sizeof(double)), *c = malloc(ROW_CHUNK * d * sizeof(double));
-    if (!out || !a || !c) {
-        free(out);
+    int64_t chunk = rows < ROW_CHUNK ? rows : ROW_CHUNK;
+    double *a = malloc(chunk * D * sizeof(double)), *c = malloc(chunk * d * sizeof(double));
+    if (!a || !c) {
         free(a);
         free(c);
         return oom("a reader");
     }
-    for (int64_t r0 = 0; r0 < rows; r0 += ROW_CHUNK) {
-        int64_t n = rows - r0 < ROW_CHUNK ? rows - r0 : ROW_CHUNK;
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
         for (int64_t i = 0; i < n * D; i++)
-            a[i] = (*w)[r0 * D + i];
+            a[i] = w[r0 * D + i];
         /* C (n, d) = A (n, D) · Q[:, :d] (D, d); Q's leading dimension is D */
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)D, 1.0, a,
                     (int)D, q, (int)D, 0.0, c, (int)d);
@@ -34,6 +34,19 @@ int sg_rotate_reader(float **w, int64_t rows, int64_t D, const double *q, int64_
     }
     free(a);
     free(c);
+    return 0;
+}
+
+int sg_rotate_reader(float **w, int64_t rows, int64_t D, const double *q, int64_t d)
+{
+    float *out = malloc(rows * d * sizeof(float));
+    if (!out)
+        return oom("a reader");
+    int err = sg_rotate_reader_into(*w, rows, D, q, d, out);
+    if (err) {
+        free(out);
+        return err;
+    }
     free(*w);
     *w = out;
     return 0;

@@ -16,6 +16,10 @@
 /* *w (rows, D) -> (rows, d) = W·Q_d; reallocates *w. */
 int sg_rotate_reader(float **w, int64_t rows, int64_t D, const double *q, int64_t d);
 
+/* The same into a caller's out (rows, d), w untouched (the CPU backend's op). */
+int sg_rotate_reader_into(const float *w, int64_t rows, int64_t D, const double *q, int64_t d,
+                          float *out);
+
 /* *w (D, cols) -> (d, cols) = Q_dᵀ·W and *bias (D) -> (d) when not NULL. */
 int sg_rotate_writer(float **w, float **bias, int64_t D, int64_t cols, const double *q,
                      int64_t d);

@@ -13,28 +13,15 @@
 
 #include "sg_error.h"
 #include "pretokenize.h"
+#include "read_file.h"
 #include "tap.h"
 #include "tokenizer.h"
 
+/* The whole file, or NULL (the library's reader; its error is not needed here). */
 static char *read_all(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = '\0';
-        *len = (size_t)n;
-    }
-    return b;
+    char *buf;
+    return sg_read_file(path, 0, &buf, len) ? NULL : buf;
 }
 
 static void write_file(const char *path, const void *data, size_t n)

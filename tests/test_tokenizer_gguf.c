@@ -23,6 +23,7 @@
 
 #include "gguf.h"
 #include "sg_error.h"
+#include "read_file.h"
 #include "tap.h"
 #include "tokenizer.h"
 
@@ -75,25 +76,11 @@ static uint64_t fnv_ids(const int32_t *ids, size_t n)
     return h;
 }
 
+/* The whole file, or NULL (the library's reader; its error is not needed here). */
 static char *read_all(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = '\0';
-        *len = (size_t)n;
-    }
-    return b;
+    char *buf;
+    return sg_read_file(path, 0, &buf, len) ? NULL : buf;
 }
 
 static double now(void)
