@@ -229,6 +229,20 @@ static int cu_rotate_writer(sg_backend *be, const float *w, int64_t D, int64_t c
     return err;
 }
 
+/* out (rows, d) = X (rows, D)·Q[:, :d], float32 like the CPU's
+ * sg_project_rows: Q's leading columns narrowed once into the scratch */
+static int cu_project_rows(sg_backend *be, const float *x, int64_t rows, int64_t D,
+                           const double *q, int64_t d, float *out)
+{
+    sg_cuda *c = sg_cuda_of(be);
+    if (rows <= 0)
+        return 0;
+    float *qf;
+    int err = sg_cuda_scratch(c, D * d * sizeof(float), (void **)&qf);
+    err = err ? err : sg_cuda_f64_to_f32(c->stream, qf, d, q, D, D, d);
+    return err ? err : cu_sgemm(be, 0, 0, rows, d, D, 1.0f, x, D, qf, d, 0.0f, out, d);
+}
+
 /* ---- the forward-pass ops ---- */
 
 static int cu_norm_rows(sg_backend *be, float *x, int64_t rows, int64_t d, sg_norm_kind kind,
@@ -434,11 +448,16 @@ static int cu_eigh(sg_backend *be, double *h, int64_t d, double damp_frac, sg_ei
 
 static void cu_free(sg_backend *be);
 
+/* In backend.h's order (C++17 has no designated initializers). The
+ * block forward is forward_ops.c's composition of the ops below it. */
 static const sg_backend_ops cuda_ops = {
-    "cuda",        cu_free,        cu_alloc,         cu_release,       cu_upload,
-    cu_download,   cu_copy,        cu_sync,          cu_memory,        cu_sgemm,
-    cu_dgemm,      cu_cov_accumulate, cu_eigh,       cu_rotate_reader, cu_rotate_writer,
-    cu_norm_rows,  cu_rope,        cu_attention,     cu_activation,    cu_add,
+    "cuda",          0 /* host_memory */, cu_free,          cu_alloc,
+    cu_release,      cu_upload,           cu_download,      cu_copy,
+    cu_sync,         cu_memory,           cu_sgemm,         cu_dgemm,
+    cu_cov_accumulate, cu_eigh,           cu_rotate_reader, cu_rotate_writer,
+    cu_project_rows, sg_block_forward_ops, sg_block_forward_mlp_ops,
+    cu_norm_rows,    cu_rope,             cu_attention,     cu_activation,
+    cu_add,
 };
 
 static void cu_free(sg_backend *be)

@@ -20,6 +20,7 @@
 
 extern "C" {
 #include "backend.h"
+#include "forward_ops.h"
 #include "sg_error.h"
 }
 

@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "forward.h"
 #include "model_config.h"
 
 #ifdef __cplusplus
@@ -58,6 +59,9 @@ typedef struct {
 
 typedef struct sg_backend_ops {
     const char *name; /* "cpu", "cuda" */
+    /* 1: backend memory is host memory, so a caller may hand host buffers
+     * to the ops and skip the copies (the CPU backend) */
+    int host_memory;
 
     /* Releases the backend and everything it holds (not buffers the
      * caller still has: release those first). */
@@ -107,8 +111,23 @@ typedef struct sg_backend_ops {
      * products. A bias is a writer with cols = 1. */
     int (*rotate_writer)(sg_backend *be, const float *w, int64_t D, int64_t cols,
                          const double *q, int64_t d, float *out);
+    /* Activations into the new basis: out (rows, d) = X (rows, D)·Q[:, :d]
+     * in float32 (sg_project_rows). Q (D, D) float64. */
+    int (*project_rows)(sg_backend *be, const float *x, int64_t rows, int64_t D, const double *q,
+                        int64_t d, float *out);
 
-    /* ---- the forward pass (src/forward.c, op by op) ---- */
+    /* ---- the block forward pass ---- */
+    /* sg_block_forward and sg_block_forward_mlp (forward.h) with the
+     * block's tensors and the activations in backend memory (from
+     * sg_block_to_backend, forward_ops.h); seqs is on the host. The CPU
+     * backend runs forward.c; others compose the ops below
+     * (forward_ops.c). */
+    int (*block_forward)(sg_backend *be, const sg_model_config *cfg, const sg_block *b,
+                         const float *x_in, float *x_out, float *mid, const sg_seqs *seqs);
+    int (*block_forward_mlp)(sg_backend *be, const sg_model_config *cfg, const sg_block *b,
+                             const float *mid, float *x_out, int64_t tokens);
+
+    /* ---- the forward pass op by op (forward.c's steps) ---- */
     /* x (rows, d) in place: RMSNorm dividing by norm_dim (the original D,
      * also after slicing) or LayerNorm over d; then ·w and +b where not
      * NULL (both (d)). Sums in float64, as forward.c. */

@@ -729,6 +729,24 @@ static const sg_eigh_prims cpu_prims = {
     .copy2d = cpu_copy2d,
 };
 
+static int cpu_project_rows(sg_backend *be, const float *x, int64_t rows, int64_t D,
+                            const double *q, int64_t d, float *out)
+{
+    return sg_project_rows(x, rows, D, q, d, out);
+}
+
+static int cpu_block_forward(sg_backend *be, const sg_model_config *cfg, const sg_block *b,
+                             const float *x_in, float *x_out, float *mid, const sg_seqs *seqs)
+{
+    return sg_block_forward(cfg, b, x_in, x_out, mid, seqs);
+}
+
+static int cpu_block_forward_mlp(sg_backend *be, const sg_model_config *cfg, const sg_block *b,
+                                 const float *mid, float *x_out, int64_t tokens)
+{
+    return sg_block_forward_mlp(cfg, b, mid, x_out, tokens);
+}
+
 static int cpu_eigh(sg_backend *be, double *h, int64_t d, double damp_frac, sg_eigh_mode mode,
                     double *q, double *eigenvalues)
 {
@@ -739,6 +757,7 @@ static int cpu_eigh(sg_backend *be, double *h, int64_t d, double damp_frac, sg_e
 
 static const sg_backend_ops cpu_ops = {
     .name = "cpu",
+    .host_memory = 1,
     .free = cpu_free,
     .alloc = cpu_alloc,
     .release = cpu_release,
@@ -753,6 +772,9 @@ static const sg_backend_ops cpu_ops = {
     .eigh = cpu_eigh,
     .rotate_reader = cpu_rotate_reader,
     .rotate_writer = cpu_rotate_writer,
+    .project_rows = cpu_project_rows,
+    .block_forward = cpu_block_forward,
+    .block_forward_mlp = cpu_block_forward_mlp,
     .norm_rows = cpu_norm_rows,
     .rope = cpu_rope,
     .attention = cpu_attention,

@@ -98,6 +98,12 @@ static double rope_inv_freq(const sg_model_config *c, int64_t i)
     return f;
 }
 
+void sg_rope_inv_freq(const sg_model_config *c, double *out)
+{
+    for (int64_t i = 0; i < c->rope_dim / 2; i++)
+        out[i] = rope_inv_freq(c, i);
+}
+
 /* Rotates q or k rows in place: x (t, n_heads * head_dim), positions from
  * the sequence layout. */
 static void apply_rope(const sg_model_config *c, float *x, int64_t n_heads, const sg_seqs *seqs,
@@ -223,8 +229,7 @@ static int scratch_alloc(scratch *s, const sg_model_config *c, int64_t g, int64_
         scratch_free(s);
         return sg_fail(-ENOMEM, "out of memory for block scratch (%lld tokens)", (long long)g);
     }
-    for (int64_t i = 0; i < c->rope_dim / 2; i++)
-        s->inv_freq[i] = rope_inv_freq(c, i);
+    sg_rope_inv_freq(c, s->inv_freq);
     return 0;
 }
 

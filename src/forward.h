@@ -70,6 +70,9 @@ static inline float sg_activation(sg_act act, float x)
     return x;
 }
 
+/* The model's rotary inverse frequencies, scaling applied: out (rope_dim / 2). */
+void sg_rope_inv_freq(const sg_model_config *cfg, double *out);
+
 /* Normalizes each row of x (rows, d) in place: RMS over norm_dim (the
  * original D, even when d < D after slicing), or LayerNorm; then scale w
  * and bias b where not NULL. */

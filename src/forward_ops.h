@@ -1,0 +1,44 @@
+/* The block forward pass written once against a backend's operations
+ * (backend.h), for backends whose memory is not the host's.
+ *
+ * forward.c is the CPU pass: tiled, threaded, the reference the tests
+ * hold to float64. A GPU cannot call it, so this file composes the same
+ * steps from the backend's ops (norm_rows, sgemm, rope, attention,
+ * activation, add) in the same order; the CUDA backend's block_forward is
+ * sg_block_forward_ops. On the CPU backend the same composition runs on
+ * host memory, which is how tests/test_backend.c checks it against
+ * forward.c where no GPU is; the GPU half of that test then compares the
+ * CUDA ops one by one and this composition on them. */
+#ifndef SG_FORWARD_OPS_H
+#define SG_FORWARD_OPS_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "forward.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* sg_block_forward's contract, with b's tensors and x_in, x_out, mid in
+ * backend memory (seqs stays on the host). */
+int sg_block_forward_ops(sg_backend *be, const sg_model_config *cfg, const sg_block *b,
+                         const float *x_in, float *x_out, float *mid, const sg_seqs *seqs);
+/* sg_block_forward_mlp's contract, the same way. */
+int sg_block_forward_mlp_ops(sg_backend *be, const sg_model_config *cfg, const sg_block *b,
+                             const float *mid, float *x_out, int64_t tokens);
+
+/* dev = host's tensors copied into backend memory (shapes from host's
+ * widths and cfg). On a host-memory backend dev aliases host: nothing is
+ * copied, so the CPU path holds one block, as the memory bound says. */
+int sg_block_to_backend(sg_backend *be, const sg_model_config *cfg, const sg_block *host,
+                        sg_block *dev);
+/* Releases what sg_block_to_backend allocated (nothing on the CPU). */
+void sg_block_backend_release(sg_backend *be, sg_block *dev);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
