@@ -107,6 +107,11 @@ static int cu_copy(sg_backend *be, void *dst, const void *src, size_t bytes)
     return CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, sg_cuda_of(be)->stream));
 }
 
+static int cu_zero(sg_backend *be, void *p, size_t bytes)
+{
+    return bytes ? CU(cudaMemsetAsync(p, 0, bytes, sg_cuda_of(be)->stream)) : 0;
+}
+
 static int cu_sync(sg_backend *be) { return CU(cudaStreamSynchronize(sg_cuda_of(be)->stream)); }
 
 static int cu_memory(sg_backend *be, sg_backend_mem *m)
@@ -451,13 +456,15 @@ static void cu_free(sg_backend *be);
 /* In backend.h's order (C++17 has no designated initializers). The
  * block forward is forward_ops.c's composition of the ops below it. */
 static const sg_backend_ops cuda_ops = {
-    "cuda",          0 /* host_memory */, cu_free,          cu_alloc,
-    cu_release,      cu_upload,           cu_download,      cu_copy,
-    cu_sync,         cu_memory,           cu_sgemm,         cu_dgemm,
-    cu_cov_accumulate, cu_eigh,           cu_rotate_reader, cu_rotate_writer,
-    cu_project_rows, sg_block_forward_ops, sg_block_forward_mlp_ops,
-    cu_norm_rows,    cu_rope,             cu_attention,     cu_activation,
-    cu_add,
+    "cuda",            0 /* host_memory */,  cu_free,
+    cu_alloc,          cu_release,           cu_upload,
+    cu_download,       cu_copy,              cu_zero,
+    cu_sync,           cu_memory,            cu_sgemm,
+    cu_dgemm,          cu_cov_accumulate,    cu_eigh,
+    cu_rotate_reader,  cu_rotate_writer,     cu_project_rows,
+    sg_block_forward_ops, sg_block_forward_mlp_ops,
+    cu_norm_rows,      cu_rope,              cu_attention,
+    cu_activation,     cu_add,
 };
 
 static void cu_free(sg_backend *be)

@@ -77,6 +77,8 @@ typedef struct sg_backend_ops {
     int (*download)(sg_backend *be, void *dst, const void *src, size_t bytes);
     /* dst (backend) = src (backend) */
     int (*copy)(sg_backend *be, void *dst, const void *src, size_t bytes);
+    /* bytes of p (backend) = 0 */
+    int (*zero)(sg_backend *be, void *p, size_t bytes);
     /* waits until every queued operation has finished */
     int (*synchronize)(sg_backend *be);
     int (*memory)(sg_backend *be, sg_backend_mem *out);

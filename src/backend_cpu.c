@@ -401,6 +401,12 @@ static int cpu_copy(sg_backend *be, void *dst, const void *src, size_t bytes)
     return 0;
 }
 
+static int cpu_zero(sg_backend *be, void *p, size_t bytes)
+{
+    memset(p, 0, bytes);
+    return 0;
+}
+
 static int cpu_sync(sg_backend *be) { return 0; }
 
 static void cpu_free(sg_backend *be) {}
@@ -764,6 +770,7 @@ static const sg_backend_ops cpu_ops = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .copy = cpu_copy,
+    .zero = cpu_zero,
     .synchronize = cpu_sync,
     .memory = cpu_memory,
     .sgemm = cpu_sgemm,

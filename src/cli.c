@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "sg_error.h"
 
@@ -61,5 +62,44 @@ int sg_cli_size(const char *opt, const char *arg, int64_t *out)
         return -1;
     }
     *out = (int64_t)(v * unit);
+    return 0;
+}
+
+int sg_cli_backend(const char *device, int64_t gpu_mem, sg_backend **out)
+{
+    *out = NULL;
+    if (!strcmp(device, "cpu")) {
+        *out = sg_backend_cpu();
+        return 0;
+    }
+    if (strcmp(device, "cuda") && strcmp(device, "auto")) {
+        fprintf(stderr, "slicegpt-stream: --device: expected cpu, cuda or auto, got '%s'\n",
+                device);
+        return -1;
+    }
+    *out = sg_backend_cuda_init(0, (size_t)gpu_mem);
+    if (*out)
+        return 0;
+    if (!strcmp(device, "cuda")) {
+        fprintf(stderr, "slicegpt-stream: --device cuda: %s\n", sg_last_error());
+        return -1;
+    }
+    fprintf(stderr, "slicegpt-stream: notice: running on the CPU (%s)\n", sg_last_error());
+    *out = sg_backend_cpu();
+    return 0;
+}
+
+int sg_cli_eigh(const char *arg, const sg_backend *be, sg_eigh_mode *out)
+{
+    if (!strcmp(arg, "f64"))
+        *out = SG_EIGH_F64;
+    else if (!strcmp(arg, "mixed"))
+        *out = SG_EIGH_MIXED;
+    else if (!strcmp(arg, "auto"))
+        *out = be->ops->host_memory ? SG_EIGH_F64 : SG_EIGH_MIXED;
+    else {
+        fprintf(stderr, "slicegpt-stream: --eigh: expected f64, mixed or auto, got '%s'\n", arg);
+        return -1;
+    }
     return 0;
 }

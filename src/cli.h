@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include "backend.h"
+
 /* Exit statuses, documented in slicegpt-stream(1). */
 enum { SG_EXIT_OK = 0, SG_EXIT_FAIL = 1, SG_EXIT_USAGE = 2 };
 
@@ -19,6 +21,15 @@ int sg_cli_double(const char *opt, const char *arg, double min, double max, doub
 
 /* A byte size: a number with an optional K, M, G or T suffix (powers of 1024). */
 int sg_cli_size(const char *opt, const char *arg, int64_t *out);
+
+/* The backend --device names: "cpu", "cuda" (GPU 0, an error without one)
+ * or "auto" (cuda when a GPU answers, else the CPU, with a notice saying
+ * why). gpu_mem caps the GPU's allocations (0: what the card has free).
+ * Returns 0, or prints why and returns -1. */
+int sg_cli_backend(const char *device, int64_t gpu_mem, sg_backend **out);
+
+/* --eigh f64|mixed|auto (auto: mixed on a GPU, f64 on the CPU) */
+int sg_cli_eigh(const char *arg, const sg_backend *be, sg_eigh_mode *out);
 
 int sg_cmd_ppl(int argc, char **argv);
 int sg_cmd_plan(int argc, char **argv);

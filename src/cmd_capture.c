@@ -67,7 +67,8 @@ typedef struct {
 
 /* The sink: each captured chunk is a file in the store; name it downstream. */
 static int emit_ref(void *ctx, const char *signal, int64_t layer, const char *stored_as,
-                    int64_t chunk, int64_t n_chunks, const float *x, int64_t rows)
+                    int64_t chunk, int64_t n_chunks, const float *x, const float *x_dev,
+                    int64_t rows)
 {
     capture_state *c = ctx;
     sg_rec_act_ref a = {layer, chunk, n_chunks, rows, c->D, ""};
@@ -173,7 +174,7 @@ static int calibrate(capture_state *c)
                                     (uint64_t)c->seed, &c->batch);
     }
     err = err ? err
-              : sg_capture_init(&c->cap, &c->batch,
+              : sg_capture_init(&c->cap, sg_backend_cpu(), &c->batch,
                                 c->chunk_tokens > 0 ? c->chunk_tokens : 8192, c->D);
     if (err)
         return err;
@@ -183,6 +184,10 @@ static int calibrate(capture_state *c)
     c->cap.sink_ctx = c;
     return 0;
 }
+
+/* The filters run on the CPU backend, whose memory is the host's: a
+ * rotation is one array. */
+static sg_rotation on_host(double *q) { return (sg_rotation){q, q}; }
 
 static int capture_embeddings(capture_state *c, sg_section *sec)
 {
@@ -194,7 +199,8 @@ static int capture_embeddings(capture_state *c, sg_section *sec)
     err = err ? err : sg_capture_embeddings(&c->cap, &sec->m);
     err = err ? err : wait_plan(c);
     err = err ? err : wait_rotation(c, "embeddings", -1, c->q_prev);
-    return err ? err : sg_capture_advance(&c->cap, c->q_prev, c->sliced.embed_dim);
+    sg_rotation q0 = on_host(c->q_prev);
+    return err ? err : sg_capture_advance(&c->cap, &q0, c->sliced.embed_dim);
 }
 
 static int capture_block(capture_state *c, sg_section *sec)
@@ -207,19 +213,21 @@ static int capture_block(capture_state *c, sg_section *sec)
     if (c->verbose)
         fprintf(stderr, "slicegpt-stream capture: block %lld/%lld\n", (long long)l + 1,
                 (long long)o->n_layers);
-    int err = sg_slice_block_input(o, b, c->q_prev, d_in);
+    sg_backend *cpu = sg_backend_cpu();
+    sg_rotation q_prev = on_host(c->q_prev), q_mid = on_host(c->q_mid), q_out = on_host(c->q_out);
+    int err = sg_slice_block_input(cpu, o, b, &q_prev, d_in);
     if (err)
         return err;
     sg_slice_work_config(&c->sliced, l, D, &work);
     err = sg_capture_attention(&c->cap, &work, b, l);
     if (!err && !o->parallel_block) {
         err = wait_rotation(c, "attention_output", l, c->q_mid);
-        err = err ? err : sg_slice_block_mid(o, b, c->q_mid, d_in, d_mid);
+        err = err ? err : sg_slice_block_mid(cpu, o, b, &q_mid, d_in, d_mid);
         work.d_mid[l] = d_mid;
-        err = err ? err : sg_capture_mlp(&c->cap, &work, b, c->q_mid, d_mid, l);
+        err = err ? err : sg_capture_mlp(&c->cap, &work, b, &q_mid, d_mid, l);
     }
     err = err ? err : wait_rotation(c, "block_output", l, c->q_out);
-    err = err ? err : sg_capture_advance(&c->cap, c->q_out, d_out);
+    err = err ? err : sg_capture_advance(&c->cap, &q_out, d_out);
     double *swap = c->q_prev;
     c->q_prev = c->q_out;
     c->q_out = swap;

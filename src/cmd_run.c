@@ -35,6 +35,11 @@ static const char usage[] =
     "                        activations beyond it spill to disk, zstd-compressed\n"
     "  --spill-dir DIR       where spilled activations go (default: $TMPDIR or /tmp)\n"
     "  --chunk-tokens N      calibration tokens per activation chunk (default 8192)\n"
+    "  --device auto|cuda|cpu  where the forward, covariance, eigensolves and rotations\n"
+    "                        run (default auto: the GPU when there is one)\n"
+    "  --gpu-mem SIZE        cap on GPU memory, e.g. 24G (default: what the card has free)\n"
+    "  --eigh auto|f64|mixed eigensolver: float64 dsyevd, or a float32 solve refined to\n"
+    "                        float64 accuracy (default auto: mixed on a GPU, f64 on the CPU)\n"
     "  --quiet               no per-block progress\n";
 
 static int parse_dtype(const char *s, sg_dtype *dt)
@@ -89,8 +94,11 @@ int sg_cmd_run(int argc, char **argv)
         {"tokenizer", required_argument, 0, 'k'},   {"random-rotation", no_argument, 0, 'R'},
         {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
         {"host-mem", required_argument, 0, 'M'},    {"spill-dir", required_argument, 0, 'D'},
-        {"chunk-tokens", required_argument, 0, 'T'},
+        {"chunk-tokens", required_argument, 0, 'T'}, {"device", required_argument, 0, 'G'},
+        {"gpu-mem", required_argument, 0, 'g'},     {"eigh", required_argument, 0, 'i'},
         {0, 0, 0, 0}};
+    const char *device = "auto", *eigh = "auto";
+    int64_t gpu_mem = 0;
     int c, bad = 0;
     int64_t round_interval = 8;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -115,6 +123,9 @@ int sg_cmd_run(int argc, char **argv)
         case 'M': bad |= sg_cli_size("--host-mem", optarg, &o.host_mem_bytes); break;
         case 'D': o.spill_dir = optarg; break;
         case 'T': bad |= sg_cli_int("--chunk-tokens", optarg, 1, INT64_MAX, &o.chunk_tokens); break;
+        case 'G': device = optarg; break;
+        case 'g': bad |= sg_cli_size("--gpu-mem", optarg, &gpu_mem); break;
+        case 'i': eigh = optarg; break;
         case 'h': fputs(usage, stdout); return SG_EXIT_OK;
         default: bad = 1;
         }
@@ -126,6 +137,11 @@ int sg_cmd_run(int argc, char **argv)
     }
     o.round_interval = round_interval;
     o.seed = (uint64_t)seed;
+    if (sg_cli_backend(device, gpu_mem, &o.backend) || sg_cli_eigh(eigh, o.backend, &o.eigh)) {
+        if (o.backend)
+            o.backend->ops->free(o.backend);
+        return SG_EXIT_USAGE;
+    }
 
     sg_model_files *files = NULL;
     sg_tokenizer *tok = NULL;
@@ -181,10 +197,11 @@ int sg_cmd_run(int argc, char **argv)
         }
         o.tok = tok;
         printf("slicing %s (%s, D = %lld, %lld layers) at sparsity %.2f on %lld calibration "
-               "tokens (%lld x %lld)\n",
+               "tokens (%lld x %lld), on the %s backend, %s eigensolver\n",
                model, sg_arch_name(cfg->arch), (long long)cfg->dim, (long long)cfg->n_layers,
                o.sparsity, (long long)batch.offsets[batch.n_seq], (long long)batch.n_seq,
-               (long long)seqlen);
+               (long long)seqlen, o.backend->ops->name,
+               o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
         fflush(stdout);
         err = sg_slice(files, &batch, &o, &rep);
     }
@@ -200,6 +217,8 @@ int sg_cmd_run(int argc, char **argv)
                "spilled %.1f MiB as %.1f MiB zstd\n",
                (long long)rep.chunks, rep.store_budget / 1048576.0, rep.store_peak / 1048576.0,
                rep.spilled_raw / 1048576.0, rep.spilled_compressed / 1048576.0);
+        if (rep.backend_peak)
+            printf("GPU memory: peak %.1f MiB allocated\n", rep.backend_peak / 1048576.0);
         printf("time per stage:");
         for (int i = 0; i < SG_N_STAGES; i++)
             printf(" %s %.2fs", sg_stage_names[i], rep.seconds[i]);
@@ -223,5 +242,6 @@ int sg_cmd_run(int argc, char **argv)
     free(eval_text);
     sg_tokenizer_free(tok);
     sg_model_files_close(files);
+    o.backend->ops->free(o.backend);
     return err ? sg_cli_report(err) : SG_EXIT_OK;
 }

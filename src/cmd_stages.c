@@ -222,7 +222,7 @@ static const char cov_usage[] =
 
 typedef struct {
     sg_act_store *reader; /* lends its machinery to read chunk files */
-    sg_cov cov;
+    sg_slice_cov cov; /* on the CPU: the filters do not use a GPU */
     float *chunk;
     int64_t chunk_cap;
     char signal[SG_FRAME_NAME_MAX + 1]; /* the signal being accumulated, "" between signals */
@@ -257,7 +257,8 @@ static int cov_record(sg_stage *st, void *ctx)
     if (a.index == 0) {
         snprintf(c->signal, sizeof c->signal, "%s", r->name);
         c->count = a.count;
-        sg_slice_cov_begin(&c->cov);
+        if ((err = sg_slice_cov_begin(&c->cov)))
+            return err;
     }
     char path[4096 + 1100];
     snprintf(path, sizeof path, "%s/%s", st->store, a.path);
@@ -266,13 +267,12 @@ static int cov_record(sg_stage *st, void *ctx)
      * after it: a chunk gone means capture failed and said so */
     if (err == -ENOENT)
         return sg_fail(SG_STAGE_QUIET, "%s: the store is gone (capture stopped)", path);
-    err = err ? err : sg_cov_accumulate(&c->cov, c->chunk, a.rows);
+    err = err ? err : sg_slice_cov_add(&c->cov, c->chunk, a.rows, 1);
     if (err)
         return err;
     c->next = a.index + 1;
     if (c->next < c->count)
         return 1;
-    sg_cov_finish(&c->cov);
     err = sg_rec_write_cov(st->out, c->signal, a.layer, D, c->cov.tokens, c->cov.h);
     c->signal[0] = '\0';
     c->next = 0;
@@ -302,7 +302,7 @@ int sg_cmd_cov(int argc, char **argv)
     if (!err && !st.store[0])
         err = sg_fail(SG_EFORMAT, "stdin: the stream header names no store directory");
     err = err ? err : sg_act_store_open(0, NULL, &cs.reader);
-    err = err ? err : sg_cov_init(&cs.cov, st.orig.dim);
+    err = err ? err : sg_slice_cov_init(&cs.cov, sg_backend_cpu(), st.orig.dim);
     err = err ? err : sg_stage_write_header(&st);
     /* sections pass through as records: nothing here works on weights */
     int got;
@@ -317,7 +317,7 @@ int sg_cmd_cov(int argc, char **argv)
     err = err ? err : sg_frame_write_end(st.out);
     sg_act_store_close(cs.reader);
     if (cs.cov.h)
-        sg_cov_free(&cs.cov);
+        sg_slice_cov_free(&cs.cov);
     free(cs.chunk);
     return sg_stage_finish(&st, err);
 }
@@ -354,7 +354,9 @@ static int eig_record(sg_stage *st, void *ctx)
     memcpy(e->h, m.values, e->D * e->D * sizeof(double));
     char signal[SG_FRAME_NAME_MAX + 1];
     snprintf(signal, sizeof signal, "%s", r->name);
-    err = sg_slice_axes(e->h, e->D, m.layer, e->kind, e->seed, 0.01, e->q, e->eig);
+    sg_rotation q = {e->q, e->q};
+    err = sg_slice_axes(sg_backend_cpu(), e->h, e->D, m.layer, e->kind, e->seed, 0.01,
+                        SG_EIGH_F64, &q, e->eig);
     /* capture waits for the file: publish it before anything else */
     char file[SG_FRAME_NAME_MAX + 8];
     snprintf(file, sizeof file, "%s.rot", signal);
@@ -447,7 +449,8 @@ static int slice_section(sg_stage *st, sg_section *sec, void *ctx)
     if (sec->sec.kind == SG_SECTION_HEAD) {
         if (!s->have_q_prev)
             return sg_fail(SG_EFORMAT, "stdin: head before the last block's rotation");
-        err = sg_slice_head_rotate(&sec->m, o, &s->sliced, s->q_prev);
+        sg_rotation q = {s->q_prev, s->q_prev};
+        err = sg_slice_head_rotate(sg_backend_cpu(), &sec->m, o, &s->sliced, &q);
         return err ? err : sg_section_write_globals(st->out, SG_SECTION_HEAD, &sec->m, &s->sliced);
     }
     if (s->holding)
@@ -457,7 +460,9 @@ static int slice_section(sg_stage *st, sg_section *sec, void *ctx)
         if (!s->have_q_prev)
             return sg_fail(SG_EFORMAT, "stdin: block %lld before the previous rotation",
                            (long long)sec->sec.layer);
-        err = sg_slice_block_input(o, &sec->b, s->q_prev, s->sliced.d_in[sec->sec.layer]);
+        sg_rotation q = {s->q_prev, s->q_prev};
+        err = sg_slice_block_input(sg_backend_cpu(), o, &sec->b, &q,
+                                   s->sliced.d_in[sec->sec.layer]);
         if (err)
             return err;
     }
@@ -491,15 +496,18 @@ static int slice_record(sg_stage *st, void *ctx)
                       !(is_out || (is_mid && !o->parallel_block))))
         return sg_fail(SG_EFORMAT, "%s: a rotation this stage has no weights for",
                        sg_rec_label(r));
+    sg_backend *cpu = sg_backend_cpu();
+    /* the steps only read a rotation (const sg_rotation *) */
+    sg_rotation q = {(double *)m.values, (double *)m.values};
     if (is_emb) {
-        err = sg_slice_embeddings_rotate(&h->m, o, &s->sliced, m.values);
+        err = sg_slice_embeddings_rotate(cpu, &h->m, o, &s->sliced, &q);
         err = err ? err : sg_section_write_globals(st->out, SG_SECTION_EMBEDDINGS, &h->m,
                                                    &s->sliced);
     } else {
         int64_t l = m.layer, d_in = s->sliced.d_in[l], d_mid = s->sliced.d_mid[l];
         if (is_mid)
-            return (err = sg_slice_block_mid(o, &h->b, m.values, d_in, d_mid)) ? err : 1;
-        err = sg_slice_block_output(o, &h->b, m.values, d_in, d_mid, s->sliced.d_out[l]);
+            return (err = sg_slice_block_mid(cpu, o, &h->b, &q, d_in, d_mid)) ? err : 1;
+        err = sg_slice_block_output(cpu, o, &h->b, &q, d_in, d_mid, s->sliced.d_out[l]);
         err = err ? err : sg_section_write_block(st->out, &s->sliced, l, &h->b);
     }
     memcpy(s->q_prev, m.values, s->D * s->D * sizeof(double));

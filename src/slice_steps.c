@@ -42,6 +42,109 @@ void sg_slice_work_config(const sg_model_config *sliced, int64_t l, int64_t d_mi
     work->d_out[l] = sliced->dim;
 }
 
+/* ---- rotations on the backend ---- */
+
+int sg_rotation_alloc(sg_backend *be, int64_t D, sg_rotation *q)
+{
+    q->dev = NULL;
+    if (!(q->host = malloc(D * D * sizeof(double))))
+        return sg_fail(-ENOMEM, "out of memory for a rotation of width %lld", (long long)D);
+    if (be->ops->host_memory) {
+        q->dev = q->host;
+        return 0;
+    }
+    int err = be->ops->alloc(be, D * D * sizeof(double), (void **)&q->dev);
+    if (err) {
+        free(q->host);
+        q->host = NULL;
+    }
+    return err;
+}
+
+void sg_rotation_free(sg_backend *be, sg_rotation *q)
+{
+    if (q->dev && q->dev != q->host)
+        be->ops->release(be, q->dev);
+    free(q->host);
+    q->host = q->dev = NULL;
+}
+
+/* A reader's rows go through the device this many bytes at a time, so an
+ * embedding matrix of any vocabulary fits beside one block. */
+#define READER_STAGING_BYTES ((int64_t)256 << 20)
+
+/* *w (rows, D) -> (rows, d) = W·Q_d, on the backend. */
+static int reader(sg_backend *be, float **w, int64_t rows, int64_t D, const sg_rotation *q,
+                  int64_t d)
+{
+    if (be->ops->host_memory)
+        return sg_rotate_reader(w, rows, D, q->host, d);
+    int64_t chunk = READER_STAGING_BYTES / (D * (int64_t)sizeof(float));
+    chunk = chunk < 1 ? 1 : chunk > rows ? rows : chunk;
+    float *out = malloc(rows * d * sizeof(float)), *dw = NULL, *dout = NULL;
+    if (!out)
+        return sg_fail(-ENOMEM, "out of memory rotating a (%lld, %lld) reader", (long long)rows,
+                       (long long)D);
+    int err = be->ops->alloc(be, chunk * D * sizeof(float), (void **)&dw);
+    err = err ? err : be->ops->alloc(be, chunk * d * sizeof(float), (void **)&dout);
+    for (int64_t r0 = 0; r0 < rows && !err; r0 += chunk) {
+        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
+        err = be->ops->upload(be, dw, *w + r0 * D, n * D * sizeof(float));
+        err = err ? err : be->ops->rotate_reader(be, dw, n, D, q->dev, d, dout);
+        err = err ? err : be->ops->download(be, out + r0 * d, dout, n * d * sizeof(float));
+    }
+    be->ops->release(be, dw);
+    be->ops->release(be, dout);
+    if (err) {
+        free(out);
+        return err;
+    }
+    free(*w);
+    *w = out;
+    return 0;
+}
+
+/* *w (D, cols) -> (d, cols) = Q_dᵀ·W on the backend, whole. */
+static int writer_one(sg_backend *be, float **w, int64_t D, int64_t cols, const sg_rotation *q,
+                      int64_t d)
+{
+    float *out = malloc(d * cols * sizeof(float)), *dw = NULL, *dout = NULL;
+    if (!out)
+        return sg_fail(-ENOMEM, "out of memory rotating a (%lld, %lld) writer", (long long)D,
+                       (long long)cols);
+    int err = be->ops->alloc(be, D * cols * sizeof(float), (void **)&dw);
+    err = err ? err : be->ops->alloc(be, d * cols * sizeof(float), (void **)&dout);
+    err = err ? err : be->ops->upload(be, dw, *w, D * cols * sizeof(float));
+    err = err ? err : be->ops->rotate_writer(be, dw, D, cols, q->dev, d, dout);
+    err = err ? err : be->ops->download(be, out, dout, d * cols * sizeof(float));
+    be->ops->release(be, dw);
+    be->ops->release(be, dout);
+    if (err) {
+        free(out);
+        return err;
+    }
+    free(*w);
+    *w = out;
+    return 0;
+}
+
+/* A writer and its bias (when there is one). */
+static int writer(sg_backend *be, float **w, float **bias, int64_t D, int64_t cols,
+                  const sg_rotation *q, int64_t d)
+{
+    if (be->ops->host_memory)
+        return sg_rotate_writer(w, bias, D, cols, q->host, d);
+    int err = writer_one(be, w, D, cols, q, d);
+    return err || !bias || !*bias ? err : writer_one(be, bias, D, 1, q, d);
+}
+
+/* *s (d_a, D) -> (d_a, d_b) = S·Q_b[:, :d_b]: a reader rotation of its rows */
+static int shortcut_extend(sg_backend *be, float **s, int64_t d_a, int64_t D,
+                           const sg_rotation *q, int64_t d_b)
+{
+    return reader(be, s, d_a, D, q, d_b);
+}
+
 /* ---- embeddings ---- */
 
 /* Reads canonical tensor name (rows, cols) into a new buffer. */
@@ -79,13 +182,13 @@ int sg_slice_embeddings_load(sg_model_files *files, sg_model *m)
 
 int sg_slice_embeddings_fold(sg_model *m) { return sg_fold_globals(m); }
 
-int sg_slice_embeddings_rotate(sg_model *m, const sg_model_config *orig,
-                               const sg_model_config *sliced, const double *q0)
+int sg_slice_embeddings_rotate(sg_backend *be, sg_model *m, const sg_model_config *orig,
+                               const sg_model_config *sliced, const sg_rotation *q0)
 {
     int64_t D = orig->dim, d = sliced->embed_dim;
-    int err = sg_rotate_reader(&m->tok_embd, orig->vocab_size, D, q0, d);
+    int err = reader(be, &m->tok_embd, orig->vocab_size, D, q0, d);
     if (!err && m->pos_embd)
-        err = sg_rotate_reader(&m->pos_embd, orig->max_positions + orig->pos_offset, D, q0, d);
+        err = reader(be, &m->pos_embd, orig->max_positions + orig->pos_offset, D, q0, d);
     m->cfg = *sliced;
     return err;
 }
@@ -133,64 +236,63 @@ int sg_slice_head_fold(sg_model *m)
     return err;
 }
 
-int sg_slice_head_rotate(sg_model *m, const sg_model_config *orig, const sg_model_config *sliced,
-                         const double *q_last)
+int sg_slice_head_rotate(sg_backend *be, sg_model *m, const sg_model_config *orig,
+                         const sg_model_config *sliced, const sg_rotation *q_last)
 {
-    int err = sg_rotate_reader(&m->lm_head, orig->vocab_size, orig->dim, q_last,
-                               sliced->head_in_dim);
+    int err = reader(be, &m->lm_head, orig->vocab_size, orig->dim, q_last, sliced->head_in_dim);
     m->cfg = *sliced;
     return err;
 }
 
 /* ---- block weights ---- */
 
-int sg_slice_block_input(const sg_model_config *o, sg_block *b, const double *q_prev,
-                         int64_t d_in)
+int sg_slice_block_input(sg_backend *be, const sg_model_config *o, sg_block *b,
+                         const sg_rotation *q_prev, int64_t d_in)
 {
     int64_t D = o->dim, qd = o->n_heads * o->head_dim, kvd = o->n_kv_heads * o->head_dim;
     int64_t F = o->ffn_dim;
-    int err = sg_rotate_reader(&b->wq, qd, D, q_prev, d_in);
-    err = err ? err : sg_rotate_reader(&b->wk, kvd, D, q_prev, d_in);
-    err = err ? err : sg_rotate_reader(&b->wv, kvd, D, q_prev, d_in);
+    int err = reader(be, &b->wq, qd, D, q_prev, d_in);
+    err = err ? err : reader(be, &b->wk, kvd, D, q_prev, d_in);
+    err = err ? err : reader(be, &b->wv, kvd, D, q_prev, d_in);
     if (o->parallel_block) {
-        err = err ? err : sg_rotate_reader(&b->w_up, F, D, q_prev, d_in);
+        err = err ? err : reader(be, &b->w_up, F, D, q_prev, d_in);
         if (o->gated_mlp)
-            err = err ? err : sg_rotate_reader(&b->w_gate, F, D, q_prev, d_in);
+            err = err ? err : reader(be, &b->w_gate, F, D, q_prev, d_in);
     }
-    err = err ? err : sg_shortcut_matrix(q_prev, d_in, NULL, 0, D, &b->attn_shortcut);
+    err = err ? err : sg_shortcut_matrix(q_prev->host, d_in, NULL, 0, D, &b->attn_shortcut);
     b->d_in = d_in;
     b->d_mid = D;
     b->d_out = D;
     return err;
 }
 
-int sg_slice_block_mid(const sg_model_config *o, sg_block *b, const double *q_mid, int64_t d_in,
-                       int64_t d_mid)
+int sg_slice_block_mid(sg_backend *be, const sg_model_config *o, sg_block *b,
+                       const sg_rotation *q_mid, int64_t d_in, int64_t d_mid)
 {
     int64_t D = o->dim, qd = o->n_heads * o->head_dim, F = o->ffn_dim;
-    int err = sg_rotate_writer(&b->wo, &b->bo, D, qd, q_mid, d_mid);
-    err = err ? err : sg_shortcut_extend(&b->attn_shortcut, d_in, D, q_mid, d_mid);
-    err = err ? err : sg_rotate_reader(&b->w_up, F, D, q_mid, d_mid);
+    int err = writer(be, &b->wo, &b->bo, D, qd, q_mid, d_mid);
+    err = err ? err : shortcut_extend(be, &b->attn_shortcut, d_in, D, q_mid, d_mid);
+    err = err ? err : reader(be, &b->w_up, F, D, q_mid, d_mid);
     if (o->gated_mlp)
-        err = err ? err : sg_rotate_reader(&b->w_gate, F, D, q_mid, d_mid);
-    err = err ? err : sg_shortcut_matrix(q_mid, d_mid, NULL, 0, D, &b->mlp_shortcut);
+        err = err ? err : reader(be, &b->w_gate, F, D, q_mid, d_mid);
+    err = err ? err : sg_shortcut_matrix(q_mid->host, d_mid, NULL, 0, D, &b->mlp_shortcut);
     b->d_mid = d_mid;
     return err;
 }
 
-int sg_slice_block_output(const sg_model_config *o, sg_block *b, const double *q_out,
-                          int64_t d_in, int64_t d_mid, int64_t d_out)
+int sg_slice_block_output(sg_backend *be, const sg_model_config *o, sg_block *b,
+                          const sg_rotation *q_out, int64_t d_in, int64_t d_mid, int64_t d_out)
 {
     int64_t D = o->dim, qd = o->n_heads * o->head_dim, F = o->ffn_dim;
     int err;
     if (o->parallel_block) {
-        err = sg_rotate_writer(&b->wo, &b->bo, D, qd, q_out, d_out);
-        err = err ? err : sg_rotate_writer(&b->w_down, &b->b_down, D, F, q_out, d_out);
-        err = err ? err : sg_shortcut_extend(&b->attn_shortcut, d_in, D, q_out, d_out);
+        err = writer(be, &b->wo, &b->bo, D, qd, q_out, d_out);
+        err = err ? err : writer(be, &b->w_down, &b->b_down, D, F, q_out, d_out);
+        err = err ? err : shortcut_extend(be, &b->attn_shortcut, d_in, D, q_out, d_out);
         b->d_mid = d_out; /* a parallel block's attention writes the output directly */
     } else {
-        err = sg_rotate_writer(&b->w_down, &b->b_down, D, F, q_out, d_out);
-        err = err ? err : sg_shortcut_extend(&b->mlp_shortcut, d_mid, D, q_out, d_out);
+        err = writer(be, &b->w_down, &b->b_down, D, F, q_out, d_out);
+        err = err ? err : shortcut_extend(be, &b->mlp_shortcut, d_mid, D, q_out, d_out);
     }
     b->d_out = d_out;
     return err;
@@ -198,11 +300,13 @@ int sg_slice_block_output(const sg_model_config *o, sg_block *b, const double *q
 
 /* ---- calibration activations ---- */
 
-int sg_capture_init(sg_capture *c, const sg_token_batch *b, int64_t chunk_tokens, int64_t D)
+int sg_capture_init(sg_capture *c, sg_backend *be, const sg_token_batch *b,
+                    int64_t chunk_tokens, int64_t D)
 {
     memset(c, 0, sizeof *c);
     c->calib = b;
     c->D = D;
+    c->be = be;
     c->first = malloc((b->n_seq + 1) * sizeof(int64_t));
     c->local = malloc((b->n_seq + 1) * sizeof(int64_t));
     if (!c->first || !c->local) {
@@ -219,26 +323,51 @@ int sg_capture_init(sg_capture *c, const sg_token_batch *b, int64_t chunk_tokens
         s = e;
     }
     c->first[c->n_chunks] = b->n_seq;
-    c->in = malloc(c->max_tokens * D * sizeof(float));
-    c->mid = malloc(c->max_tokens * D * sizeof(float));
-    c->out = malloc(c->max_tokens * D * sizeof(float));
+    size_t bytes = c->max_tokens * D * sizeof(float);
+    c->in = malloc(bytes);
+    c->mid = malloc(bytes);
+    c->out = malloc(bytes);
     if (!c->in || !c->mid || !c->out) {
         sg_capture_free(c);
         return sg_fail(-ENOMEM, "out of memory for chunks of %lld tokens of width %lld",
                        (long long)c->max_tokens, (long long)D);
     }
-    return 0;
+    if (be->ops->host_memory) {
+        c->din = c->in, c->dmid = c->mid, c->dout = c->out;
+        return 0;
+    }
+    int err = be->ops->alloc(be, bytes, (void **)&c->din);
+    err = err ? err : be->ops->alloc(be, bytes, (void **)&c->dmid);
+    err = err ? err : be->ops->alloc(be, bytes, (void **)&c->dout);
+    if (err)
+        sg_capture_free(c);
+    return err;
 }
 
 void sg_capture_free(sg_capture *c)
 {
+    float *dev[] = {c->din, c->dmid, c->dout}, *host[] = {c->in, c->mid, c->out};
+    for (int i = 0; i < 3; i++)
+        if (dev[i] && dev[i] != host[i])
+            c->be->ops->release(c->be, dev[i]);
     free(c->first);
     free(c->local);
     free(c->in);
     free(c->mid);
     free(c->out);
     c->first = c->local = NULL;
-    c->in = c->mid = c->out = NULL;
+    c->in = c->mid = c->out = c->din = c->dmid = c->dout = NULL;
+}
+
+/* host -> backend and back; nothing to do where they are the same buffer */
+static int to_backend(sg_backend *be, float *dst, const float *src, int64_t floats)
+{
+    return dst == src ? 0 : be->ops->upload(be, dst, src, floats * sizeof(float));
+}
+
+static int to_host(sg_backend *be, float *dst, const float *src, int64_t floats)
+{
+    return dst == src ? 0 : be->ops->download(be, dst, src, floats * sizeof(float));
 }
 
 /* Sequence layout of chunk i, positions from 0. */
@@ -252,13 +381,15 @@ static sg_seqs chunk_seqs(sg_capture *c, int64_t i, int64_t *rows)
     return (sg_seqs){s1 - s0, c->local};
 }
 
-/* A captured chunk c->out (rows, D): into the store, then to the sink. */
+/* A captured chunk, c->out (rows, D) on the host and c->dout on the
+ * backend: into the store, then to the sink. */
 static int keep(sg_capture *c, const char *stored_as, const char *signal, int64_t layer,
                 int64_t i, int64_t rows)
 {
     int err = sg_act_store_put(c->store, stored_as, i, c->out, rows, c->D);
     return err ? err
-               : c->sink(c->sink_ctx, signal, layer, stored_as, i, c->n_chunks, c->out, rows);
+               : c->sink(c->sink_ctx, signal, layer, stored_as, i, c->n_chunks, c->out, c->dout,
+                         rows);
 }
 
 int sg_capture_embeddings(sg_capture *c, const sg_model *m)
@@ -268,6 +399,7 @@ int sg_capture_embeddings(sg_capture *c, const sg_model *m)
         int64_t rows;
         sg_seqs seqs = chunk_seqs(c, i, &rows);
         err = sg_embed(m, c->calib->ids + c->calib->offsets[c->first[i]], &seqs, c->out);
+        err = err ? err : to_backend(c->be, c->dout, c->out, rows * c->D);
         err = err ? err : keep(c, "output", "embeddings", -1, i, rows);
     }
     return err;
@@ -276,15 +408,17 @@ int sg_capture_embeddings(sg_capture *c, const sg_model *m)
 int sg_capture_attention(sg_capture *c, const sg_model_config *work, const sg_block *b,
                          int64_t l)
 {
+    sg_backend *be = c->be;
     int parallel = work->parallel_block, err = 0;
     for (int64_t i = 0; i < c->n_chunks && !err; i++) {
         int64_t rows;
         sg_seqs seqs = chunk_seqs(c, i, &rows);
         err = sg_act_store_get(c->store, "input", i, c->in);
-        if (!err && parallel)
-            err = sg_block_forward(work, b, c->in, c->out, NULL, &seqs);
-        else if (!err)
-            err = sg_block_forward(work, b, c->in, NULL, c->out, &seqs);
+        err = err ? err : to_backend(be, c->din, c->in, rows * b->d_in);
+        if (!err)
+            err = be->ops->block_forward(be, work, b, c->din, parallel ? c->dout : NULL,
+                                         parallel ? NULL : c->dout, &seqs);
+        err = err ? err : to_host(be, c->out, c->dout, rows * c->D);
         err = err ? err
                   : keep(c, parallel ? "output" : "residual",
                          parallel ? "block_output" : "attention_output", l, i, rows);
@@ -293,22 +427,26 @@ int sg_capture_attention(sg_capture *c, const sg_model_config *work, const sg_bl
 }
 
 int sg_capture_mlp(sg_capture *c, const sg_model_config *work, const sg_block *b,
-                   const double *q_mid, int64_t d_mid, int64_t l)
+                   const sg_rotation *q_mid, int64_t d_mid, int64_t l)
 {
+    sg_backend *be = c->be;
     int err = 0;
     for (int64_t i = 0; i < c->n_chunks && !err; i++) {
         int64_t rows, width;
         err = sg_act_store_shape(c->store, "residual", i, &rows, &width);
         err = err ? err : sg_act_store_get(c->store, "residual", i, c->mid);
-        err = err ? err : sg_project_rows(c->mid, rows, c->D, q_mid, d_mid, c->in);
-        err = err ? err : sg_block_forward_mlp(work, b, c->in, c->out, rows);
+        err = err ? err : to_backend(be, c->dmid, c->mid, rows * c->D);
+        err = err ? err : be->ops->project_rows(be, c->dmid, rows, c->D, q_mid->dev, d_mid, c->din);
+        err = err ? err : be->ops->block_forward_mlp(be, work, b, c->din, c->dout, rows);
+        err = err ? err : to_host(be, c->out, c->dout, rows * c->D);
         err = err ? err : keep(c, "output", "block_output", l, i, rows);
     }
     return err ? err : sg_act_store_drop(c->store, "residual");
 }
 
-int sg_capture_advance(sg_capture *c, const double *q, int64_t d)
+int sg_capture_advance(sg_capture *c, const sg_rotation *q, int64_t d)
 {
+    sg_backend *be = c->be;
     int err = 0;
     if (sg_act_store_chunks(c->store, "input") > 0)
         err = sg_act_store_drop(c->store, "input");
@@ -316,7 +454,9 @@ int sg_capture_advance(sg_capture *c, const double *q, int64_t d)
         int64_t rows, width;
         err = sg_act_store_shape(c->store, "output", i, &rows, &width);
         err = err ? err : sg_act_store_get(c->store, "output", i, c->mid);
-        err = err ? err : sg_project_rows(c->mid, rows, c->D, q, d, c->in);
+        err = err ? err : to_backend(be, c->dmid, c->mid, rows * c->D);
+        err = err ? err : be->ops->project_rows(be, c->dmid, rows, c->D, q->dev, d, c->din);
+        err = err ? err : to_host(be, c->in, c->din, rows * d);
         err = err ? err : sg_act_store_put(c->store, "input", i, c->in, rows, d);
     }
     return err ? err : sg_act_store_drop(c->store, "output");
@@ -324,20 +464,66 @@ int sg_capture_advance(sg_capture *c, const double *q, int64_t d)
 
 /* ---- covariance and eigensolve ---- */
 
-void sg_slice_cov_begin(sg_cov *cov)
+int sg_slice_cov_init(sg_slice_cov *cov, sg_backend *be, int64_t d)
 {
-    memset(cov->h, 0, cov->d * cov->d * sizeof(double));
-    cov->tokens = 0;
+    memset(cov, 0, sizeof *cov);
+    cov->be = be;
+    cov->d = d;
+    return be->ops->alloc(be, d * d * sizeof(double), (void **)&cov->h);
 }
 
-int sg_slice_axes(double *h, int64_t D, int64_t layer, sg_rotation_kind kind, uint64_t seed,
-                  double damp_frac, double *q, double *eig)
+void sg_slice_cov_free(sg_slice_cov *cov)
 {
+    if (cov->h)
+        cov->be->ops->release(cov->be, cov->h);
+    if (cov->staging)
+        cov->be->ops->release(cov->be, cov->staging);
+    memset(cov, 0, sizeof *cov);
+}
+
+int sg_slice_cov_begin(sg_slice_cov *cov)
+{
+    cov->tokens = 0;
+    return cov->be->ops->zero(cov->be, cov->h, cov->d * cov->d * sizeof(double));
+}
+
+int sg_slice_cov_add(sg_slice_cov *cov, const float *x, int64_t rows, int x_on_host)
+{
+    sg_backend *be = cov->be;
+    int err = 0;
+    if (x_on_host && !be->ops->host_memory) {
+        if (rows > cov->staging_rows) {
+            if (cov->staging)
+                be->ops->release(be, cov->staging);
+            cov->staging = NULL;
+            cov->staging_rows = 0;
+            if ((err = be->ops->alloc(be, rows * cov->d * sizeof(float), (void **)&cov->staging)))
+                return err;
+            cov->staging_rows = rows;
+        }
+        if ((err = be->ops->upload(be, cov->staging, x, rows * cov->d * sizeof(float))))
+            return err;
+        x = cov->staging;
+    }
+    err = be->ops->cov_accumulate(be, cov->h, cov->d, x, rows);
+    if (!err)
+        cov->tokens += rows;
+    return err;
+}
+
+int sg_slice_axes(sg_backend *be, double *h, int64_t D, int64_t layer, sg_rotation_kind kind,
+                  uint64_t seed, double damp_frac, sg_eigh_mode mode, sg_rotation *q,
+                  double *eig)
+{
+    size_t bytes = D * D * sizeof(double);
+    int err;
     if (kind == SG_ROTATION_RANDOM) {
         memset(eig, 0, D * sizeof(double));
-        return sg_random_orthogonal(D, seed + 7919 * (uint64_t)(layer + 2), q);
+        err = sg_random_orthogonal(D, seed + 7919 * (uint64_t)(layer + 2), q->host);
+        return err || q->dev == q->host ? err : be->ops->upload(be, q->dev, q->host, bytes);
     }
-    return sg_eigh_descending(h, D, damp_frac, q, eig);
+    err = be->ops->eigh(be, h, D, damp_frac, mode, q->dev, eig);
+    return err || q->dev == q->host ? err : be->ops->download(be, q->host, q->dev, bytes);
 }
 
 struct sg_spectra {

@@ -11,6 +11,7 @@
 #include "evaluate.h"
 #include "fold.h"
 #include "forward.h"
+#include "forward_ops.h"
 #include "sg_error.h"
 #include "slice_steps.h"
 #include "write_model.h"
@@ -70,10 +71,11 @@ typedef struct {
     sg_slice_report *rep;
     sg_model_config orig, cfg; /* cfg: the sliced model being built */
     int64_t D;
+    sg_backend *be;                 /* where the arithmetic runs */
     sg_capture cap;
-    double *q_prev, *q_mid, *q_out; /* (D, D) */
+    sg_rotation q_prev, q_mid, q_out; /* (D, D) */
     double *eig;                    /* (D) */
-    sg_cov cov;
+    sg_slice_cov cov;
     sg_spectra *spectra;            /* eigenvalues per signal, written beside the model */
     double clock;
 } run_state;
@@ -87,33 +89,36 @@ static void tick(run_state *s, int stage)
 
 /* Each captured chunk goes into the covariance (the store has it already). */
 static int accumulate(void *ctx, const char *signal, int64_t layer, const char *stored_as,
-                      int64_t chunk, int64_t n_chunks, const float *x, int64_t rows)
+                      int64_t chunk, int64_t n_chunks, const float *x, const float *x_dev,
+                      int64_t rows)
 {
     run_state *s = ctx;
     double t = sg_now();
-    int err = sg_cov_accumulate(&s->cov, x, rows);
+    int err = sg_slice_cov_add(&s->cov, x_dev, rows, 0);
     s->rep->seconds[SG_STAGE_COV] += sg_now() - t;
     s->clock += sg_now() - t; /* not capture time */
     return err;
 }
 
 /* PCA of the signal accumulated since sg_slice_cov_begin: q (D, D), spectrum recorded. */
-static int principal_axes(run_state *s, double *q, const char *signal, int64_t layer)
+static int principal_axes(run_state *s, sg_rotation *q, const char *signal, int64_t layer)
 {
     tick(s, SG_STAGE_CAPTURE);
-    sg_cov_finish(&s->cov);
-    int err = sg_slice_axes(s->cov.h, s->D, layer, s->o->rotation, s->o->seed, s->o->damp_frac,
-                            q, s->eig);
+    int err = sg_slice_axes(s->be, s->cov.h, s->D, layer, s->o->rotation, s->o->seed,
+                            s->o->damp_frac, s->o->eigh, q, s->eig);
     err = err ? err : sg_spectra_add(s->spectra, signal, layer, s->eig, s->D);
     tick(s, SG_STAGE_EIG);
     return err;
 }
 
+/* Block l's forward over the calibration chunks runs on the backend's
+ * copy of its weights, made after each rotation and dropped after use. */
 static int slice_block(run_state *s, sg_model_files *files, sg_model_writer *w, int64_t l)
 {
     const sg_model_config *o = &s->orig;
     int64_t D = s->D, d_in = s->cfg.d_in[l], d_mid = s->cfg.d_mid[l], d_out = s->cfg.d_out[l];
-    sg_block b;
+    sg_backend *be = s->be;
+    sg_block b, dev = {0};
     sg_model_config work;
     int err = sg_block_load(files, o, l, &b);
     tick(s, SG_STAGE_LOAD);
@@ -124,37 +129,43 @@ static int slice_block(run_state *s, sg_model_files *files, sg_model_writer *w, 
     if ((err = sg_fold_block(o, &b)))
         goto out;
     tick(s, SG_STAGE_FOLD);
-    if ((err = sg_slice_block_input(o, &b, s->q_prev, d_in)))
+    if ((err = sg_slice_block_input(be, o, &b, &s->q_prev, d_in)))
         goto out;
     sg_slice_work_config(&s->cfg, l, D, &work);
+    err = sg_block_to_backend(be, &work, &b, &dev);
     tick(s, SG_STAGE_ROTATE);
 
     /* first capture: the residual after attention (sequential blocks) or
      * the whole block's output (parallel blocks), in the original basis */
-    sg_slice_cov_begin(&s->cov);
-    if ((err = sg_capture_attention(&s->cap, &work, &b, l)))
+    err = err ? err : sg_slice_cov_begin(&s->cov);
+    err = err ? err : sg_capture_attention(&s->cap, &work, &dev, l);
+    sg_block_backend_release(be, &dev);
+    if (err)
         goto out;
     if (!o->parallel_block) {
-        if ((err = principal_axes(s, s->q_mid, "attention_output", l)))
+        if ((err = principal_axes(s, &s->q_mid, "attention_output", l)))
             goto out;
-        if ((err = sg_slice_block_mid(o, &b, s->q_mid, d_in, d_mid)))
+        if ((err = sg_slice_block_mid(be, o, &b, &s->q_mid, d_in, d_mid)))
             goto out;
         work.d_mid[l] = d_mid;
+        err = sg_block_to_backend(be, &work, &b, &dev);
         tick(s, SG_STAGE_ROTATE);
         /* second capture: the block output */
-        sg_slice_cov_begin(&s->cov);
-        if ((err = sg_capture_mlp(&s->cap, &work, &b, s->q_mid, d_mid, l)))
+        err = err ? err : sg_slice_cov_begin(&s->cov);
+        err = err ? err : sg_capture_mlp(&s->cap, &work, &dev, &s->q_mid, d_mid, l);
+        sg_block_backend_release(be, &dev);
+        if (err)
             goto out;
     }
-    err = principal_axes(s, s->q_out, "block_output", l);
-    err = err ? err : sg_slice_block_output(o, &b, s->q_out, d_in, d_mid, d_out);
+    err = principal_axes(s, &s->q_out, "block_output", l);
+    err = err ? err : sg_slice_block_output(be, o, &b, &s->q_out, d_in, d_mid, d_out);
     tick(s, SG_STAGE_ROTATE);
     /* the next block's inputs: this block's output in the new basis, cut */
-    err = err ? err : sg_capture_advance(&s->cap, s->q_out, d_out);
+    err = err ? err : sg_capture_advance(&s->cap, &s->q_out, d_out);
     tick(s, SG_STAGE_ROTATE);
     err = err ? err : sg_model_writer_block(w, l, &b);
     tick(s, SG_STAGE_WRITE);
-    double *swap = s->q_prev;
+    sg_rotation swap = s->q_prev;
     s->q_prev = s->q_out;
     s->q_out = swap;
 out:
@@ -173,11 +184,11 @@ static int slice_embeddings(run_state *s, sg_model_files *files, sg_model_writer
         return err;
     err = sg_slice_embeddings_fold(&m);
     tick(s, SG_STAGE_FOLD);
-    sg_slice_cov_begin(&s->cov);
+    err = err ? err : sg_slice_cov_begin(&s->cov);
     err = err ? err : sg_capture_embeddings(&s->cap, &m);
-    err = err ? err : principal_axes(s, s->q_prev, "embeddings", -1);
-    err = err ? err : sg_capture_advance(&s->cap, s->q_prev, s->cfg.embed_dim);
-    err = err ? err : sg_slice_embeddings_rotate(&m, &s->orig, &s->cfg, s->q_prev);
+    err = err ? err : principal_axes(s, &s->q_prev, "embeddings", -1);
+    err = err ? err : sg_capture_advance(&s->cap, &s->q_prev, s->cfg.embed_dim);
+    err = err ? err : sg_slice_embeddings_rotate(s->be, &m, &s->orig, &s->cfg, &s->q_prev);
     tick(s, SG_STAGE_ROTATE);
     err = err ? err : sg_model_writer_embeddings(w, &m);
     tick(s, SG_STAGE_WRITE);
@@ -195,7 +206,7 @@ static int slice_head(run_state *s, sg_model_files *files, sg_model_writer *w)
         return err;
     err = sg_slice_head_fold(&m);
     tick(s, SG_STAGE_FOLD);
-    err = err ? err : sg_slice_head_rotate(&m, &s->orig, &s->cfg, s->q_prev);
+    err = err ? err : sg_slice_head_rotate(s->be, &m, &s->orig, &s->cfg, &s->q_prev);
     tick(s, SG_STAGE_ROTATE);
     err = err ? err : sg_model_writer_head(w, &m);
     tick(s, SG_STAGE_WRITE);
@@ -214,6 +225,7 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
 {
     memset(rep, 0, sizeof *rep);
     run_state s = {.o = o, .rep = rep, .clock = sg_now()};
+    s.be = o->backend ? o->backend : sg_backend_cpu();
     s.orig = *sg_model_files_config(files);
     if (s.orig.sliced)
         return sg_fail(SG_EARG, "%s: model is already sliced", sg_model_files_path(files));
@@ -224,7 +236,8 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     rep->params_stored = sg_model_param_count(&s.cfg);
 
     sg_model_writer *w = NULL;
-    int err = sg_capture_init(&s.cap, calib, o->chunk_tokens > 0 ? o->chunk_tokens : 8192, D);
+    int err = sg_capture_init(&s.cap, s.be, calib,
+                              o->chunk_tokens > 0 ? o->chunk_tokens : 8192, D);
     if (err)
         return err;
     s.cap.sink = accumulate;
@@ -238,15 +251,15 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     rep->store_budget = host > mem.total ? host - mem.total : 0;
     const char *spill = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     err = sg_act_store_open(rep->store_budget, spill, &s.cap.store);
-    err = err ? err : sg_cov_init(&s.cov, D);
+    err = err ? err : sg_slice_cov_init(&s.cov, s.be, D);
+    err = err ? err : sg_rotation_alloc(s.be, D, &s.q_prev);
+    err = err ? err : sg_rotation_alloc(s.be, D, &s.q_mid);
+    err = err ? err : sg_rotation_alloc(s.be, D, &s.q_out);
     if (err)
         goto out;
-    s.q_prev = malloc(D * D * sizeof(double));
-    s.q_mid = malloc(D * D * sizeof(double));
-    s.q_out = malloc(D * D * sizeof(double));
     s.eig = malloc(D * sizeof(double));
     s.spectra = sg_spectra_new();
-    if (!s.q_prev || !s.q_mid || !s.q_out || !s.eig || !s.spectra) {
+    if (!s.eig || !s.spectra) {
         err = sg_fail(-ENOMEM, "out of memory for rotations of width %lld", (long long)D);
         goto out;
     }
@@ -289,10 +302,13 @@ out:
         sg_model_writer_abort(w);
     sg_act_store_close(s.cap.store);
     sg_capture_free(&s.cap);
-    sg_cov_free(&s.cov);
-    free(s.q_prev);
-    free(s.q_mid);
-    free(s.q_out);
+    sg_slice_cov_free(&s.cov);
+    sg_rotation_free(s.be, &s.q_prev);
+    sg_rotation_free(s.be, &s.q_mid);
+    sg_rotation_free(s.be, &s.q_out);
+    sg_backend_mem bm;
+    if (!s.be->ops->host_memory && !s.be->ops->memory(s.be, &bm))
+        rep->backend_peak = (int64_t)bm.peak;
     free(s.eig);
     sg_spectra_free(s.spectra);
     return err;

@@ -19,6 +19,7 @@
 
 #include <stdint.h>
 
+#include "backend.h"
 #include "dtype.h"
 #include "model_files.h"
 #include "text.h"
@@ -45,6 +46,11 @@ typedef struct {
     int64_t host_mem_bytes;
     const char *spill_dir;
     int64_t chunk_tokens;
+    /* Where the forward, covariance, eigensolves and rotations run (NULL:
+     * the CPU backend), and the eigensolver (SG_EIGH_F64: dsyevd, the
+     * reference; SG_EIGH_MIXED: float32 solve refined to float64 quality). */
+    sg_backend *backend;
+    sg_eigh_mode eigh;
 } sg_slice_options;
 
 enum { SG_STAGE_LOAD, SG_STAGE_FOLD, SG_STAGE_CAPTURE, SG_STAGE_COV, SG_STAGE_EIG,
@@ -62,6 +68,7 @@ typedef struct {
     int64_t store_budget;          /* bytes the activation store may keep resident */
     int64_t store_peak;            /* most it held at once */
     int64_t spilled_raw, spilled_compressed; /* bytes that went to disk */
+    int64_t backend_peak;          /* most device memory held at once (0 on the CPU) */
 } sg_slice_report;
 
 void sg_slice_options_default(sg_slice_options *o);

@@ -50,7 +50,8 @@ calib="--calib $text --nsamples 24 --seqlen 64 --chunk-tokens 300"
 compare() {
     name=$1 model=$2 tok_opt=$3 capture_opts=$4 eig_opts=$5 slice_opts=$6 write_opts=$7
     run_opts=$8 z=$9
-    "$sgs" run --model "$model" $tok_opt $calib $run_opts --out "$work/$name-run" --quiet \
+    # the filters run on the CPU: so does the fused run they are held to
+    "$sgs" run --device cpu --model "$model" $tok_opt $calib $run_opts --out "$work/$name-run" --quiet \
         >"$work/$name-run.log" 2>&1
     check $? "$name: fused run"
     "$sgs" load "$model" $tok_opt $z | "$sgs" fold $z | "$sgs" capture $calib $capture_opts $z |

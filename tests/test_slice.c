@@ -5,12 +5,18 @@
  *    bundled models;
  *  - PCA recovers a known spectrum and subspace;
  *  - on the real Llama model, perplexity rises monotonically with
- *    sparsity, and PCA beats a random rotation by far. */
+ *    sparsity, and PCA beats a random rotation by far;
+ *  - the device path (tests/device_sim.c: separate memory, weights and
+ *    activations uploaded and downloaded, the forward composed of ops, as
+ *    on a GPU) slices to the same model as the CPU path, with no pointer
+ *    mixed up and nothing left allocated; and the mixed-precision
+ *    eigensolver slices the real model as well as dsyevd. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "covariance.h"
+#include "device_sim.h"
 #include "eigensolve.h"
 #include "evaluate.h"
 #include "fold.h"
@@ -67,9 +73,11 @@ static void test_fold(sg_model_config cfg, const char *arch)
     free(after);
 }
 
-/* Slices model_dir at sparsity into out_dir with calibration batch calib. */
-static int slice(const char *model_dir, const char *out_dir, const sg_token_batch *calib,
-                 double sparsity, sg_rotation_kind rotation)
+/* Slices model_dir at sparsity into out_dir with calibration batch calib,
+ * on backend be (NULL: the CPU) with eigensolver eigh. */
+static int slice_on(sg_backend *be, sg_eigh_mode eigh, const char *model_dir,
+                    const char *out_dir, const sg_token_batch *calib, double sparsity,
+                    sg_rotation_kind rotation)
 {
     sg_model_files *f;
     int err = sg_model_files_open(model_dir, &f);
@@ -80,10 +88,19 @@ static int slice(const char *model_dir, const char *out_dir, const sg_token_batc
     o.sparsity = sparsity;
     o.rotation = rotation;
     o.out_dir = out_dir;
+    o.backend = be;
+    o.eigh = eigh;
+    o.chunk_tokens = 100; /* several chunks per signal */
     sg_slice_report rep;
     err = sg_slice(f, calib, &o, &rep);
     sg_model_files_close(f);
     return err;
+}
+
+static int slice(const char *model_dir, const char *out_dir, const sg_token_batch *calib,
+                 double sparsity, sg_rotation_kind rotation)
+{
+    return slice_on(NULL, SG_EIGH_F64, model_dir, out_dir, calib, sparsity, rotation);
 }
 
 static int logits_of(const char *model_dir, const sg_token_batch *b, float *logits,
@@ -119,6 +136,46 @@ static void test_rotation_invariance(const char *model_dir, const char *what,
     free(rot);
 }
 
+/* The device path against the CPU path on model_dir: at sparsity 0 the
+ * logits of the dense model, at 25% those of the CPU's sliced model. */
+static void test_device_path(const char *model_dir, const char *what,
+                             const sg_token_batch *calib, const sg_token_batch *eval,
+                             int64_t vocab, const char *tmp)
+{
+    sg_backend *sim = device_sim_new();
+    char cpu_out[4096], sim_out[4096], sim0[4096];
+    snprintf(cpu_out, sizeof cpu_out, "%s/%s-cpu25", tmp, what);
+    snprintf(sim_out, sizeof sim_out, "%s/%s-sim25", tmp, what);
+    snprintf(sim0, sizeof sim0, "%s/%s-sim0", tmp, what);
+    int64_t T = eval->offsets[eval->n_seq];
+    float *a = malloc(T * vocab * sizeof(float)), *b = malloc(T * vocab * sizeof(float));
+    int err = slice_on(sim, SG_EIGH_F64, model_dir, sim0, calib, 0.0, SG_ROTATION_PCA);
+    err = err ? err : logits_of(model_dir, eval, a, NULL);
+    err = err ? err : logits_of(sim0, eval, b, NULL);
+    double rel0 = err ? INFINITY : max_rel_diff(b, a, T * vocab);
+    if (!err)
+        err = slice(model_dir, cpu_out, calib, 0.25, SG_ROTATION_PCA);
+    if (!err)
+        err = slice_on(sim, SG_EIGH_F64, model_dir, sim_out, calib, 0.25, SG_ROTATION_PCA);
+    err = err ? err : logits_of(cpu_out, eval, a, NULL);
+    err = err ? err : logits_of(sim_out, eval, b, NULL);
+    double rel = err ? INFINITY : max_rel_diff(b, a, T * vocab);
+    if (err)
+        tap_diag("%s", sg_last_error());
+    sg_backend_mem m;
+    sim->ops->memory(sim, &m);
+    tap_ok(!err && rel0 < 2e-5, "%s: device path, rotated and unsliced, keeps the dense logits "
+           "(relative %.2g)", what, rel0);
+    tap_ok(!err && rel < 1e-4, "%s: device path at 25%% gives the CPU's sliced model (logits "
+           "within %.2g)", what, rel);
+    tap_ok(device_sim_violations(sim) == 0 && m.in_use == 0,
+           "%s: device path mixed up no pointers (%d) and released everything (%zu bytes left)",
+           what, device_sim_violations(sim), m.in_use);
+    sim->ops->free(sim);
+    free(a);
+    free(b);
+}
+
 static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
 {
     sg_model_config cfg;
@@ -133,6 +190,7 @@ static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
     sg_token_batch calib = random_batch(8, 32, cfg.vocab_size, 1);
     sg_token_batch eval = random_batch(3, 24, cfg.vocab_size, 2);
     test_rotation_invariance(dir, what, &calib, &eval, cfg.vocab_size, tmp);
+    test_device_path(dir, what, &calib, &eval, cfg.vocab_size, tmp);
     sg_token_batch_free(&calib);
     sg_token_batch_free(&eval);
 }
@@ -287,6 +345,24 @@ static void test_stories(const char *tmp)
     tap_diag("stories260K at 25%%: PCA %.3f, random rotation %.3f, dense %.3f", pca, rnd, dense);
     tap_ok(isfinite(pca) && pca > dense, "stories260K at 25%%: finite and above dense");
     tap_ok(isfinite(rnd) && rnd > 10 * pca, "stories260K at 25%%: PCA is far better than a random rotation");
+
+    /* the GPU configuration, simulated: device path, mixed eigensolver */
+    sg_backend *sim = device_sim_new();
+    snprintf(out, sizeof out, "%s/stories-25-mixed", tmp);
+    err = slice_on(NULL, SG_EIGH_MIXED, model, out, &calib, 0.25, SG_ROTATION_PCA);
+    err = err ? err : logits_of(out, &eval, NULL, &r);
+    double mixed = err ? NAN : exp(r.nll / r.count);
+    snprintf(out, sizeof out, "%s/stories-25-sim", tmp);
+    err = slice_on(sim, SG_EIGH_MIXED, model, out, &calib, 0.25, SG_ROTATION_PCA);
+    err = err ? err : logits_of(out, &eval, NULL, &r);
+    double dev = err ? NAN : exp(r.nll / r.count);
+    sim->ops->free(sim);
+    tap_diag("stories260K at 25%%: dsyevd %.6f, mixed eigensolver %.6f, device path + mixed %.6f",
+             pca, mixed, dev);
+    tap_ok(fabs(mixed / pca - 1) < 1e-4, "stories260K at 25%%: the mixed eigensolver's "
+           "perplexity is dsyevd's (%+.2g%%)", 100 * (mixed / pca - 1));
+    tap_ok(fabs(dev / pca - 1) < 5e-3, "stories260K at 25%%: the device path with the mixed "
+           "eigensolver is within 0.5%% of the CPU path (%+.2g%%)", 100 * (dev / pca - 1));
     sg_token_batch_free(&calib);
     sg_token_batch_free(&eval);
 }

@@ -1,0 +1,288 @@
+#include "device_sim.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward_ops.h"
+#include "sg_error.h"
+
+typedef struct {
+    void **ptr;
+    size_t *bytes;
+    int n, cap;
+    int violations;
+    sg_backend_ops ops;
+} sim;
+
+static sim *of(const sg_backend *be) { return (sim *)be->ctx; }
+static sg_backend *cpu(void) { return sg_backend_cpu(); }
+
+/* 1: [p, p + bytes) lies in one allocation */
+static int owned(sim *s, const void *p, size_t bytes)
+{
+    for (int i = 0; i < s->n; i++) {
+        const char *b = s->ptr[i];
+        if ((const char *)p >= b && (const char *)p + bytes <= b + s->bytes[i])
+            return 1;
+    }
+    return 0;
+}
+
+static int dev(sg_backend *be, const void *p, size_t bytes, const char *op)
+{
+    if (!p || owned(of(be), p, bytes))
+        return 0;
+    of(be)->violations++;
+    return sg_fail(SG_EARG, "device sim: %s given %zu bytes at %p, not device memory", op, bytes, p);
+}
+
+static int host(sg_backend *be, const void *p, const char *op)
+{
+    if (!owned(of(be), p, 1))
+        return 0;
+    of(be)->violations++;
+    return sg_fail(SG_EARG, "device sim: %s given device memory %p as its host side", op, p);
+}
+
+static int s_alloc(sg_backend *be, size_t bytes, void **out)
+{
+    sim *s = of(be);
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 64;
+        void **p = realloc(s->ptr, cap * sizeof *p);
+        size_t *b = p ? realloc(s->bytes, cap * sizeof *b) : NULL;
+        if (p)
+            s->ptr = p;
+        if (!b)
+            return sg_fail(-ENOMEM, "device sim: out of memory");
+        s->bytes = b;
+        s->cap = cap;
+    }
+    /* never 0 bytes, so every allocation has an address of its own */
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p)
+        return sg_fail(-ENOMEM, "device sim: out of memory for %zu bytes", bytes);
+    s->ptr[s->n] = p;
+    s->bytes[s->n++] = bytes;
+    *out = p;
+    return 0;
+}
+
+static void s_release(sg_backend *be, void *p)
+{
+    sim *s = of(be);
+    for (int i = 0; i < s->n; i++)
+        if (s->ptr[i] == p) {
+            free(p);
+            s->ptr[i] = s->ptr[--s->n];
+            s->bytes[i] = s->bytes[s->n];
+            return;
+        }
+    if (p) {
+        s->violations++;
+        sg_fail(SG_EARG, "device sim: release of %p, not an allocation", p);
+    }
+}
+
+static int s_upload(sg_backend *be, void *d, const void *h, size_t n)
+{
+    int err = dev(be, d, n, "upload");
+    err = err ? err : host(be, h, "upload");
+    return err ? err : (memcpy(d, h, n), 0);
+}
+
+static int s_download(sg_backend *be, void *h, const void *d, size_t n)
+{
+    int err = dev(be, d, n, "download");
+    err = err ? err : host(be, h, "download");
+    return err ? err : (memcpy(h, d, n), 0);
+}
+
+static int s_copy(sg_backend *be, void *d, const void *src, size_t n)
+{
+    int err = dev(be, d, n, "copy");
+    err = err ? err : dev(be, src, n, "copy");
+    return err ? err : (memmove(d, src, n), 0);
+}
+
+static int s_zero(sg_backend *be, void *p, size_t n)
+{
+    int err = dev(be, p, n, "zero");
+    return err ? err : (memset(p, 0, n), 0);
+}
+
+static int s_sync(sg_backend *be) { return 0; }
+
+static int s_memory(sg_backend *be, sg_backend_mem *m)
+{
+    memset(m, 0, sizeof *m);
+    for (int i = 0; i < of(be)->n; i++)
+        m->in_use += of(be)->bytes[i];
+    return 0;
+}
+
+/* the extent of a row-major (rows, cols) matrix with leading dimension ld */
+static size_t extent(int64_t rows, int64_t cols, int64_t ld, size_t elem)
+{
+    return rows <= 0 || cols <= 0 ? 0 : ((rows - 1) * ld + cols) * elem;
+}
+
+static int s_sgemm(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                   int64_t ldc)
+{
+    int err = dev(be, a, ta ? extent(k, m, lda, 4) : extent(m, k, lda, 4), "sgemm A");
+    err = err ? err : dev(be, b, tb ? extent(n, k, ldb, 4) : extent(k, n, ldb, 4), "sgemm B");
+    err = err ? err : dev(be, c, extent(m, n, ldc, 4), "sgemm C");
+    return err ? err : cpu()->ops->sgemm(cpu(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+static int s_dgemm(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k, double alpha,
+                   const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
+                   double *c, int64_t ldc)
+{
+    int err = dev(be, a, ta ? extent(k, m, lda, 8) : extent(m, k, lda, 8), "dgemm A");
+    err = err ? err : dev(be, b, tb ? extent(n, k, ldb, 8) : extent(k, n, ldb, 8), "dgemm B");
+    err = err ? err : dev(be, c, extent(m, n, ldc, 8), "dgemm C");
+    return err ? err : cpu()->ops->dgemm(cpu(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+static int s_cov(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows)
+{
+    int err = dev(be, h, d * d * 8, "cov_accumulate H");
+    err = err ? err : dev(be, x, rows * d * 4, "cov_accumulate X");
+    return err ? err : cpu()->ops->cov_accumulate(cpu(), h, d, x, rows);
+}
+
+static int s_eigh(sg_backend *be, double *h, int64_t d, double damp, sg_eigh_mode mode, double *q,
+                  double *w)
+{
+    int err = dev(be, h, d * d * 8, "eigh H");
+    err = err ? err : dev(be, q, d * d * 8, "eigh Q");
+    err = err ? err : host(be, w, "eigh eigenvalues");
+    return err ? err : cpu()->ops->eigh(cpu(), h, d, damp, mode, q, w);
+}
+
+static int s_reader(sg_backend *be, const float *w, int64_t rows, int64_t D, const double *q,
+                    int64_t d, float *out)
+{
+    int err = dev(be, w, rows * D * 4, "rotate_reader W");
+    err = err ? err : dev(be, q, D * D * 8, "rotate_reader Q");
+    err = err ? err : dev(be, out, rows * d * 4, "rotate_reader out");
+    return err ? err : cpu()->ops->rotate_reader(cpu(), w, rows, D, q, d, out);
+}
+
+static int s_writer(sg_backend *be, const float *w, int64_t D, int64_t cols, const double *q,
+                    int64_t d, float *out)
+{
+    int err = dev(be, w, D * cols * 4, "rotate_writer W");
+    err = err ? err : dev(be, q, D * D * 8, "rotate_writer Q");
+    err = err ? err : dev(be, out, d * cols * 4, "rotate_writer out");
+    return err ? err : cpu()->ops->rotate_writer(cpu(), w, D, cols, q, d, out);
+}
+
+static int s_project(sg_backend *be, const float *x, int64_t rows, int64_t D, const double *q,
+                     int64_t d, float *out)
+{
+    int err = dev(be, x, rows * D * 4, "project_rows X");
+    err = err ? err : dev(be, q, D * D * 8, "project_rows Q");
+    err = err ? err : dev(be, out, rows * d * 4, "project_rows out");
+    return err ? err : cpu()->ops->project_rows(cpu(), x, rows, D, q, d, out);
+}
+
+static int s_norm(sg_backend *be, float *x, int64_t rows, int64_t d, sg_norm_kind kind,
+                  int64_t norm_dim, double eps, const float *w, const float *b)
+{
+    int err = dev(be, x, rows * d * 4, "norm_rows x");
+    err = err ? err : dev(be, w, d * 4, "norm_rows w");
+    err = err ? err : dev(be, b, d * 4, "norm_rows b");
+    return err ? err : cpu()->ops->norm_rows(cpu(), x, rows, d, kind, norm_dim, eps, w, b);
+}
+
+static int s_rope(sg_backend *be, float *x, int64_t n, int64_t nh, int64_t hd, int64_t rope_dim,
+                  sg_rope_layout layout, int64_t pos0, const double *inv_freq)
+{
+    int err = dev(be, x, n * nh * hd * 4, "rope x");
+    err = err ? err : host(be, inv_freq, "rope inv_freq");
+    return err ? err : cpu()->ops->rope(cpu(), x, n, nh, hd, rope_dim, layout, pos0, inv_freq);
+}
+
+static int s_attention(sg_backend *be, const float *q, const float *k, const float *v, float *out,
+                       int64_t n, int64_t nh, int64_t nkv, int64_t hd)
+{
+    int err = dev(be, q, n * nh * hd * 4, "attention q");
+    err = err ? err : dev(be, k, n * nkv * hd * 4, "attention k");
+    err = err ? err : dev(be, v, n * nkv * hd * 4, "attention v");
+    err = err ? err : dev(be, out, n * nh * hd * 4, "attention out");
+    return err ? err : cpu()->ops->attention(cpu(), q, k, v, out, n, nh, nkv, hd);
+}
+
+static int s_activation(sg_backend *be, sg_act act, float *up, const float *gate, int64_t n)
+{
+    int err = dev(be, up, n * 4, "activation up");
+    err = err ? err : dev(be, gate, n * 4, "activation gate");
+    return err ? err : cpu()->ops->activation(cpu(), act, up, gate, n);
+}
+
+static int s_add(sg_backend *be, float *y, const float *x, int64_t rows, int64_t cols,
+                 int64_t stride)
+{
+    int err = dev(be, y, rows * cols * 4, "add y");
+    err = err ? err : dev(be, x, stride ? rows * cols * 4 : cols * 4, "add x");
+    return err ? err : cpu()->ops->add(cpu(), y, x, rows, cols, stride);
+}
+
+static void s_free(sg_backend *be)
+{
+    sim *s = of(be);
+    for (int i = 0; i < s->n; i++)
+        free(s->ptr[i]);
+    free(s->ptr);
+    free(s->bytes);
+    free(s);
+    free(be);
+}
+
+sg_backend *device_sim_new(void)
+{
+    sg_backend *be = calloc(1, sizeof *be);
+    sim *s = calloc(1, sizeof *s);
+    if (!be || !s) {
+        free(be), free(s);
+        return NULL;
+    }
+    s->ops = (sg_backend_ops){
+        .name = "device-sim",
+        .host_memory = 0,
+        .free = s_free,
+        .alloc = s_alloc,
+        .release = s_release,
+        .upload = s_upload,
+        .download = s_download,
+        .copy = s_copy,
+        .zero = s_zero,
+        .synchronize = s_sync,
+        .memory = s_memory,
+        .sgemm = s_sgemm,
+        .dgemm = s_dgemm,
+        .cov_accumulate = s_cov,
+        .eigh = s_eigh,
+        .rotate_reader = s_reader,
+        .rotate_writer = s_writer,
+        .project_rows = s_project,
+        .block_forward = sg_block_forward_ops, /* composed, as on CUDA */
+        .block_forward_mlp = sg_block_forward_mlp_ops,
+        .norm_rows = s_norm,
+        .rope = s_rope,
+        .attention = s_attention,
+        .activation = s_activation,
+        .add = s_add,
+    };
+    be->ops = &s->ops;
+    be->ctx = s;
+    return be;
+}
+
+int device_sim_violations(const sg_backend *be) { return of(be)->violations; }

@@ -1,0 +1,17 @@
+/* A pretend GPU for tests on machines without one: the CPU backend's
+ * arithmetic behind a table that says its memory is not the host's
+ * (host_memory 0), so callers take the device path (uploads, downloads,
+ * weights copied per block, forward composed of ops as on CUDA), and
+ * that checks every pointer it is given: a backend pointer must lie in
+ * one of its own allocations, a host pointer must not. A mix-up, which on
+ * a real GPU is an illegal address, is an error here with a message. */
+#ifndef SG_TEST_DEVICE_SIM_H
+#define SG_TEST_DEVICE_SIM_H
+
+#include "backend.h"
+
+sg_backend *device_sim_new(void);
+/* pointer mix-ups seen so far (each also failed its op) */
+int device_sim_violations(const sg_backend *be);
+
+#endif
