@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# The GPU check, in one run on a lent H100/H200 (about 5 minutes; every
+# The GPU check, in one run on a lent H100/H200 (about 8 minutes; every
 # step has a time limit and the whole stays under BUDGET seconds):
-#   1. configure --with-cuda=yes out of tree and build the library, the two
-#      backend tests and the block benchmark;
+#   1. configure --with-cuda=yes out of tree and build the library, the
+#      backend tests, the program and the benchmarks;
 #   2. tests/test_backend: every backend op on the GPU against the CPU;
+#      tests/test_forward_ops: the block forward composed of CUDA ops
+#      against forward.c, every architecture;
 #   3. tests/test_eigh_mixed: the mixed eigensolver's accuracy on the CPU
 #      and on the GPU (same driver, cuSOLVER/cuBLAS primitives);
 #   4. tests/test_eigh_mixed --gpu 2048 4096: dsyevd vs ssyevd vs mixed
 #      times on the GPU;
-#   5. bench/bench_block_gpu: one Llama-2-70B-shaped block (D 8192, FFN
+#   5. bench/slice-device-compare.sh: stories260K sliced by `run --device
+#      cuda --eigh mixed`, its perplexity within 0.5% of `--device cpu`;
+#   6. bench/slice-70b-block.sh: `run --device cuda --gpu-mem 24G` on a
+#      synthetic one-block Llama-2-70B-shaped model, 128 x 2048 tokens:
+#      the real pipeline's per-stage times, peak GPU memory, 80 blocks;
+#   7. bench/bench_block_gpu: one Llama-2-70B-shaped block (D 8192, FFN
 #      28672, 64/8 heads of 128, 128 x 2048 calibration tokens) through
 #      every op of the slicing pipeline under a 24 GiB cap: per-stage
 #      times, peak GPU memory, the 80-block extrapolation.
 #
 #   bench/gpu-check.sh [BUILD_DIR]        default /tmp/sg-gpu-check
-# Environment: GPU_MEM (24G), JOBS (all cores), BUDGET (450 s),
+# Environment: GPU_MEM (24G), JOBS (all cores), BUDGET (560 s),
 # BENCH_ARGS (more bench options, e.g. --quick), SG_DATA (shared data).
 # Everything printed also goes to $OUT/gpu-check.log when $OUT is set.
 # Exit status: 0 all passed, 1 a step failed, 77 no GPU was found.
@@ -25,7 +32,7 @@ set -u
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-/tmp/sg-gpu-check}
 jobs=${JOBS:-$(nproc)}
-budget=${BUDGET:-450}
+budget=${BUDGET:-560}
 gpu_mem=${GPU_MEM:-24G}
 if [ -z "${SG_DATA:-}" ]; then
     SG_DATA=$src/../shared/data
@@ -98,12 +105,15 @@ if [ ! -f Makefile ]; then
     step "configure --with-cuda=yes" 120 "$src/configure" -q --with-cuda=yes || exit 1
 fi
 grep -q '^#define HAVE_CUDA 1' config.h || { echo "configure did not enable CUDA"; exit 1; }
-step "build" 240 make -j"$jobs" tests/test_backend tests/test_eigh_mixed bench/bench_block_gpu ||
-    exit 1
+step "build" 240 make -j"$jobs" tests/test_backend tests/test_eigh_mixed tests/test_forward_ops \
+    bench/bench_block_gpu slicegpt-stream tools/sg-llama2c-to-hf tools/sg-synth || exit 1
 
 tap "test_backend (every op, CPU and GPU)" 90 ./tests/test_backend
+tap "test_forward_ops (block forward, CPU and GPU)" 60 ./tests/test_forward_ops
 tap "test_eigh_mixed (accuracy, CPU and GPU)" 120 ./tests/test_eigh_mixed
 tap "test_eigh_mixed --gpu 2048 4096 (times)" 150 ./tests/test_eigh_mixed --gpu 2048 4096
+step "slice stories260K on the GPU and on the CPU" 120 "$src/bench/slice-device-compare.sh" .
+step "the real pipeline on one 70B-shaped block" 300 "$src/bench/slice-70b-block.sh" .
 # shellcheck disable=SC2086
 step "bench_block_gpu (one 70B block)" 400 ./bench/bench_block_gpu --gpu-mem "$gpu_mem" ${BENCH_ARGS:-}
 

@@ -88,6 +88,19 @@ static void cu_release(sg_backend *be, void *p)
         }
 }
 
+/* page-locked, so copies run at full PCIe speed and need no staging */
+static int cu_host_alloc(sg_backend *be, size_t bytes, void **out)
+{
+    *out = NULL;
+    return CU(cudaMallocHost(out, bytes ? bytes : 1));
+}
+
+static void cu_host_free(sg_backend *be, void *p)
+{
+    if (p)
+        cudaFreeHost(p);
+}
+
 static int cu_upload(sg_backend *be, void *dst, const void *src, size_t bytes)
 {
     return CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, sg_cuda_of(be)->stream));
@@ -457,7 +470,8 @@ static void cu_free(sg_backend *be);
  * block forward is forward_ops.c's composition of the ops below it. */
 static const sg_backend_ops cuda_ops = {
     "cuda",            0 /* host_memory */,  cu_free,
-    cu_alloc,          cu_release,           cu_upload,
+    cu_alloc,          cu_release,           cu_host_alloc,
+    cu_host_free,      cu_upload,
     cu_download,       cu_copy,              cu_zero,
     cu_sync,           cu_memory,            cu_sgemm,
     cu_dgemm,          cu_cov_accumulate,    cu_eigh,

@@ -71,6 +71,11 @@ typedef struct sg_backend_ops {
     /* *out = bytes of backend memory, 256-byte aligned; -ENOMEM past the cap. */
     int (*alloc)(sg_backend *be, size_t bytes, void **out);
     void (*release)(sg_backend *be, void *p);
+    /* *out = bytes of host memory the backend transfers from and to
+     * fastest (page-locked on a GPU, plain malloc on the CPU); freed with
+     * host_free */
+    int (*host_alloc)(sg_backend *be, size_t bytes, void **out);
+    void (*host_free)(sg_backend *be, void *p);
     /* dst (backend) = src (host) */
     int (*upload)(sg_backend *be, void *dst, const void *src, size_t bytes);
     /* dst (host) = src (backend); waits for queued work */

@@ -401,6 +401,15 @@ static int cpu_copy(sg_backend *be, void *dst, const void *src, size_t bytes)
     return 0;
 }
 
+static int cpu_host_alloc(sg_backend *be, size_t bytes, void **out)
+{
+    if (!(*out = malloc(bytes ? bytes : 1)))
+        return sg_fail(-ENOMEM, "out of memory for %zu bytes of buffers", bytes);
+    return 0;
+}
+
+static void cpu_host_free(sg_backend *be, void *p) { free(p); }
+
 static int cpu_zero(sg_backend *be, void *p, size_t bytes)
 {
     memset(p, 0, bytes);
@@ -767,6 +776,8 @@ static const sg_backend_ops cpu_ops = {
     .free = cpu_free,
     .alloc = cpu_alloc,
     .release = cpu_release,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_host_free,
     .upload = cpu_copy,
     .download = cpu_copy,
     .copy = cpu_copy,

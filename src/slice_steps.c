@@ -323,20 +323,21 @@ int sg_capture_init(sg_capture *c, sg_backend *be, const sg_token_batch *b,
         s = e;
     }
     c->first[c->n_chunks] = b->n_seq;
+    /* every chunk crosses to the backend and back through these: the
+     * backend's own host memory (page-locked on a GPU) */
     size_t bytes = c->max_tokens * D * sizeof(float);
-    c->in = malloc(bytes);
-    c->mid = malloc(bytes);
-    c->out = malloc(bytes);
-    if (!c->in || !c->mid || !c->out) {
+    int err = be->ops->host_alloc(be, bytes, (void **)&c->in);
+    err = err ? err : be->ops->host_alloc(be, bytes, (void **)&c->mid);
+    err = err ? err : be->ops->host_alloc(be, bytes, (void **)&c->out);
+    if (err) {
         sg_capture_free(c);
-        return sg_fail(-ENOMEM, "out of memory for chunks of %lld tokens of width %lld",
-                       (long long)c->max_tokens, (long long)D);
+        return err;
     }
     if (be->ops->host_memory) {
         c->din = c->in, c->dmid = c->mid, c->dout = c->out;
         return 0;
     }
-    int err = be->ops->alloc(be, bytes, (void **)&c->din);
+    err = be->ops->alloc(be, bytes, (void **)&c->din);
     err = err ? err : be->ops->alloc(be, bytes, (void **)&c->dmid);
     err = err ? err : be->ops->alloc(be, bytes, (void **)&c->dout);
     if (err)
@@ -350,11 +351,11 @@ void sg_capture_free(sg_capture *c)
     for (int i = 0; i < 3; i++)
         if (dev[i] && dev[i] != host[i])
             c->be->ops->release(c->be, dev[i]);
+    for (int i = 0; i < 3; i++)
+        if (host[i])
+            c->be->ops->host_free(c->be, host[i]);
     free(c->first);
     free(c->local);
-    free(c->in);
-    free(c->mid);
-    free(c->out);
     c->first = c->local = NULL;
     c->in = c->mid = c->out = c->din = c->dmid = c->dout = NULL;
 }

@@ -86,6 +86,13 @@ static void s_release(sg_backend *be, void *p)
     }
 }
 
+static int s_host_alloc(sg_backend *be, size_t bytes, void **out)
+{
+    return cpu()->ops->host_alloc(cpu(), bytes, out);
+}
+
+static void s_host_free(sg_backend *be, void *p) { cpu()->ops->host_free(cpu(), p); }
+
 static int s_upload(sg_backend *be, void *d, const void *h, size_t n)
 {
     int err = dev(be, d, n, "upload");
@@ -259,6 +266,8 @@ sg_backend *device_sim_new(void)
         .free = s_free,
         .alloc = s_alloc,
         .release = s_release,
+        .host_alloc = s_host_alloc,
+        .host_free = s_host_free,
         .upload = s_upload,
         .download = s_download,
         .copy = s_copy,
