@@ -19,7 +19,10 @@ static const char usage[] =
     "  --seqlen N         window length in tokens (default 2048, capped at the context)\n"
     "  --max-windows K    score at most K windows (default: all)\n"
     "  --per-line         score each non-empty line as BOS + line (llama2.c protocol)\n"
-    "  --lines A:B        with --per-line: only non-empty lines A..B (1-based)\n";
+    "  --lines A:B        with --per-line: only non-empty lines A..B (1-based)\n"
+    "  --device auto|cuda|cpu  where the blocks and the head run (default auto: the GPU\n"
+    "                     when there is one)\n"
+    "  --gpu-mem SIZE     cap on GPU memory, e.g. 24G (default: what the card has free)\n";
 
 int sg_cmd_ppl(int argc, char **argv)
 {
@@ -31,7 +34,10 @@ int sg_cmd_ppl(int argc, char **argv)
         {"tokenizer", required_argument, 0, 'k'}, {"seqlen", required_argument, 0, 's'},
         {"max-windows", required_argument, 0, 'w'}, {"per-line", no_argument, 0, 'p'},
         {"lines", required_argument, 0, 'l'},     {"help", no_argument, 0, 'h'},
+        {"device", required_argument, 0, 'G'},    {"gpu-mem", required_argument, 0, 'g'},
         {0, 0, 0, 0}};
+    const char *device = "auto";
+    int64_t gpu_mem = 0;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -47,6 +53,11 @@ int sg_cmd_ppl(int argc, char **argv)
                 return SG_EXIT_USAGE;
             break;
         case 'p': per_line = 1; break;
+        case 'G': device = optarg; break;
+        case 'g':
+            if (sg_cli_size("--gpu-mem", optarg, &gpu_mem))
+                return SG_EXIT_USAGE;
+            break;
         case 'l':
             if (sscanf(optarg, "%lld:%lld", (long long *)&first, (long long *)&last) != 2 ||
                 first < 1 || (last && last < first)) {
@@ -62,6 +73,9 @@ int sg_cmd_ppl(int argc, char **argv)
         fputs(usage, stderr);
         return SG_EXIT_USAGE;
     }
+    sg_backend *be;
+    if (sg_cli_backend(device, gpu_mem, &be))
+        return SG_EXIT_USAGE;
     sg_model_files *files = NULL;
     sg_tokenizer *tok = NULL;
     char *text = NULL;
@@ -82,15 +96,16 @@ int sg_cmd_ppl(int argc, char **argv)
                        : sg_batch_windows(tok, text, len, seqlen, max_windows, &batch);
     }
     if (!err)
-        err = sg_evaluate(files, &batch, &r);
+        err = sg_evaluate_on(be, files, &batch, &r);
     if (!err)
         printf("perplexity %.4f  mean NLL %.4f nats over %lld predicted tokens, %lld sequences; "
-               "%.2f s (%.0f tokens/s)\n",
+               "%.2f s (%.0f tokens/s, %s)\n",
                exp(r.nll / r.count), r.nll / r.count, (long long)r.count,
-               (long long)batch.n_seq, r.seconds, r.tokens / r.seconds);
+               (long long)batch.n_seq, r.seconds, r.tokens / r.seconds, be->ops->name);
     sg_token_batch_free(&batch);
     free(text);
     sg_tokenizer_free(tok);
     sg_model_files_close(files);
+    be->ops->free(be);
     return err ? sg_cli_report(err) : SG_EXIT_OK;
 }

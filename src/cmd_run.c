@@ -57,8 +57,8 @@ static int parse_dtype(const char *s, sg_dtype *dt)
     return 0;
 }
 
-static int eval_ppl(const char *model, const sg_tokenizer *tok, const char *text, size_t len,
-                    int64_t seqlen, int64_t windows, double *ppl, sg_eval_result *r)
+static int eval_ppl(sg_backend *be, const char *model, const sg_tokenizer *tok, const char *text,
+                    size_t len, int64_t seqlen, int64_t windows, double *ppl, sg_eval_result *r)
 {
     sg_model_files *files;
     sg_token_batch batch;
@@ -67,7 +67,7 @@ static int eval_ppl(const char *model, const sg_tokenizer *tok, const char *text
         return err;
     err = sg_batch_windows(tok, text, len, seqlen, windows, &batch);
     if (!err) {
-        err = sg_evaluate(files, &batch, r);
+        err = sg_evaluate_on(be, files, &batch, r);
         sg_token_batch_free(&batch);
     }
     sg_model_files_close(files);
@@ -228,9 +228,10 @@ int sg_cmd_run(int argc, char **argv)
         double dense, sliced;
         sg_eval_result rd, rs;
         int64_t es = eval_seqlen ? eval_seqlen : seqlen;
-        err = eval_ppl(model, tok, eval_text, eval_len, es, eval_windows, &dense, &rd);
+        err = eval_ppl(o.backend, model, tok, eval_text, eval_len, es, eval_windows, &dense, &rd);
         if (!err)
-            err = eval_ppl(o.out_dir, tok, eval_text, eval_len, es, eval_windows, &sliced, &rs);
+            err = eval_ppl(o.backend, o.out_dir, tok, eval_text, eval_len, es, eval_windows,
+                           &sliced, &rs);
         if (!err)
             printf("perplexity on %s (%lld tokens, windows of %lld): dense %.4f, sliced %.4f "
                    "(%+.2f%%); eval %.0f / %.0f tokens/s\n",

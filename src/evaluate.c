@@ -2,10 +2,18 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "forward.h"
+#include "forward_ops.h"
 #include "sg_error.h"
+
+/* On a backend whose memory is not the host's, activations cross in
+ * chunks of whole sequences of about this many tokens, and the head's
+ * logits in rows of this many tokens. */
+#define EVAL_CHUNK_TOKENS 8192
+#define HEAD_ROWS 512
 
 double sg_now(void)
 {
@@ -14,13 +22,141 @@ double sg_now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The blocks on the backend, chunk by chunk: x (width d_in) -> y (width
+ * d_out) per block, one block's weights and one chunk resident there. */
+static int blocks_on_backend(sg_backend *be, sg_model_files *files, const sg_model_config *c,
+                             const sg_seqs *seqs, float **x, float **y)
+{
+    int64_t n_seq = seqs->n_seq, cap = EVAL_CHUNK_TOKENS;
+    for (int64_t s = 0; s < n_seq; s++)
+        if (seqs->offsets[s + 1] - seqs->offsets[s] > cap)
+            cap = seqs->offsets[s + 1] - seqs->offsets[s];
+    if (cap > seqs->offsets[n_seq])
+        cap = seqs->offsets[n_seq];
+    int64_t *local = malloc((n_seq + 1) * sizeof(int64_t));
+    float *dx = NULL, *dy = NULL;
+    int err = local ? 0 : sg_fail(-ENOMEM, "out of memory for the sequence layout");
+    err = err ? err : be->ops->alloc(be, cap * c->dim * sizeof(float), (void **)&dx);
+    err = err ? err : be->ops->alloc(be, cap * c->dim * sizeof(float), (void **)&dy);
+    for (int64_t l = 0; l < c->n_layers && !err; l++) {
+        sg_block b, dev;
+        if ((err = sg_block_load(files, c, l, &b)))
+            break;
+        if (l + 1 < c->n_layers)
+            sg_model_files_prefetch_block(files, l + 1);
+        if (!(err = sg_block_to_backend(be, c, &b, &dev))) {
+            for (int64_t s0 = 0; s0 < n_seq && !err;) {
+                int64_t s1 = s0 + 1, t0 = seqs->offsets[s0];
+                while (s1 < n_seq && seqs->offsets[s1 + 1] - t0 <= cap)
+                    s1++;
+                for (int64_t s = s0; s <= s1; s++)
+                    local[s - s0] = seqs->offsets[s] - t0;
+                sg_seqs chunk = {s1 - s0, local};
+                int64_t g = seqs->offsets[s1] - t0;
+                err = be->ops->upload(be, dx, *x + t0 * b.d_in, g * b.d_in * sizeof(float));
+                err = err ? err : be->ops->block_forward(be, c, &dev, dx, dy, NULL, &chunk);
+                err = err ? err
+                          : be->ops->download(be, *y + t0 * b.d_out, dy,
+                                              g * b.d_out * sizeof(float));
+                s0 = s1;
+            }
+            sg_block_backend_release(be, &dev);
+        }
+        sg_block_free(&b);
+        float *t = *x;
+        *x = *y;
+        *y = t;
+    }
+    if (dx)
+        be->ops->release(be, dx);
+    if (dy)
+        be->ops->release(be, dy);
+    free(local);
+    return err;
+}
+
+/* sg_head_nll on the backend: final norm and head there, HEAD_ROWS rows
+ * at a time, log-softmax on the host. */
+static int head_on_backend(sg_backend *be, const sg_model *m, const float *x,
+                           const int32_t *targets, int64_t T, double *nll, int64_t *count,
+                           float *logits_out)
+{
+    const sg_model_config *c = &m->cfg;
+    int64_t d = c->head_in_dim, V = c->vocab_size, rows = T < HEAD_ROWS ? T : HEAD_ROWS;
+    struct { const float *host; int64_t n; float *dev; } t[] = {
+        {m->lm_head, V * d, NULL}, {m->lm_head_b, V, NULL},
+        {m->out_norm_w, d, NULL},  {m->out_norm_b, d, NULL},
+    };
+    enum { N = sizeof t / sizeof *t };
+    float *dh = NULL, *dlog = NULL, *logits = NULL;
+    int err = 0;
+    for (int i = 0; i < N && !err; i++)
+        if (t[i].host) {
+            err = be->ops->alloc(be, t[i].n * sizeof(float), (void **)&t[i].dev);
+            err = err ? err : be->ops->upload(be, t[i].dev, t[i].host, t[i].n * sizeof(float));
+        }
+    err = err ? err : be->ops->alloc(be, rows * d * sizeof(float), (void **)&dh);
+    err = err ? err : be->ops->alloc(be, rows * V * sizeof(float), (void **)&dlog);
+    err = err ? err : be->ops->host_alloc(be, rows * V * sizeof(float), (void **)&logits);
+    for (int64_t t0 = 0; t0 < T && !err; t0 += rows) {
+        int64_t n = T - t0 < rows ? T - t0 : rows;
+        err = be->ops->upload(be, dh, x + t0 * d, n * d * sizeof(float));
+        err = err ? err
+                  : be->ops->norm_rows(be, dh, n, d, c->norm, c->norm_dim, c->norm_eps, t[2].dev,
+                                       t[3].dev);
+        err = err ? err
+                  : be->ops->sgemm(be, 0, 1, n, V, d, 1.0f, dh, d, t[0].dev, d, 0.0f, dlog, V);
+        if (!err && t[1].dev)
+            err = be->ops->add(be, dlog, t[1].dev, n, V, 0);
+        err = err ? err : be->ops->download(be, logits, dlog, n * V * sizeof(float));
+        if (!err && logits_out)
+            memcpy(logits_out + t0 * V, logits, n * V * sizeof(float));
+        if (!err)
+            sg_logits_nll(logits, n, V, targets ? targets + t0 : NULL, nll, count);
+    }
+    for (int i = 0; i < N; i++)
+        if (t[i].dev)
+            be->ops->release(be, t[i].dev);
+    if (dh)
+        be->ops->release(be, dh);
+    if (dlog)
+        be->ops->release(be, dlog);
+    if (logits)
+        be->ops->host_free(be, logits);
+    return err;
+}
+
+/* The blocks on the CPU, the whole batch through each in turn. */
+static int host_blocks(sg_model_files *files, const sg_model_config *c, const sg_seqs *seqs,
+                       float **x, float **y)
+{
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        sg_block b;
+        int err = sg_block_load(files, c, l, &b);
+        if (err)
+            return err;
+        if (l + 1 < c->n_layers)
+            sg_model_files_prefetch_block(files, l + 1);
+        err = sg_block_forward(c, &b, *x, *y, NULL, seqs);
+        sg_block_free(&b);
+        if (err)
+            return err;
+        float *t = *x;
+        *x = *y;
+        *y = t;
+    }
+    return 0;
+}
+
 /* The forward pass over a batch. For scoring, each sequence's last token
  * is only a target, so it is not run: a sequence of n tokens needs n - 1
  * positions (a 257-token line fits a 256-position model). For logits,
  * every token runs. */
-static int run(sg_model_files *files, const sg_token_batch *batch, sg_eval_result *res,
-               float *logits)
+static int run(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
+               sg_eval_result *res, float *logits)
 {
+    if (!be)
+        be = sg_backend_cpu();
     double t0 = sg_now();
     sg_model m;
     int err = sg_model_load(files, &m);
@@ -52,22 +188,14 @@ static int run(sg_model_files *files, const sg_token_batch *batch, sg_eval_resul
     if ((err = sg_embed(&m, ids, &seqs, x)))
         goto out;
     sg_model_files_prefetch_block(files, 0);
-    for (int64_t l = 0; l < c->n_layers; l++) {
-        sg_block b;
-        if ((err = sg_block_load(files, c, l, &b)))
-            goto out;
-        if (l + 1 < c->n_layers)
-            sg_model_files_prefetch_block(files, l + 1);
-        err = sg_block_forward(c, &b, x, y, NULL, &seqs);
-        sg_block_free(&b);
-        if (err)
-            goto out;
-        float *t = x;
-        x = y;
-        y = t;
-    }
+    err = be->ops->host_memory ? host_blocks(files, c, &seqs, &x, &y)
+                               : blocks_on_backend(be, files, c, &seqs, &x, &y);
+    if (err)
+        goto out;
     sg_eval_result r = {0};
-    err = sg_head_nll(&m, x, targets, n, &r.nll, &r.count, logits);
+    err = be->ops->host_memory
+              ? sg_head_nll(&m, x, targets, n, &r.nll, &r.count, logits)
+              : head_on_backend(be, &m, x, targets, n, &r.nll, &r.count, logits);
     r.seconds = sg_now() - t0;
     r.tokens = n;
     if (res)
@@ -84,10 +212,22 @@ out:
 
 int sg_evaluate(sg_model_files *files, const sg_token_batch *batch, sg_eval_result *res)
 {
-    return run(files, batch, res, NULL);
+    return run(NULL, files, batch, res, NULL);
+}
+
+int sg_evaluate_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
+                   sg_eval_result *res)
+{
+    return run(be, files, batch, res, NULL);
 }
 
 int sg_evaluate_logits(sg_model_files *files, const sg_token_batch *batch, float *logits)
 {
-    return run(files, batch, NULL, logits);
+    return run(NULL, files, batch, NULL, logits);
+}
+
+int sg_evaluate_logits_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
+                          float *logits)
+{
+    return run(be, files, batch, NULL, logits);
 }

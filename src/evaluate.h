@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "backend.h"
 #include "model_files.h"
 #include "text.h"
 
@@ -21,6 +22,14 @@ int sg_evaluate(sg_model_files *files, const sg_token_batch *batch, sg_eval_resu
 
 /* Logits (tokens, vocab) of every position (tests and small checks). */
 int sg_evaluate_logits(sg_model_files *files, const sg_token_batch *batch, float *logits);
+
+/* The same on backend be (NULL: the CPU). On a GPU the blocks run chunk
+ * by chunk of sequences and the head a few hundred rows at a time, the
+ * activations staying on the host; log-softmax is on the host. */
+int sg_evaluate_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
+                   sg_eval_result *res);
+int sg_evaluate_logits_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
+                          float *logits);
 
 double sg_now(void); /* monotonic seconds */
 

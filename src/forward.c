@@ -405,6 +405,24 @@ int sg_embed(const sg_model *m, const int32_t *ids, const sg_seqs *seqs, float *
     return 0;
 }
 
+void sg_logits_nll(const float *logits, int64_t n, int64_t V, const int32_t *targets,
+                   double *nll, int64_t *count)
+{
+    for (int64_t i = 0; targets && i < n; i++) {
+        if (targets[i] < 0)
+            continue;
+        const float *row = logits + i * V;
+        float max = row[0];
+        for (int64_t j = 1; j < V; j++)
+            max = fmaxf(max, row[j]);
+        double sum = 0;
+        for (int64_t j = 0; j < V; j++)
+            sum += exp((double)(row[j] - max));
+        *nll += log(sum) + max - row[targets[i]];
+        (*count)++;
+    }
+}
+
 #define HEAD_CHUNK 256
 
 int sg_head_nll(const sg_model *m, const float *x, const int32_t *targets, int64_t T,
@@ -426,20 +444,7 @@ int sg_head_nll(const sg_model *m, const float *x, const int32_t *targets, int64
         linear(h, n, d, m->lm_head, m->lm_head_b, V, logits, 0.0f);
         if (logits_out)
             memcpy(logits_out + t0 * V, logits, n * V * sizeof(float));
-        for (int64_t i = 0; i < n; i++) {
-            int32_t target = targets ? targets[t0 + i] : -1;
-            if (target < 0)
-                continue;
-            const float *row = logits + i * V;
-            float max = row[0];
-            for (int64_t j = 1; j < V; j++)
-                max = fmaxf(max, row[j]);
-            double sum = 0;
-            for (int64_t j = 0; j < V; j++)
-                sum += exp((double)(row[j] - max));
-            *nll += log(sum) + max - row[target];
-            (*count)++;
-        }
+        sg_logits_nll(logits, n, V, targets ? targets + t0 : NULL, nll, count);
     }
     free(h);
     free(logits);

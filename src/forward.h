@@ -44,6 +44,11 @@ int sg_block_forward_mlp(const sg_model_config *cfg, const sg_block *b, const fl
 int sg_head_nll(const sg_model *m, const float *x, const int32_t *targets, int64_t tokens,
                 double *nll, int64_t *count, float *logits);
 
+/* Adds -log softmax(logits row i)[targets[i]] for the n rows (V wide)
+ * whose target is >= 0 to *nll, counting them in *count. */
+void sg_logits_nll(const float *logits, int64_t n, int64_t V, const int32_t *targets,
+                   double *nll, int64_t *count);
+
 /* Peak scratch bytes sg_block_forward allocates for a batch of tokens
  * whose sequences have at most max_len tokens (the plan command and the
  * memory-bound test use it). */

@@ -203,5 +203,26 @@ status=$?
     [ -z "$(ls "$TMPDIR")" ]
 check $? "capture with nothing downstream to answer gives up: $(head -1 "$work/bad.err")"
 
+# ---- the fused run's device choice ----
+
+"$sgs" run --device tpu --model "$work/stories" $calib --out "$work/bad" 2>"$work/bad.err"
+status=$?
+[ $status -eq 2 ] && [ "$(wc -l <"$work/bad.err")" -eq 1 ] && [ ! -e "$work/bad" ] &&
+    grep -q "^slicegpt-stream: --device: expected cpu, cuda or auto, got 'tpu'$" "$work/bad.err"
+check $? "an unknown device: $(cat "$work/bad.err")"
+
+# without a GPU, --device cuda is an error (with one, it slices)
+"$sgs" run --device cuda --model "$work/stories" $calib --out "$work/cuda" --quiet \
+    >/dev/null 2>"$work/bad.err"
+status=$?
+if [ $status -eq 0 ]; then
+    [ -f "$work/cuda/config.json" ]
+    check $? "--device cuda on this machine's GPU slices the model"
+else
+    [ $status -eq 2 ] && [ "$(wc -l <"$work/bad.err")" -eq 1 ] && [ ! -e "$work/cuda" ] &&
+        grep -q "^slicegpt-stream: --device cuda: " "$work/bad.err"
+    check $? "--device cuda without a GPU: $(cat "$work/bad.err")"
+fi
+
 echo "1..$n"
 exit $failed

@@ -103,37 +103,24 @@ static int slice(const char *model_dir, const char *out_dir, const sg_token_batc
     return slice_on(NULL, SG_EIGH_F64, model_dir, out_dir, calib, sparsity, rotation);
 }
 
-static int logits_of(const char *model_dir, const sg_token_batch *b, float *logits,
-                     sg_eval_result *r)
+/* Evaluates model_dir on backend be (NULL: the CPU): logits of every
+ * token when logits is not NULL, else the NLL into *r. */
+static int eval_on(sg_backend *be, const char *model_dir, const sg_token_batch *b,
+                   float *logits, sg_eval_result *r)
 {
     sg_model_files *f;
     int err = sg_model_files_open(model_dir, &f);
     if (err)
         return err;
-    err = logits ? sg_evaluate_logits(f, b, logits) : sg_evaluate(f, b, r);
+    err = logits ? sg_evaluate_logits_on(be, f, b, logits) : sg_evaluate_on(be, f, b, r);
     sg_model_files_close(f);
     return err;
 }
 
-/* Rotation only: the sliced model must compute the dense model's logits. */
-static void test_rotation_invariance(const char *model_dir, const char *what,
-                                     const sg_token_batch *calib, const sg_token_batch *eval,
-                                     int64_t vocab, const char *tmp)
+static int logits_of(const char *model_dir, const sg_token_batch *b, float *logits,
+                     sg_eval_result *r)
 {
-    char out[4096];
-    snprintf(out, sizeof out, "%s/%s-s0", tmp, what);
-    int64_t T = eval->offsets[eval->n_seq];
-    float *dense = malloc(T * vocab * sizeof(float)), *rot = malloc(T * vocab * sizeof(float));
-    int err = slice(model_dir, out, calib, 0.0, SG_ROTATION_PCA);
-    err = err ? err : logits_of(model_dir, eval, dense, NULL);
-    err = err ? err : logits_of(out, eval, rot, NULL);
-    double rel = err ? INFINITY : max_rel_diff(rot, dense, T * vocab);
-    if (err)
-        tap_diag("%s", sg_last_error());
-    tap_ok(!err && rel < 2e-5, "%s: rotated, unsliced model has the dense logits (relative %.2g)",
-           what, rel);
-    free(dense);
-    free(rot);
+    return eval_on(NULL, model_dir, b, logits, r);
 }
 
 /* The device path against the CPU path on model_dir: at sparsity 0 the
@@ -160,6 +147,12 @@ static void test_device_path(const char *model_dir, const char *what,
     err = err ? err : logits_of(cpu_out, eval, a, NULL);
     err = err ? err : logits_of(sim_out, eval, b, NULL);
     double rel = err ? INFINITY : max_rel_diff(b, a, T * vocab);
+    /* evaluation on the device: logits and NLL of the CPU's sliced model */
+    sg_eval_result rc = {0}, rs = {0};
+    err = err ? err : eval_on(sim, cpu_out, eval, b, NULL);
+    double rel_eval = err ? INFINITY : max_rel_diff(b, a, T * vocab);
+    err = err ? err : eval_on(NULL, cpu_out, eval, NULL, &rc);
+    err = err ? err : eval_on(sim, cpu_out, eval, NULL, &rs);
     if (err)
         tap_diag("%s", sg_last_error());
     sg_backend_mem m;
@@ -168,12 +161,37 @@ static void test_device_path(const char *model_dir, const char *what,
            "(relative %.2g)", what, rel0);
     tap_ok(!err && rel < 1e-4, "%s: device path at 25%% gives the CPU's sliced model (logits "
            "within %.2g)", what, rel);
+    tap_ok(!err && rel_eval < 1e-5 && rs.count == rc.count &&
+               fabs(rs.nll / rc.nll - 1) < 1e-6,
+           "%s: evaluation on the device path: logits within %.2g, NLL %.8g vs %.8g", what,
+           rel_eval, rs.nll, rc.nll);
     tap_ok(device_sim_violations(sim) == 0 && m.in_use == 0,
            "%s: device path mixed up no pointers (%d) and released everything (%zu bytes left)",
            what, device_sim_violations(sim), m.in_use);
     sim->ops->free(sim);
     free(a);
     free(b);
+}
+
+/* Rotation only: the sliced model must compute the dense model's logits. */
+static void test_rotation_invariance(const char *model_dir, const char *what,
+                                     const sg_token_batch *calib, const sg_token_batch *eval,
+                                     int64_t vocab, const char *tmp)
+{
+    char out[4096];
+    snprintf(out, sizeof out, "%s/%s-s0", tmp, what);
+    int64_t T = eval->offsets[eval->n_seq];
+    float *dense = malloc(T * vocab * sizeof(float)), *rot = malloc(T * vocab * sizeof(float));
+    int err = slice(model_dir, out, calib, 0.0, SG_ROTATION_PCA);
+    err = err ? err : logits_of(model_dir, eval, dense, NULL);
+    err = err ? err : logits_of(out, eval, rot, NULL);
+    double rel = err ? INFINITY : max_rel_diff(rot, dense, T * vocab);
+    if (err)
+        tap_diag("%s", sg_last_error());
+    tap_ok(!err && rel < 2e-5, "%s: rotated, unsliced model has the dense logits (relative %.2g)",
+           what, rel);
+    free(dense);
+    free(rot);
 }
 
 static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
@@ -354,15 +372,16 @@ static void test_stories(const char *tmp)
     double mixed = err ? NAN : exp(r.nll / r.count);
     snprintf(out, sizeof out, "%s/stories-25-sim", tmp);
     err = slice_on(sim, SG_EIGH_MIXED, model, out, &calib, 0.25, SG_ROTATION_PCA);
-    err = err ? err : logits_of(out, &eval, NULL, &r);
+    err = err ? err : eval_on(sim, out, &eval, NULL, &r); /* two chunks, many head rows */
     double dev = err ? NAN : exp(r.nll / r.count);
     sim->ops->free(sim);
     tap_diag("stories260K at 25%%: dsyevd %.6f, mixed eigensolver %.6f, device path + mixed %.6f",
              pca, mixed, dev);
     tap_ok(fabs(mixed / pca - 1) < 1e-4, "stories260K at 25%%: the mixed eigensolver's "
            "perplexity is dsyevd's (%+.2g%%)", 100 * (mixed / pca - 1));
-    tap_ok(fabs(dev / pca - 1) < 5e-3, "stories260K at 25%%: the device path with the mixed "
-           "eigensolver is within 0.5%% of the CPU path (%+.2g%%)", 100 * (dev / pca - 1));
+    tap_ok(fabs(dev / pca - 1) < 5e-3, "stories260K at 25%%: sliced and evaluated on the device "
+           "path with the mixed eigensolver, within 0.5%% of the CPU path (%+.2g%%)",
+           100 * (dev / pca - 1));
     sg_token_batch_free(&calib);
     sg_token_batch_free(&eval);
 }
