@@ -402,6 +402,11 @@ int sg_capture_embeddings(sg_capture *c, const sg_model *m)
         err = sg_embed(m, c->calib->ids + c->calib->offsets[c->first[i]], &seqs, c->out);
         err = err ? err : to_backend(c->be, c->dout, c->out, rows * c->D);
         err = err ? err : keep(c, "output", "embeddings", -1, i, rows);
+        /* the upload from c->out may still be queued (page-locked memory
+         * copies asynchronously): wait before the next chunk overwrites
+         * it; the other captures end each chunk with a download, which
+         * waits already */
+        err = err ? err : c->be->ops->synchronize(c->be);
     }
     return err;
 }

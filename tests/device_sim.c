@@ -8,10 +8,24 @@
 #include "forward_ops.h"
 #include "sg_error.h"
 
+/* An upload from page-locked memory: on a GPU it runs when the stream
+ * reaches it, so its source must stay as it was until the next point
+ * that waits for the stream (download, synchronize). */
+typedef struct {
+    const void *src;
+    size_t n;
+    uint64_t hash;
+} pending;
+
 typedef struct {
     void **ptr;
     size_t *bytes;
     int n, cap;
+    void **pinned; /* host_alloc'ed, with their sizes */
+    size_t *pinned_bytes;
+    int n_pinned, pinned_cap;
+    pending *pend;
+    int n_pend, pend_cap;
     int violations;
     sg_backend_ops ops;
 } sim;
@@ -44,6 +58,40 @@ static int host(sg_backend *be, const void *p, const char *op)
         return 0;
     of(be)->violations++;
     return sg_fail(SG_EARG, "device sim: %s given device memory %p as its host side", op, p);
+}
+
+static uint64_t fnv(const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
+static int is_pinned(sim *s, const void *p)
+{
+    for (int i = 0; i < s->n_pinned; i++)
+        if ((const char *)p >= (const char *)s->pinned[i] &&
+            (const char *)p < (const char *)s->pinned[i] + s->pinned_bytes[i])
+            return 1;
+    return 0;
+}
+
+/* The stream has drained: every pending upload's source must be as it
+ * was when the upload was queued. */
+static int drained(sg_backend *be, const char *where)
+{
+    sim *s = of(be);
+    int err = 0;
+    for (int i = 0; i < s->n_pend; i++)
+        if (!err && fnv(s->pend[i].src, s->pend[i].n) != s->pend[i].hash) {
+            s->violations++;
+            err = sg_fail(SG_EARG, "device sim: the source of an upload of %zu bytes changed "
+                          "before the stream reached it (seen at %s)", s->pend[i].n, where);
+        }
+    s->n_pend = 0;
+    return err;
 }
 
 static int s_alloc(sg_backend *be, size_t bytes, void **out)
@@ -88,22 +136,66 @@ static void s_release(sg_backend *be, void *p)
 
 static int s_host_alloc(sg_backend *be, size_t bytes, void **out)
 {
-    return cpu()->ops->host_alloc(cpu(), bytes, out);
+    sim *s = of(be);
+    if (s->n_pinned == s->pinned_cap) {
+        int cap = s->pinned_cap ? 2 * s->pinned_cap : 16;
+        void **p = realloc(s->pinned, cap * sizeof *p);
+        size_t *b = p ? realloc(s->pinned_bytes, cap * sizeof *b) : NULL;
+        if (p)
+            s->pinned = p;
+        if (!b)
+            return sg_fail(-ENOMEM, "device sim: out of memory");
+        s->pinned_bytes = b;
+        s->pinned_cap = cap;
+    }
+    int err = cpu()->ops->host_alloc(cpu(), bytes, out);
+    if (!err) {
+        s->pinned[s->n_pinned] = *out;
+        s->pinned_bytes[s->n_pinned++] = bytes ? bytes : 1;
+    }
+    return err;
 }
 
-static void s_host_free(sg_backend *be, void *p) { cpu()->ops->host_free(cpu(), p); }
+/* freeing a buffer an upload may still read is the same mistake */
+static void s_host_free(sg_backend *be, void *p)
+{
+    sim *s = of(be);
+    drained(be, "host_free");
+    for (int i = 0; i < s->n_pinned; i++)
+        if (s->pinned[i] == p) {
+            s->pinned[i] = s->pinned[--s->n_pinned];
+            s->pinned_bytes[i] = s->pinned_bytes[s->n_pinned];
+        }
+    cpu()->ops->host_free(cpu(), p);
+}
 
 static int s_upload(sg_backend *be, void *d, const void *h, size_t n)
 {
+    sim *s = of(be);
     int err = dev(be, d, n, "upload");
     err = err ? err : host(be, h, "upload");
-    return err ? err : (memcpy(d, h, n), 0);
+    if (err)
+        return err;
+    memcpy(d, h, n);
+    if (is_pinned(s, h)) {
+        if (s->n_pend == s->pend_cap) {
+            int cap = s->pend_cap ? 2 * s->pend_cap : 16;
+            pending *p = realloc(s->pend, cap * sizeof *p);
+            if (!p)
+                return sg_fail(-ENOMEM, "device sim: out of memory");
+            s->pend = p;
+            s->pend_cap = cap;
+        }
+        s->pend[s->n_pend++] = (pending){h, n, fnv(h, n)};
+    }
+    return 0;
 }
 
 static int s_download(sg_backend *be, void *h, const void *d, size_t n)
 {
     int err = dev(be, d, n, "download");
     err = err ? err : host(be, h, "download");
+    err = err ? err : drained(be, "a download");
     return err ? err : (memcpy(h, d, n), 0);
 }
 
@@ -120,7 +212,7 @@ static int s_zero(sg_backend *be, void *p, size_t n)
     return err ? err : (memset(p, 0, n), 0);
 }
 
-static int s_sync(sg_backend *be) { return 0; }
+static int s_sync(sg_backend *be) { return drained(be, "synchronize"); }
 
 static int s_memory(sg_backend *be, sg_backend_mem *m)
 {
@@ -248,6 +340,9 @@ static void s_free(sg_backend *be)
         free(s->ptr[i]);
     free(s->ptr);
     free(s->bytes);
+    free(s->pinned);
+    free(s->pinned_bytes);
+    free(s->pend);
     free(s);
     free(be);
 }

@@ -4,7 +4,10 @@
  * weights copied per block, forward composed of ops as on CUDA), and
  * that checks every pointer it is given: a backend pointer must lie in
  * one of its own allocations, a host pointer must not. A mix-up, which on
- * a real GPU is an illegal address, is an error here with a message. */
+ * a real GPU is an illegal address, is an error here with a message.
+ * Uploads from its page-locked host memory (host_alloc) are asynchronous
+ * on a GPU: their source must not change before the next download or
+ * synchronize, and the pretend device checks that too. */
 #ifndef SG_TEST_DEVICE_SIM_H
 #define SG_TEST_DEVICE_SIM_H
 
