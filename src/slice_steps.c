@@ -73,27 +73,36 @@ void sg_rotation_free(sg_backend *be, sg_rotation *q)
  * embedding matrix of any vocabulary fits beside one block. */
 #define READER_STAGING_BYTES ((int64_t)256 << 20)
 
-/* *w (rows, D) -> (rows, d) = W·Q_d, on the backend. */
-static int reader(sg_backend *be, float **w, int64_t rows, int64_t D, const sg_rotation *q,
-                  int64_t d)
+/* A weight rotated on the backend, from the host and back: a reader
+ * (n, D) -> (n, d) = W·Q_d, in row chunks (its rows are independent), or
+ * a writer (D, n) -> (d, n) = Q_dᵀ·W, whole. *w is replaced. */
+static int rotate_through(sg_backend *be, int is_writer, float **w, int64_t n, int64_t D,
+                          const sg_rotation *q, int64_t d)
 {
-    if (be->ops->host_memory)
-        return sg_rotate_reader(w, rows, D, q->host, d);
-    int64_t chunk = READER_STAGING_BYTES / (D * (int64_t)sizeof(float));
+    /* as row blocks: in (rows, in_cols) -> out (rows_out, out_cols) */
+    int64_t rows = is_writer ? D : n, in_cols = is_writer ? n : D;
+    int64_t rows_out = is_writer ? d : n, out_cols = is_writer ? n : d;
+    int64_t chunk = is_writer ? rows : READER_STAGING_BYTES / (in_cols * (int64_t)sizeof(float));
     chunk = chunk < 1 ? 1 : chunk > rows ? rows : chunk;
-    float *out = malloc(rows * d * sizeof(float)), *dw = NULL, *dout = NULL;
+    float *out = malloc(rows_out * out_cols * sizeof(float)), *din = NULL, *dout = NULL;
     if (!out)
-        return sg_fail(-ENOMEM, "out of memory rotating a (%lld, %lld) reader", (long long)rows,
-                       (long long)D);
-    int err = be->ops->alloc(be, chunk * D * sizeof(float), (void **)&dw);
-    err = err ? err : be->ops->alloc(be, chunk * d * sizeof(float), (void **)&dout);
+        return sg_fail(-ENOMEM, "out of memory rotating a (%lld, %lld) weight", (long long)rows,
+                       (long long)in_cols);
+    int64_t chunk_out = is_writer ? rows_out : chunk;
+    int err = be->ops->alloc(be, chunk * in_cols * sizeof(float), (void **)&din);
+    err = err ? err : be->ops->alloc(be, chunk_out * out_cols * sizeof(float), (void **)&dout);
     for (int64_t r0 = 0; r0 < rows && !err; r0 += chunk) {
-        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
-        err = be->ops->upload(be, dw, *w + r0 * D, n * D * sizeof(float));
-        err = err ? err : be->ops->rotate_reader(be, dw, n, D, q->dev, d, dout);
-        err = err ? err : be->ops->download(be, out + r0 * d, dout, n * d * sizeof(float));
+        int64_t m = rows - r0 < chunk ? rows - r0 : chunk, m_out = is_writer ? rows_out : m;
+        err = be->ops->upload(be, din, *w + r0 * in_cols, m * in_cols * sizeof(float));
+        if (!err && is_writer)
+            err = be->ops->rotate_writer(be, din, D, n, q->dev, d, dout);
+        else if (!err)
+            err = be->ops->rotate_reader(be, din, m, D, q->dev, d, dout);
+        err = err ? err
+                  : be->ops->download(be, out + r0 * out_cols, dout,
+                                      m_out * out_cols * sizeof(float));
     }
-    be->ops->release(be, dw);
+    be->ops->release(be, din);
     be->ops->release(be, dout);
     if (err) {
         free(out);
@@ -104,28 +113,13 @@ static int reader(sg_backend *be, float **w, int64_t rows, int64_t D, const sg_r
     return 0;
 }
 
-/* *w (D, cols) -> (d, cols) = Q_dᵀ·W on the backend, whole. */
-static int writer_one(sg_backend *be, float **w, int64_t D, int64_t cols, const sg_rotation *q,
-                      int64_t d)
+/* *w (rows, D) -> (rows, d) = W·Q_d, on the backend. */
+static int reader(sg_backend *be, float **w, int64_t rows, int64_t D, const sg_rotation *q,
+                  int64_t d)
 {
-    float *out = malloc(d * cols * sizeof(float)), *dw = NULL, *dout = NULL;
-    if (!out)
-        return sg_fail(-ENOMEM, "out of memory rotating a (%lld, %lld) writer", (long long)D,
-                       (long long)cols);
-    int err = be->ops->alloc(be, D * cols * sizeof(float), (void **)&dw);
-    err = err ? err : be->ops->alloc(be, d * cols * sizeof(float), (void **)&dout);
-    err = err ? err : be->ops->upload(be, dw, *w, D * cols * sizeof(float));
-    err = err ? err : be->ops->rotate_writer(be, dw, D, cols, q->dev, d, dout);
-    err = err ? err : be->ops->download(be, out, dout, d * cols * sizeof(float));
-    be->ops->release(be, dw);
-    be->ops->release(be, dout);
-    if (err) {
-        free(out);
-        return err;
-    }
-    free(*w);
-    *w = out;
-    return 0;
+    if (be->ops->host_memory)
+        return sg_rotate_reader(w, rows, D, q->host, d);
+    return rotate_through(be, 0, w, rows, D, q, d);
 }
 
 /* A writer and its bias (when there is one). */
@@ -134,8 +128,8 @@ static int writer(sg_backend *be, float **w, float **bias, int64_t D, int64_t co
 {
     if (be->ops->host_memory)
         return sg_rotate_writer(w, bias, D, cols, q->host, d);
-    int err = writer_one(be, w, D, cols, q, d);
-    return err || !bias || !*bias ? err : writer_one(be, bias, D, 1, q, d);
+    int err = rotate_through(be, 1, w, cols, D, q, d);
+    return err || !bias || !*bias ? err : rotate_through(be, 1, bias, 1, D, q, d);
 }
 
 /* *s (d_a, D) -> (d_a, d_b) = S·Q_b[:, :d_b]: a reader rotation of its rows */

@@ -195,3 +195,27 @@ int test_model_logits(const test_model *tm, const int32_t *ids, const int64_t *o
     free(y);
     return err;
 }
+
+void test_config_make_sliced(sg_model_config *c)
+{
+    c->sliced = 1;
+    c->norm = SG_NORM_RMS; /* sliced models have scale-free RMSNorms */
+    c->embed_dim = 40;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        c->d_in[l] = l == 0 ? 40 : c->d_out[l - 1];
+        c->d_mid[l] = 32 + 4 * l;
+        c->d_out[l] = c->parallel_block ? c->d_mid[l] : 36 - 4 * l;
+    }
+    c->head_in_dim = c->d_out[c->n_layers - 1];
+    c->tied_embeddings = 0;
+}
+
+double test_rel_diff(const float *a, const float *b, int64_t n)
+{
+    double e = 0, s = 1e-30;
+    for (int64_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - b[i]));
+        s = fmax(s, fabs((double)b[i]));
+    }
+    return isnan(e) ? INFINITY : e / s;
+}

@@ -26,4 +26,11 @@ int test_model_logits(const test_model *tm, const int32_t *ids, const int64_t *o
 
 double test_gauss(uint64_t *state);
 
+/* c with uneven sliced widths (as slicing with different per-signal dims
+ * gives), scale-free RMSNorms and an untied head. */
+void test_config_make_sliced(sg_model_config *c);
+
+/* max |a − b| / max |b| over n floats; infinite when a has a NaN. */
+double test_rel_diff(const float *a, const float *b, int64_t n);
+
 #endif

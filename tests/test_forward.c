@@ -52,21 +52,6 @@ static double compare(const sg_model_config *cfg, uint64_t seed, const char *wha
     return compare_lens(cfg, seed, what, lens);
 }
 
-static void make_sliced(sg_model_config *c)
-{
-    /* widths shrink unevenly, as slicing with different per-signal dims does */
-    c->sliced = 1;
-    c->norm = SG_NORM_RMS; /* sliced models have scale-free RMSNorms */
-    c->embed_dim = 40;
-    for (int64_t l = 0; l < c->n_layers; l++) {
-        c->d_in[l] = l == 0 ? 40 : c->d_out[l - 1];
-        c->d_mid[l] = 32 + 4 * l;
-        c->d_out[l] = c->parallel_block ? c->d_mid[l] : 36 - 4 * l;
-    }
-    c->head_in_dim = c->d_out[c->n_layers - 1];
-    c->tied_embeddings = 0;
-}
-
 int main(void)
 {
     const double tol = 2e-5;
@@ -102,17 +87,17 @@ int main(void)
            "Phi-2 matches float64");
 
     c = test_config_llama();
-    make_sliced(&c);
+    test_config_make_sliced(&c);
     tap_ok(compare(&c, 5, "sliced llama with shortcut matrices") < tol,
            "sliced llama matches float64");
 
     c = test_config_opt();
-    make_sliced(&c);
+    test_config_make_sliced(&c);
     tap_ok(compare(&c, 6, "sliced OPT with shortcut matrices") < tol,
            "sliced OPT matches float64");
 
     c = test_config_phi();
-    make_sliced(&c);
+    test_config_make_sliced(&c);
     tap_ok(compare(&c, 7, "sliced Phi-2 with one shortcut per block") < tol,
            "sliced Phi-2 matches float64");
     return tap_done();

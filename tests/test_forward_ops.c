@@ -18,17 +18,6 @@
 
 static sg_backend *gpu;
 
-/* max |a − b| / max |b| */
-static double rel(const float *a, const float *b, int64_t n)
-{
-    double e = 0, s = 1e-30;
-    for (int64_t i = 0; i < n; i++) {
-        e = fmax(e, fabs((double)a[i] - b[i]));
-        s = fmax(s, fabs((double)b[i]));
-    }
-    return isnan(e) ? INFINITY : e / s;
-}
-
 static void *put(sg_backend *be, const void *host, size_t bytes)
 {
     void *p = NULL;
@@ -65,16 +54,16 @@ static double block_on(sg_backend *be, int use_op, const sg_model_config *c,
         err = sg_block_forward_ops(be, c, &dev, dx, dout, dmid, seqs);
     err = err ? err : be->ops->download(be, got_out, dout, out_b);
     err = err ? err : be->ops->download(be, got_mid, dmid, mid_b);
-    worst = rel(got_out, want_out, T * host->d_out);
+    worst = test_rel_diff(got_out, want_out, T * host->d_out);
     if (!c->parallel_block) {
-        worst = fmax(worst, rel(got_mid, want_mid, T * host->d_mid));
+        worst = fmax(worst, test_rel_diff(got_mid, want_mid, T * host->d_mid));
         err = err ? err : be->ops->upload(be, dmid, want_mid, mid_b);
         if (!err && use_op)
             err = be->ops->block_forward_mlp(be, c, &dev, dmid, dout, T);
         else if (!err)
             err = sg_block_forward_mlp_ops(be, c, &dev, dmid, dout, T);
         err = err ? err : be->ops->download(be, got_mlp, dout, out_b);
-        worst = fmax(worst, rel(got_mlp, want_mlp, T * host->d_out));
+        worst = fmax(worst, test_rel_diff(got_mlp, want_mlp, T * host->d_out));
     }
     if (err) {
         tap_diag("%s", sg_last_error());
@@ -135,20 +124,6 @@ static void check(const sg_model_config *c, uint64_t seed, const char *what)
     test_model_free(&tm);
 }
 
-static void make_sliced(sg_model_config *c)
-{
-    c->sliced = 1;
-    c->norm = SG_NORM_RMS;
-    c->embed_dim = 40;
-    for (int64_t l = 0; l < c->n_layers; l++) {
-        c->d_in[l] = l == 0 ? 40 : c->d_out[l - 1];
-        c->d_mid[l] = 32 + 4 * l;
-        c->d_out[l] = c->parallel_block ? c->d_mid[l] : 36 - 4 * l;
-    }
-    c->head_in_dim = c->d_out[c->n_layers - 1];
-    c->tied_embeddings = 0;
-}
-
 /* project_rows on the GPU against the CPU's sg_project_rows */
 static void check_project(void)
 {
@@ -167,7 +142,7 @@ static void check_project(void)
     int err = !dx || !dout || !dq;
     err = err ? err : gpu->ops->project_rows(gpu, dx, rows, D, dq, d, dout);
     err = err ? err : gpu->ops->download(gpu, got, dout, rows * d * sizeof(float));
-    double r = err ? INFINITY : rel(got, want, rows * d);
+    double r = err ? INFINITY : test_rel_diff(got, want, rows * d);
     tap_ok(r < 1e-5, "cuda: project_rows matches the CPU (%.2g)", r);
     gpu->ops->release(gpu, dx), gpu->ops->release(gpu, dout), gpu->ops->release(gpu, dq);
     free(x), free(want), free(got), free(q);
@@ -189,10 +164,10 @@ int main(void)
     c = test_config_phi();
     check(&c, 4, "Phi-2: parallel block, partial rotary, GELU");
     c = test_config_llama();
-    make_sliced(&c);
+    test_config_make_sliced(&c);
     check(&c, 5, "sliced llama, shortcut matrices");
     c = test_config_phi();
-    make_sliced(&c);
+    test_config_make_sliced(&c);
     check(&c, 6, "sliced Phi-2");
 
     if (gpu) {

@@ -28,16 +28,6 @@
 #include "synth_model.h"
 #include "tap.h"
 
-static double max_rel_diff(const float *a, const float *b, int64_t n)
-{
-    double err = 0, scale = 0;
-    for (int64_t i = 0; i < n; i++) {
-        err = fmax(err, fabs((double)a[i] - b[i]));
-        scale = fmax(scale, fabs((double)b[i]));
-    }
-    return err / scale;
-}
-
 /* A batch of n_seq random sequences of len tokens. */
 static sg_token_batch random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint64_t seed)
 {
@@ -66,7 +56,7 @@ static void test_fold(sg_model_config cfg, const char *arch)
     for (int64_t l = 0; !err && l < cfg.n_layers; l++)
         err = sg_fold_block(&cfg, &tm.blocks[l]);
     err = err ? err : test_model_logits(&tm, ids, offsets, 2, after);
-    double rel = err ? INFINITY : max_rel_diff(after, before, T * V);
+    double rel = err ? INFINITY : test_rel_diff(after, before, T * V);
     tap_ok(!err && rel < 1e-5, "%s: folded model has the same logits (relative %.2g)", arch, rel);
     test_model_free(&tm);
     free(before);
@@ -139,18 +129,18 @@ static void test_device_path(const char *model_dir, const char *what,
     int err = slice_on(sim, SG_EIGH_F64, model_dir, sim0, calib, 0.0, SG_ROTATION_PCA);
     err = err ? err : logits_of(model_dir, eval, a, NULL);
     err = err ? err : logits_of(sim0, eval, b, NULL);
-    double rel0 = err ? INFINITY : max_rel_diff(b, a, T * vocab);
+    double rel0 = err ? INFINITY : test_rel_diff(b, a, T * vocab);
     if (!err)
         err = slice(model_dir, cpu_out, calib, 0.25, SG_ROTATION_PCA);
     if (!err)
         err = slice_on(sim, SG_EIGH_F64, model_dir, sim_out, calib, 0.25, SG_ROTATION_PCA);
     err = err ? err : logits_of(cpu_out, eval, a, NULL);
     err = err ? err : logits_of(sim_out, eval, b, NULL);
-    double rel = err ? INFINITY : max_rel_diff(b, a, T * vocab);
+    double rel = err ? INFINITY : test_rel_diff(b, a, T * vocab);
     /* evaluation on the device: logits and NLL of the CPU's sliced model */
     sg_eval_result rc = {0}, rs = {0};
     err = err ? err : eval_on(sim, cpu_out, eval, b, NULL);
-    double rel_eval = err ? INFINITY : max_rel_diff(b, a, T * vocab);
+    double rel_eval = err ? INFINITY : test_rel_diff(b, a, T * vocab);
     err = err ? err : eval_on(NULL, cpu_out, eval, NULL, &rc);
     err = err ? err : eval_on(sim, cpu_out, eval, NULL, &rs);
     if (err)
@@ -185,7 +175,7 @@ static void test_rotation_invariance(const char *model_dir, const char *what,
     int err = slice(model_dir, out, calib, 0.0, SG_ROTATION_PCA);
     err = err ? err : logits_of(model_dir, eval, dense, NULL);
     err = err ? err : logits_of(out, eval, rot, NULL);
-    double rel = err ? INFINITY : max_rel_diff(rot, dense, T * vocab);
+    double rel = err ? INFINITY : test_rel_diff(rot, dense, T * vocab);
     if (err)
         tap_diag("%s", sg_last_error());
     tap_ok(!err && rel < 2e-5, "%s: rotated, unsliced model has the dense logits (relative %.2g)",
