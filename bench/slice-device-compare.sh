@@ -5,7 +5,8 @@
 #
 #   bench/slice-device-compare.sh BUILD_DIR [SPARSITY]
 # Environment: A (default "--device cpu --eigh f64"), B (default
-# "--device cuda --eigh mixed"), SG_DATA (shared data), TOL (0.005).
+# "--device cuda --eigh mixed --cov mixed": the consumer-GPU choices),
+# SG_DATA (shared data), TOL (0.005).
 # Runs here too: B="--device cpu --eigh mixed" checks the script and the
 # mixed eigensolver without a GPU.
 # Exit status: 0 within TOL, 1 not (or a run failed).
@@ -13,7 +14,7 @@ set -u
 build=$(cd "${1:?usage: slice-device-compare.sh BUILD_DIR [SPARSITY]}" && pwd)
 sparsity=${2:-0.25}
 a_opts=${A:---device cpu --eigh f64}
-b_opts=${B:---device cuda --eigh mixed}
+b_opts=${B:---device cuda --eigh mixed --cov mixed}
 tol=${TOL:-0.005}
 data=${SG_DATA:-$(dirname "$0")/../../shared/data}
 text=$data/tinystories-valid-subset/tinystories_valid_first.txt

@@ -34,6 +34,10 @@
 #include "residual.cuh"
 #include "rope.cuh"
 
+extern "C" {
+#include "covariance.h" /* SG_COV_MIXED_ROWS */
+}
+
 #define CHUNK_BYTES ((size_t)256 << 20) /* float64 staging of cov and rotate */
 
 /* ---- memory ---- */
@@ -135,6 +139,10 @@ static int cu_memory(sg_backend *be, sg_backend_mem *m)
     m->workspace = c->scratch_bytes;
     m->peak = c->peak;
     m->cap = c->cap;
+    int ratio = 0;
+    if (cudaDeviceGetAttribute(&ratio, cudaDevAttrSingleToDoublePrecisionPerfRatio, c->device) ==
+        cudaSuccess)
+        m->f64_ratio = ratio;
     return CU(cudaMemGetInfo(&m->device_free, &m->device_total));
 }
 
@@ -203,6 +211,28 @@ static int cu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float *
          * triangle, which is the row-major upper one */
         err = err ? err : CUBLAS(cublasDsyrk(c->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, (int)d,
                                              (int)n, &one, wide, (int)d, &one, h, (int)d));
+    }
+    return err ? err : sg_cuda_mirror_upper(c->stream, h, d);
+}
+
+static int cu_cov_accumulate_mixed(sg_backend *be, double *h, int64_t d, const float *x,
+                                   int64_t rows)
+{
+    sg_cuda *c = sg_cuda_of(be);
+    if (rows <= 0)
+        return 0;
+    if (!fits(d))
+        return sg_fail(SG_EARG, "covariance of width %lld", (long long)d);
+    float *s;
+    int err = sg_cuda_scratch(c, d * d * sizeof(float), (void **)&s);
+    const float one = 1.0f, zero = 0.0f;
+    for (int64_t r0 = 0; !err && r0 < rows; r0 += SG_COV_MIXED_ROWS) {
+        int64_t n = rows - r0 < SG_COV_MIXED_ROWS ? rows - r0 : SG_COV_MIXED_ROWS;
+        /* column-major, the slice is Xᵀ (d, n): S = Xᵀ·X into its lower
+         * triangle, the row-major upper one, in float32 */
+        err = CUBLAS(cublasSsyrk(c->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, (int)d, (int)n,
+                                 &one, x + r0 * d, (int)d, &zero, s, (int)d));
+        err = err ? err : sg_cuda_add_upper_f32(c->stream, h, s, d);
     }
     return err ? err : sg_cuda_mirror_upper(c->stream, h, d);
 }
@@ -474,7 +504,8 @@ static const sg_backend_ops cuda_ops = {
     cu_host_free,      cu_upload,
     cu_download,       cu_copy,              cu_zero,
     cu_sync,           cu_memory,            cu_sgemm,
-    cu_dgemm,          cu_cov_accumulate,    cu_eigh,
+    cu_dgemm,          cu_cov_accumulate,    cu_cov_accumulate_mixed,
+    cu_eigh,
     cu_rotate_reader,  cu_rotate_writer,     cu_project_rows,
     sg_block_forward_ops, sg_block_forward_mlp_ops,
     cu_norm_rows,      cu_rope,              cu_attention,

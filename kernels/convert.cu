@@ -104,6 +104,24 @@ int sg_cuda_mirror_upper(cudaStream_t st, double *h, int64_t d)
     return CU_LAUNCHED();
 }
 
+/* h[i][j] += s[i][j] for j >= i: a float32 partial sum into the float64
+ * upper triangle */
+__global__ void add_upper_f32(double *h, const float *s, int64_t d)
+{
+    for (int64_t r = blockIdx.y; r < d; r += gridDim.y)
+        for (int64_t c = r + blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < d;
+             c += (int64_t)gridDim.x * blockDim.x)
+            h[r * d + c] += (double)s[r * d + c];
+}
+
+int sg_cuda_add_upper_f32(cudaStream_t st, double *h, const float *s, int64_t d)
+{
+    unsigned rows = (unsigned)(d < 65535 ? d : 65535);
+    add_upper_f32<<<dim3(sg_blocks(d, 256) < 64 ? sg_blocks(d, 256) : 64, rows), 256, 0, st>>>(
+        h, s, d);
+    return CU_LAUNCHED();
+}
+
 __global__ void diag_add(double *m, int64_t n, int64_t ld, double v)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;

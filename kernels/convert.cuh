@@ -21,6 +21,9 @@ int sg_cuda_eigvecs_f32(cudaStream_t st, double *x, const float *v, int64_t n);
 /* h (d, d) row-major: the lower triangle set from the upper one. */
 int sg_cuda_mirror_upper(cudaStream_t st, double *h, int64_t d);
 
+/* h (d, d) row-major: its upper triangle (j >= i) += s's, widened */
+int sg_cuda_add_upper_f32(cudaStream_t st, double *h, const float *s, int64_t d);
+
 /* diag(m) += v, for m (n, n; ld ld) */
 int sg_cuda_diag_add(cudaStream_t st, double *m, int64_t n, int64_t ld, double v);
 

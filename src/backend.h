@@ -55,6 +55,8 @@ typedef struct {
     size_t cap;          /* the limit given at init; 0: none */
     size_t device_free;  /* what the device reports (cudaMemGetInfo); 0 on CPU */
     size_t device_total;
+    int f64_ratio;       /* float32 over float64 throughput (2 on an H100, 64 on
+                            consumer cards; 0: unknown, as on the CPU) */
 } sg_backend_mem;
 
 typedef struct sg_backend_ops {
@@ -105,6 +107,11 @@ typedef struct sg_backend_ops {
      * float64 before it is multiplied, so the sum is as exact as a float64
      * accumulation. H stays fully symmetric. */
     int (*cov_accumulate)(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows);
+    /* The same sum with each slice of SG_COV_MIXED_ROWS rows multiplied
+     * in float32 and the slices added in float64 (covariance.h): for GPUs
+     * whose float64 runs at 1/32-1/64 of float32. */
+    int (*cov_accumulate_mixed)(sg_backend *be, double *h, int64_t d, const float *x,
+                                int64_t rows);
     /* Eigenvectors of H + δI, δ = damp_frac·mean(diag H): Q (d, d) float64
      * with eigenvector j in column j, eigenvalues (host, d) descending,
      * damping included (as stages/eigensolve.c). H is destroyed. */

@@ -471,6 +471,22 @@ static int cpu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float 
     return 0;
 }
 
+static int cpu_cov_accumulate_mixed(sg_backend *be, double *h, int64_t d, const float *x,
+                                    int64_t rows)
+{
+    if (rows <= 0)
+        return 0;
+    float *s = malloc(d * d * sizeof(float));
+    if (!s)
+        return sg_fail(-ENOMEM, "out of memory for a covariance slice");
+    sg_cov_accumulate_upper_mixed(h, s, d, x, rows);
+    free(s);
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < i; j++)
+            h[i * d + j] = h[j * d + i];
+    return 0;
+}
+
 #define ROT_CHUNK 512
 
 static int cpu_rotate_reader(sg_backend *be, const float *w, int64_t rows, int64_t D,
@@ -787,6 +803,7 @@ static const sg_backend_ops cpu_ops = {
     .sgemm = cpu_sgemm,
     .dgemm = cpu_dgemm,
     .cov_accumulate = cpu_cov_accumulate,
+    .cov_accumulate_mixed = cpu_cov_accumulate_mixed,
     .eigh = cpu_eigh,
     .rotate_reader = cpu_rotate_reader,
     .rotate_writer = cpu_rotate_writer,

@@ -103,3 +103,18 @@ int sg_cli_eigh(const char *arg, const sg_backend *be, sg_eigh_mode *out)
     }
     return 0;
 }
+
+int sg_cli_cov(const char *arg, sg_backend *be, int *mixed)
+{
+    if (!strcmp(arg, "f64") || !strcmp(arg, "mixed")) {
+        *mixed = !strcmp(arg, "mixed");
+        return 0;
+    }
+    if (strcmp(arg, "auto")) {
+        fprintf(stderr, "slicegpt-stream: --cov: expected f64, mixed or auto, got '%s'\n", arg);
+        return -1;
+    }
+    sg_backend_mem m = {0};
+    *mixed = !be->ops->memory(be, &m) && m.f64_ratio > 8;
+    return 0;
+}

@@ -31,6 +31,10 @@ int sg_cli_backend(const char *device, int64_t gpu_mem, sg_backend **out);
 /* --eigh f64|mixed|auto (auto: mixed on a GPU, f64 on the CPU) */
 int sg_cli_eigh(const char *arg, const sg_backend *be, sg_eigh_mode *out);
 
+/* --cov f64|mixed|auto (auto: mixed where the device's float64 runs at
+ * under 1/8 of its float32, as on consumer GPUs; else f64). *mixed = 0|1. */
+int sg_cli_cov(const char *arg, sg_backend *be, int *mixed);
+
 int sg_cmd_ppl(int argc, char **argv);
 int sg_cmd_plan(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);

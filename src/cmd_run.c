@@ -40,6 +40,9 @@ static const char usage[] =
     "  --gpu-mem SIZE        cap on GPU memory, e.g. 24G (default: what the card has free)\n"
     "  --eigh auto|f64|mixed eigensolver: float64 dsyevd, or a float32 solve refined to\n"
     "                        float64 accuracy (default auto: mixed on a GPU, f64 on the CPU)\n"
+    "  --cov auto|f64|mixed  covariance products: float64, or float32 slices of 1024 rows\n"
+    "                        summed in float64 (default auto: mixed where the GPU's float64\n"
+    "                        is under 1/8 of its float32, as on consumer cards)\n"
     "  --quiet               no per-block progress\n";
 
 static int parse_dtype(const char *s, sg_dtype *dt)
@@ -96,8 +99,9 @@ int sg_cmd_run(int argc, char **argv)
         {"host-mem", required_argument, 0, 'M'},    {"spill-dir", required_argument, 0, 'D'},
         {"chunk-tokens", required_argument, 0, 'T'}, {"device", required_argument, 0, 'G'},
         {"gpu-mem", required_argument, 0, 'g'},     {"eigh", required_argument, 0, 'i'},
+        {"cov", required_argument, 0, 'V'},
         {0, 0, 0, 0}};
-    const char *device = "auto", *eigh = "auto";
+    const char *device = "auto", *eigh = "auto", *cov = "auto";
     int64_t gpu_mem = 0;
     int c, bad = 0;
     int64_t round_interval = 8;
@@ -126,6 +130,7 @@ int sg_cmd_run(int argc, char **argv)
         case 'G': device = optarg; break;
         case 'g': bad |= sg_cli_size("--gpu-mem", optarg, &gpu_mem); break;
         case 'i': eigh = optarg; break;
+        case 'V': cov = optarg; break;
         case 'h': fputs(usage, stdout); return SG_EXIT_OK;
         default: bad = 1;
         }
@@ -137,7 +142,8 @@ int sg_cmd_run(int argc, char **argv)
     }
     o.round_interval = round_interval;
     o.seed = (uint64_t)seed;
-    if (sg_cli_backend(device, gpu_mem, &o.backend) || sg_cli_eigh(eigh, o.backend, &o.eigh)) {
+    if (sg_cli_backend(device, gpu_mem, &o.backend) || sg_cli_eigh(eigh, o.backend, &o.eigh) ||
+        sg_cli_cov(cov, o.backend, &o.cov_mixed)) {
         if (o.backend)
             o.backend->ops->free(o.backend);
         return SG_EXIT_USAGE;
@@ -197,10 +203,10 @@ int sg_cmd_run(int argc, char **argv)
         }
         o.tok = tok;
         printf("slicing %s (%s, D = %lld, %lld layers) at sparsity %.2f on %lld calibration "
-               "tokens (%lld x %lld), on the %s backend, %s eigensolver\n",
+               "tokens (%lld x %lld), on the %s backend, %s covariance, %s eigensolver\n",
                model, sg_arch_name(cfg->arch), (long long)cfg->dim, (long long)cfg->n_layers,
                o.sparsity, (long long)batch.offsets[batch.n_seq], (long long)batch.n_seq,
-               (long long)seqlen, o.backend->ops->name,
+               (long long)seqlen, o.backend->ops->name, o.cov_mixed ? "mixed" : "float64",
                o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
         fflush(stdout);
         err = sg_slice(files, &batch, &o, &rep);

@@ -302,7 +302,7 @@ int sg_cmd_cov(int argc, char **argv)
     if (!err && !st.store[0])
         err = sg_fail(SG_EFORMAT, "stdin: the stream header names no store directory");
     err = err ? err : sg_act_store_open(0, NULL, &cs.reader);
-    err = err ? err : sg_slice_cov_init(&cs.cov, sg_backend_cpu(), st.orig.dim);
+    err = err ? err : sg_slice_cov_init(&cs.cov, sg_backend_cpu(), st.orig.dim, 0);
     err = err ? err : sg_stage_write_header(&st);
     /* sections pass through as records: nothing here works on weights */
     int got;

@@ -464,11 +464,12 @@ int sg_capture_advance(sg_capture *c, const sg_rotation *q, int64_t d)
 
 /* ---- covariance and eigensolve ---- */
 
-int sg_slice_cov_init(sg_slice_cov *cov, sg_backend *be, int64_t d)
+int sg_slice_cov_init(sg_slice_cov *cov, sg_backend *be, int64_t d, int mixed)
 {
     memset(cov, 0, sizeof *cov);
     cov->be = be;
     cov->d = d;
+    cov->mixed = mixed;
     return be->ops->alloc(be, d * d * sizeof(double), (void **)&cov->h);
 }
 
@@ -505,7 +506,8 @@ int sg_slice_cov_add(sg_slice_cov *cov, const float *x, int64_t rows, int x_on_h
             return err;
         x = cov->staging;
     }
-    err = be->ops->cov_accumulate(be, cov->h, cov->d, x, rows);
+    err = cov->mixed ? be->ops->cov_accumulate_mixed(be, cov->h, cov->d, x, rows)
+                     : be->ops->cov_accumulate(be, cov->h, cov->d, x, rows);
     if (!err)
         cov->tokens += rows;
     return err;

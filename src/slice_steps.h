@@ -148,12 +148,13 @@ int sg_capture_advance(sg_capture *c, const sg_rotation *q, int64_t d);
 typedef struct {
     sg_backend *be;
     int64_t d;
+    int mixed;       /* 1: float32 slices added in float64 (cov_accumulate_mixed) */
     double *h;       /* backend memory */
     float *staging;  /* host rows uploaded here (none on the CPU) */
     int64_t staging_rows;
     int64_t tokens;  /* rows accumulated since begin */
 } sg_slice_cov;
-int sg_slice_cov_init(sg_slice_cov *cov, sg_backend *be, int64_t d);
+int sg_slice_cov_init(sg_slice_cov *cov, sg_backend *be, int64_t d, int mixed);
 void sg_slice_cov_free(sg_slice_cov *cov);
 /* H = 0 */
 int sg_slice_cov_begin(sg_slice_cov *cov);

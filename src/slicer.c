@@ -251,7 +251,7 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     rep->store_budget = host > mem.total ? host - mem.total : 0;
     const char *spill = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     err = sg_act_store_open(rep->store_budget, spill, &s.cap.store);
-    err = err ? err : sg_slice_cov_init(&s.cov, s.be, D);
+    err = err ? err : sg_slice_cov_init(&s.cov, s.be, D, o->cov_mixed);
     err = err ? err : sg_rotation_alloc(s.be, D, &s.q_prev);
     err = err ? err : sg_rotation_alloc(s.be, D, &s.q_mid);
     err = err ? err : sg_rotation_alloc(s.be, D, &s.q_out);

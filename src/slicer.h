@@ -51,6 +51,9 @@ typedef struct {
      * reference; SG_EIGH_MIXED: float32 solve refined to float64 quality). */
     sg_backend *backend;
     sg_eigh_mode eigh;
+    /* 1: covariances multiplied in float32 slices, added in float64
+     * (covariance.h), for GPUs whose float64 is slow; 0: float64 */
+    int cov_mixed;
 } sg_slice_options;
 
 enum { SG_STAGE_LOAD, SG_STAGE_FOLD, SG_STAGE_CAPTURE, SG_STAGE_COV, SG_STAGE_EIG,

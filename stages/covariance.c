@@ -32,6 +32,20 @@ void sg_cov_accumulate_upper(double *h, double *chunk, int64_t d, const float *x
     }
 }
 
+void sg_cov_accumulate_upper_mixed(double *h, float *s, int64_t d, const float *x,
+                                   int64_t rows)
+{
+    for (int64_t r0 = 0; r0 < rows; r0 += SG_COV_MIXED_ROWS) {
+        int64_t n = rows - r0 < SG_COV_MIXED_ROWS ? rows - r0 : SG_COV_MIXED_ROWS;
+        /* S (d, d) = X_sliceᵀ·X_slice in float32, upper triangle */
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)n, 1.0f, x + r0 * d,
+                    (int)d, 0.0f, s, (int)d);
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = i; j < d; j++)
+                h[i * d + j] += s[i * d + j];
+    }
+}
+
 int sg_cov_accumulate(sg_cov *cov, const float *x, int64_t rows)
 {
     sg_cov_accumulate_upper(cov->h, cov->chunk, cov->d, x, rows);

@@ -22,6 +22,17 @@ int sg_cov_accumulate(sg_cov *cov, const float *x, int64_t rows);
 /* The same into a caller's h (d, d), upper triangle, with scratch chunk
  * (SG_COV_CHUNK, d) float64: what the CPU backend's op calls. */
 void sg_cov_accumulate_upper(double *h, double *chunk, int64_t d, const float *x, int64_t rows);
+/* Mixed precision, for hardware whose float64 is slow: every slice of
+ * SG_COV_MIXED_ROWS rows multiplied in float32 (ssyrk) into s (d, d)
+ * float32 scratch, then widened and added to h's upper triangle. A
+ * slice's float32 sum carries a relative error of ~√rows·2⁻²⁴; the
+ * slices' errors are independent, so over a whole signal they average
+ * down to the size of the inputs' own float32 rounding
+ * (tests/test_backend.c measures it against the float64 sum). */
+#define SG_COV_MIXED_ROWS 1024
+void sg_cov_accumulate_upper_mixed(double *h, float *s, int64_t d, const float *x,
+                                   int64_t rows);
+
 /* Mirrors the upper triangle so h is a full symmetric matrix. */
 void sg_cov_finish(sg_cov *cov);
 void sg_cov_free(sg_cov *cov);

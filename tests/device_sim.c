@@ -255,6 +255,13 @@ static int s_cov(sg_backend *be, double *h, int64_t d, const float *x, int64_t r
     return err ? err : cpu()->ops->cov_accumulate(cpu(), h, d, x, rows);
 }
 
+static int s_cov_mixed(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows)
+{
+    int err = dev(be, h, d * d * 8, "cov_accumulate_mixed H");
+    err = err ? err : dev(be, x, rows * d * 4, "cov_accumulate_mixed X");
+    return err ? err : cpu()->ops->cov_accumulate_mixed(cpu(), h, d, x, rows);
+}
+
 static int s_eigh(sg_backend *be, double *h, int64_t d, double damp, sg_eigh_mode mode, double *q,
                   double *w)
 {
@@ -372,6 +379,7 @@ sg_backend *device_sim_new(void)
         .sgemm = s_sgemm,
         .dgemm = s_dgemm,
         .cov_accumulate = s_cov,
+        .cov_accumulate_mixed = s_cov_mixed,
         .eigh = s_eigh,
         .rotate_reader = s_reader,
         .rotate_writer = s_writer,

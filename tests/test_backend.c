@@ -220,6 +220,55 @@ static void t_cov(sg_backend *be)
 /* ---- eigensolver ---- */
 
 /* A random covariance (n, n): XᵀX of n + 40 rows with uneven column scales. */
+/* The mixed covariance (float32 slices of SG_COV_MIXED_ROWS rows, added
+ * in float64) against the exact float64 sum, on activations shaped like a
+ * residual stream: a few outlier directions 30x the bulk, a non-zero
+ * mean. Its error is held to the size of the inputs' own float32
+ * rounding (2⁻²⁴ relative), which no covariance of float32 activations
+ * can beat. Also the symmetric, one-call-at-a-time contract. */
+static void t_cov_mixed(sg_backend *be)
+{
+    const int64_t d = 96, rows = 9000; /* 8 full slices and a partial one */
+    float *x = malloc(rows * d * sizeof(float));
+    for (int64_t t = 0; t < rows; t++)
+        for (int64_t i = 0; i < d; i++)
+            x[t * d + i] = (float)((i % 17 == 0 ? 30.0 : 1.0) * urand() + 0.5);
+    double *ref = calloc(d * d, sizeof(double)), worst_diag = 0;
+    for (int64_t t = 0; t < rows; t++)
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < d; j++)
+                ref[i * d + j] += (double)x[t * d + i] * x[t * d + j];
+    double *dh = put(be, NULL, d * d * 8);
+    float *dx = put(be, x, rows * d * 4);
+    int err = be->ops->zero(be, dh, d * d * 8);
+    err = err ? err : be->ops->cov_accumulate_mixed(be, dh, d, dx, 5000);
+    err = err ? err : be->ops->cov_accumulate_mixed(be, dh, d, dx + 5000 * d, rows - 5000);
+    double *h = get(be, dh, d * d * 8);
+    double e = err ? INFINITY : drel(h, ref, d * d);
+    int symmetric = !err;
+    for (int64_t i = 0; !err && i < d; i++) {
+        worst_diag = fmax(worst_diag, fabs(h[i * d + i] / ref[i * d + i] - 1));
+        for (int64_t j = 0; j < i; j++)
+            symmetric &= h[i * d + j] == h[j * d + i];
+    }
+    /* for scale: one float32 running sum over all rows, what a plain
+     * float32 covariance does */
+    double naive = 0;
+    for (int64_t i = 0; i < d; i++) {
+        float acc = 0;
+        for (int64_t t = 0; t < rows; t++)
+            acc += x[t * d + i] * x[t * d + i];
+        naive = fmax(naive, fabs(acc / ref[i * d + i] - 1));
+    }
+    tap_diag("%s: mixed covariance: diagonal off by %.1e at worst; a float32 running sum, "
+             "by %.1e", be->ops->name, worst_diag, naive);
+    const double u = 5.96e-8; /* 2⁻²⁴ */
+    tap_ok(e < 4 * u && worst_diag < 4 * u && symmetric,
+           "%s: mixed covariance within 4·2⁻²⁴ of the float64 sum (%.1e of max |H|), twice "
+           "what rounding the inputs to float32 costs; symmetric", be->ops->name, e);
+    drop(be, dh), drop(be, dx), free(h), free(x), free(ref);
+}
+
 static double *random_cov(int64_t n)
 {
     int64_t rows = n + 40;
@@ -581,6 +630,8 @@ int main(void)
     ON_GPU("dgemm", t_gemm(gpu, 1));
     t_cov(cpu);
     ON_GPU("covariance", t_cov(gpu));
+    t_cov_mixed(cpu);
+    ON_GPU("mixed covariance", t_cov_mixed(gpu));
     t_eigh(cpu);
     ON_GPU("eigh", t_eigh(gpu));
     t_eigh_big(cpu);

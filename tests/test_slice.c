@@ -65,7 +65,7 @@ static void test_fold(sg_model_config cfg, const char *arch)
 
 /* Slices model_dir at sparsity into out_dir with calibration batch calib,
  * on backend be (NULL: the CPU) with eigensolver eigh. */
-static int slice_on(sg_backend *be, sg_eigh_mode eigh, const char *model_dir,
+static int slice_on(sg_backend *be, sg_eigh_mode eigh, int cov_mixed, const char *model_dir,
                     const char *out_dir, const sg_token_batch *calib, double sparsity,
                     sg_rotation_kind rotation)
 {
@@ -80,6 +80,7 @@ static int slice_on(sg_backend *be, sg_eigh_mode eigh, const char *model_dir,
     o.out_dir = out_dir;
     o.backend = be;
     o.eigh = eigh;
+    o.cov_mixed = cov_mixed;
     o.chunk_tokens = 100; /* several chunks per signal */
     sg_slice_report rep;
     err = sg_slice(f, calib, &o, &rep);
@@ -90,7 +91,7 @@ static int slice_on(sg_backend *be, sg_eigh_mode eigh, const char *model_dir,
 static int slice(const char *model_dir, const char *out_dir, const sg_token_batch *calib,
                  double sparsity, sg_rotation_kind rotation)
 {
-    return slice_on(NULL, SG_EIGH_F64, model_dir, out_dir, calib, sparsity, rotation);
+    return slice_on(NULL, SG_EIGH_F64, 0, model_dir, out_dir, calib, sparsity, rotation);
 }
 
 /* Evaluates model_dir on backend be (NULL: the CPU): logits of every
@@ -126,14 +127,14 @@ static void test_device_path(const char *model_dir, const char *what,
     snprintf(sim0, sizeof sim0, "%s/%s-sim0", tmp, what);
     int64_t T = eval->offsets[eval->n_seq];
     float *a = malloc(T * vocab * sizeof(float)), *b = malloc(T * vocab * sizeof(float));
-    int err = slice_on(sim, SG_EIGH_F64, model_dir, sim0, calib, 0.0, SG_ROTATION_PCA);
+    int err = slice_on(sim, SG_EIGH_F64, 0, model_dir, sim0, calib, 0.0, SG_ROTATION_PCA);
     err = err ? err : logits_of(model_dir, eval, a, NULL);
     err = err ? err : logits_of(sim0, eval, b, NULL);
     double rel0 = err ? INFINITY : test_rel_diff(b, a, T * vocab);
     if (!err)
         err = slice(model_dir, cpu_out, calib, 0.25, SG_ROTATION_PCA);
     if (!err)
-        err = slice_on(sim, SG_EIGH_F64, model_dir, sim_out, calib, 0.25, SG_ROTATION_PCA);
+        err = slice_on(sim, SG_EIGH_F64, 0, model_dir, sim_out, calib, 0.25, SG_ROTATION_PCA);
     err = err ? err : logits_of(cpu_out, eval, a, NULL);
     err = err ? err : logits_of(sim_out, eval, b, NULL);
     double rel = err ? INFINITY : test_rel_diff(b, a, T * vocab);
@@ -354,23 +355,24 @@ static void test_stories(const char *tmp)
     tap_ok(isfinite(pca) && pca > dense, "stories260K at 25%%: finite and above dense");
     tap_ok(isfinite(rnd) && rnd > 10 * pca, "stories260K at 25%%: PCA is far better than a random rotation");
 
-    /* the GPU configuration, simulated: device path, mixed eigensolver */
+    /* the consumer-GPU configuration, simulated: device path, mixed
+     * covariance, mixed eigensolver */
     sg_backend *sim = device_sim_new();
     snprintf(out, sizeof out, "%s/stories-25-mixed", tmp);
-    err = slice_on(NULL, SG_EIGH_MIXED, model, out, &calib, 0.25, SG_ROTATION_PCA);
+    err = slice_on(NULL, SG_EIGH_MIXED, 0, model, out, &calib, 0.25, SG_ROTATION_PCA);
     err = err ? err : logits_of(out, &eval, NULL, &r);
     double mixed = err ? NAN : exp(r.nll / r.count);
     snprintf(out, sizeof out, "%s/stories-25-sim", tmp);
-    err = slice_on(sim, SG_EIGH_MIXED, model, out, &calib, 0.25, SG_ROTATION_PCA);
+    err = slice_on(sim, SG_EIGH_MIXED, 1, model, out, &calib, 0.25, SG_ROTATION_PCA);
     err = err ? err : eval_on(sim, out, &eval, NULL, &r); /* two chunks, many head rows */
     double dev = err ? NAN : exp(r.nll / r.count);
     sim->ops->free(sim);
-    tap_diag("stories260K at 25%%: dsyevd %.6f, mixed eigensolver %.6f, device path + mixed %.6f",
-             pca, mixed, dev);
+    tap_diag("stories260K at 25%%: dsyevd %.6f, mixed eigensolver %.6f, device path + mixed "
+             "covariance + mixed eigensolver %.6f", pca, mixed, dev);
     tap_ok(fabs(mixed / pca - 1) < 1e-4, "stories260K at 25%%: the mixed eigensolver's "
            "perplexity is dsyevd's (%+.2g%%)", 100 * (mixed / pca - 1));
     tap_ok(fabs(dev / pca - 1) < 5e-3, "stories260K at 25%%: sliced and evaluated on the device "
-           "path with the mixed eigensolver, within 0.5%% of the CPU path (%+.2g%%)",
+           "path, mixed covariance and eigensolver, within 0.5%% of the CPU path (%+.2g%%)",
            100 * (dev / pca - 1));
     sg_token_batch_free(&calib);
     sg_token_batch_free(&eval);
