@@ -67,7 +67,8 @@ static int cu_alloc(sg_backend *be, size_t bytes, void **out)
     if (!bytes)
         bytes = 256;
     if (c->cap && c->in_use + bytes > c->cap)
-        return sg_fail(-ENOMEM, "a %zu MiB CUDA buffer would pass the %zu MiB cap (%zu MiB in use)",
+        return sg_fail(-ENOMEM, "a %zu MiB GPU buffer would pass the %zu MiB cap (%zu MiB in "
+                       "use): raise --gpu-mem or lower --chunk-tokens",
                        bytes >> 20, c->cap >> 20, c->in_use >> 20);
     void *p = NULL;
     int err = CU(cudaMallocAsync(&p, bytes, c->stream));

@@ -27,6 +27,7 @@ typedef struct {
     pending *pend;
     int n_pend, pend_cap;
     int violations;
+    size_t mem_cap, in_use; /* bytes it may hand out (0: any), bytes out */
     sg_backend_ops ops;
 } sim;
 
@@ -108,12 +109,16 @@ static int s_alloc(sg_backend *be, size_t bytes, void **out)
         s->bytes = b;
         s->cap = cap;
     }
+    if (s->mem_cap && s->in_use + bytes > s->mem_cap)
+        return sg_fail(-ENOMEM, "device sim: %zu bytes would pass the %zu-byte cap (%zu in use)",
+                       bytes, s->mem_cap, s->in_use);
     /* never 0 bytes, so every allocation has an address of its own */
     void *p = malloc(bytes ? bytes : 1);
     if (!p)
         return sg_fail(-ENOMEM, "device sim: out of memory for %zu bytes", bytes);
     s->ptr[s->n] = p;
     s->bytes[s->n++] = bytes;
+    s->in_use += bytes;
     *out = p;
     return 0;
 }
@@ -124,6 +129,7 @@ static void s_release(sg_backend *be, void *p)
     for (int i = 0; i < s->n; i++)
         if (s->ptr[i] == p) {
             free(p);
+            s->in_use -= s->bytes[i];
             s->ptr[i] = s->ptr[--s->n];
             s->bytes[i] = s->bytes[s->n];
             return;
@@ -354,7 +360,7 @@ static void s_free(sg_backend *be)
     free(be);
 }
 
-sg_backend *device_sim_new(void)
+sg_backend *device_sim_new(size_t cap)
 {
     sg_backend *be = calloc(1, sizeof *be);
     sim *s = calloc(1, sizeof *s);
@@ -392,6 +398,7 @@ sg_backend *device_sim_new(void)
         .activation = s_activation,
         .add = s_add,
     };
+    s->mem_cap = cap;
     be->ops = &s->ops;
     be->ctx = s;
     return be;

@@ -13,7 +13,8 @@
 
 #include "backend.h"
 
-sg_backend *device_sim_new(void);
+/* cap: bytes it may hand out at once, as --gpu-mem (0: no limit) */
+sg_backend *device_sim_new(size_t cap);
 /* pointer mix-ups seen so far (each also failed its op) */
 int device_sim_violations(const sg_backend *be);
 

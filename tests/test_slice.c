@@ -11,9 +11,11 @@
  *    on a GPU) slices to the same model as the CPU path, with no pointer
  *    mixed up and nothing left allocated; and the mixed-precision
  *    eigensolver slices the real model as well as dsyevd. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "covariance.h"
 #include "device_sim.h"
@@ -120,7 +122,7 @@ static void test_device_path(const char *model_dir, const char *what,
                              const sg_token_batch *calib, const sg_token_batch *eval,
                              int64_t vocab, const char *tmp)
 {
-    sg_backend *sim = device_sim_new();
+    sg_backend *sim = device_sim_new(0);
     char cpu_out[4096], sim_out[4096], sim0[4096];
     snprintf(cpu_out, sizeof cpu_out, "%s/%s-cpu25", tmp, what);
     snprintf(sim_out, sizeof sim_out, "%s/%s-sim25", tmp, what);
@@ -159,6 +161,19 @@ static void test_device_path(const char *model_dir, const char *what,
     tap_ok(device_sim_violations(sim) == 0 && m.in_use == 0,
            "%s: device path mixed up no pointers (%d) and released everything (%zu bytes left)",
            what, device_sim_violations(sim), m.in_use);
+    sim->ops->free(sim);
+
+    /* a device too small: one clear error, no model, nothing left held */
+    char small[4096];
+    snprintf(small, sizeof small, "%s/%s-small", tmp, what);
+    sim = device_sim_new(64 << 10);
+    err = slice_on(sim, SG_EIGH_F64, 0, model_dir, small, calib, 0.25, SG_ROTATION_PCA);
+    char tmp_dir[4200];
+    snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", small);
+    sim->ops->memory(sim, &m);
+    tap_ok(err == -ENOMEM && strstr(sg_last_error(), "cap") && access(small, F_OK) != 0 &&
+               access(tmp_dir, F_OK) != 0 && m.in_use == 0,
+           "%s: a 64 KiB device fails cleanly: %s", what, sg_last_error());
     sim->ops->free(sim);
     free(a);
     free(b);
@@ -357,7 +372,7 @@ static void test_stories(const char *tmp)
 
     /* the consumer-GPU configuration, simulated: device path, mixed
      * covariance, mixed eigensolver */
-    sg_backend *sim = device_sim_new();
+    sg_backend *sim = device_sim_new(0);
     snprintf(out, sizeof out, "%s/stories-25-mixed", tmp);
     err = slice_on(NULL, SG_EIGH_MIXED, 0, model, out, &calib, 0.25, SG_ROTATION_PCA);
     err = err ? err : logits_of(out, &eval, NULL, &r);
