@@ -245,6 +245,34 @@ int sg_block_to_backend(sg_backend *be, const sg_model_config *c, const sg_block
     return err;
 }
 
+int sg_block_from_backend(sg_backend *be, const sg_model_config *c, const sg_block *dev,
+                          sg_block *host)
+{
+    *host = *dev;
+    if (be->ops->host_memory)
+        return 0;
+    float **slot[MAX_TENSORS], **src[MAX_TENSORS];
+    int64_t floats[MAX_TENSORS];
+    sg_block copy = *dev;
+    int n = block_slots(c, host, slot, floats);
+    block_slots(c, &copy, src, floats);
+    for (int i = 0; i < n; i++)
+        *slot[i] = NULL;
+    int err = 0;
+    for (int i = 0; i < n && !err; i++) {
+        if (!*src[i])
+            continue;
+        if (!(*slot[i] = malloc(floats[i] * sizeof(float))))
+            err = sg_fail(-ENOMEM, "out of memory for a block of %lld-wide tensors",
+                          (long long)c->dim);
+        else
+            err = be->ops->download(be, *slot[i], *src[i], floats[i] * sizeof(float));
+    }
+    if (err)
+        sg_block_free(host);
+    return err;
+}
+
 void sg_block_backend_release(sg_backend *be, sg_block *dev)
 {
     if (!be->ops->host_memory) {

@@ -34,6 +34,12 @@ int sg_block_forward_mlp_ops(sg_backend *be, const sg_model_config *cfg, const s
  * copied, so the CPU path holds one block, as the memory bound says. */
 int sg_block_to_backend(sg_backend *be, const sg_model_config *cfg, const sg_block *host,
                         sg_block *dev);
+/* host = dev's tensors brought back into new host buffers, at dev's
+ * widths (the block once sliced); the inverse of sg_block_to_backend. On
+ * a host-memory backend host aliases dev. */
+int sg_block_from_backend(sg_backend *be, const sg_model_config *cfg, const sg_block *dev,
+                          sg_block *host);
+
 /* Releases what sg_block_to_backend allocated (nothing on the CPU). */
 void sg_block_backend_release(sg_backend *be, sg_block *dev);
 

@@ -73,34 +73,24 @@ void sg_rotation_free(sg_backend *be, sg_rotation *q)
  * embedding matrix of any vocabulary fits beside one block. */
 #define READER_STAGING_BYTES ((int64_t)256 << 20)
 
-/* A weight rotated on the backend, from the host and back: a reader
- * (n, D) -> (n, d) = W·Q_d, in row chunks (its rows are independent), or
- * a writer (D, n) -> (d, n) = Q_dᵀ·W, whole. *w is replaced. */
-static int rotate_through(sg_backend *be, int is_writer, float **w, int64_t n, int64_t D,
+/* A reader rotated on the backend from the host and back, *w (rows, D)
+ * -> (rows, d) = W·Q_d in row chunks (its rows are independent). */
+static int rotate_through(sg_backend *be, float **w, int64_t rows, int64_t D,
                           const sg_rotation *q, int64_t d)
 {
-    /* as row blocks: in (rows, in_cols) -> out (rows_out, out_cols) */
-    int64_t rows = is_writer ? D : n, in_cols = is_writer ? n : D;
-    int64_t rows_out = is_writer ? d : n, out_cols = is_writer ? n : d;
-    int64_t chunk = is_writer ? rows : READER_STAGING_BYTES / (in_cols * (int64_t)sizeof(float));
+    int64_t chunk = READER_STAGING_BYTES / (D * (int64_t)sizeof(float));
     chunk = chunk < 1 ? 1 : chunk > rows ? rows : chunk;
-    float *out = malloc(rows_out * out_cols * sizeof(float)), *din = NULL, *dout = NULL;
+    float *out = malloc(rows * d * sizeof(float)), *din = NULL, *dout = NULL;
     if (!out)
-        return sg_fail(-ENOMEM, "out of memory rotating a (%lld, %lld) weight", (long long)rows,
-                       (long long)in_cols);
-    int64_t chunk_out = is_writer ? rows_out : chunk;
-    int err = be->ops->alloc(be, chunk * in_cols * sizeof(float), (void **)&din);
-    err = err ? err : be->ops->alloc(be, chunk_out * out_cols * sizeof(float), (void **)&dout);
+        return sg_fail(-ENOMEM, "out of memory rotating a (%lld, %lld) reader", (long long)rows,
+                       (long long)D);
+    int err = be->ops->alloc(be, chunk * D * sizeof(float), (void **)&din);
+    err = err ? err : be->ops->alloc(be, chunk * d * sizeof(float), (void **)&dout);
     for (int64_t r0 = 0; r0 < rows && !err; r0 += chunk) {
-        int64_t m = rows - r0 < chunk ? rows - r0 : chunk, m_out = is_writer ? rows_out : m;
-        err = be->ops->upload(be, din, *w + r0 * in_cols, m * in_cols * sizeof(float));
-        if (!err && is_writer)
-            err = be->ops->rotate_writer(be, din, D, n, q->dev, d, dout);
-        else if (!err)
-            err = be->ops->rotate_reader(be, din, m, D, q->dev, d, dout);
-        err = err ? err
-                  : be->ops->download(be, out + r0 * out_cols, dout,
-                                      m_out * out_cols * sizeof(float));
+        int64_t m = rows - r0 < chunk ? rows - r0 : chunk;
+        err = be->ops->upload(be, din, *w + r0 * D, m * D * sizeof(float));
+        err = err ? err : be->ops->rotate_reader(be, din, m, D, q->dev, d, dout);
+        err = err ? err : be->ops->download(be, out + r0 * d, dout, m * d * sizeof(float));
     }
     be->ops->release(be, din);
     be->ops->release(be, dout);
@@ -113,13 +103,71 @@ static int rotate_through(sg_backend *be, int is_writer, float **w, int64_t n, i
     return 0;
 }
 
-/* *w (rows, D) -> (rows, d) = W·Q_d, on the backend. */
+/* A global (embeddings, head: host memory) *w (rows, D) -> (rows, d) =
+ * W·Q_d, rotated on the backend. */
+static int global_reader(sg_backend *be, float **w, int64_t rows, int64_t D,
+                         const sg_rotation *q, int64_t d)
+{
+    if (be->ops->host_memory)
+        return sg_rotate_reader(w, rows, D, q->host, d);
+    return rotate_through(be, w, rows, D, q, d);
+}
+
+/* A block's tensors live in backend memory (sg_block_to_backend) while it
+ * is sliced: each rotation makes a new tensor there and drops the old. */
+
+/* *w (rows, D) -> (rows, d) = W·Q_d */
 static int reader(sg_backend *be, float **w, int64_t rows, int64_t D, const sg_rotation *q,
                   int64_t d)
 {
     if (be->ops->host_memory)
         return sg_rotate_reader(w, rows, D, q->host, d);
-    return rotate_through(be, 0, w, rows, D, q, d);
+    float *out = NULL;
+    int err = be->ops->alloc(be, rows * d * sizeof(float), (void **)&out);
+    err = err ? err : be->ops->rotate_reader(be, *w, rows, D, q->dev, d, out);
+    if (err) {
+        if (out)
+            be->ops->release(be, out);
+        return err;
+    }
+    be->ops->release(be, *w);
+    *w = out;
+    return 0;
+}
+
+/* *w (D, cols) -> (d, cols) = Q_dᵀ·W */
+static int writer_one(sg_backend *be, float **w, int64_t D, int64_t cols, const sg_rotation *q,
+                      int64_t d)
+{
+    float *out = NULL;
+    int err = be->ops->alloc(be, d * cols * sizeof(float), (void **)&out);
+    err = err ? err : be->ops->rotate_writer(be, *w, D, cols, q->dev, d, out);
+    if (err) {
+        if (out)
+            be->ops->release(be, out);
+        return err;
+    }
+    be->ops->release(be, *w);
+    *w = out;
+    return 0;
+}
+
+/* The shortcut Q[:, :d]ᵀ (d, D), built on the host (a transpose) and
+ * moved into backend memory. */
+static int shortcut_matrix(sg_backend *be, const sg_rotation *q, int64_t d, int64_t D,
+                           float **out)
+{
+    float *s;
+    int err = sg_shortcut_matrix(q->host, d, NULL, 0, D, &s);
+    if (err || be->ops->host_memory) {
+        *out = err ? NULL : s;
+        return err;
+    }
+    err = be->ops->alloc(be, d * D * sizeof(float), (void **)out);
+    err = err ? err : be->ops->upload(be, *out, s, d * D * sizeof(float));
+    /* the upload reads s (pageable) before it returns */
+    free(s);
+    return err;
 }
 
 /* A writer and its bias (when there is one). */
@@ -128,8 +176,8 @@ static int writer(sg_backend *be, float **w, float **bias, int64_t D, int64_t co
 {
     if (be->ops->host_memory)
         return sg_rotate_writer(w, bias, D, cols, q->host, d);
-    int err = rotate_through(be, 1, w, cols, D, q, d);
-    return err || !bias || !*bias ? err : rotate_through(be, 1, bias, 1, D, q, d);
+    int err = writer_one(be, w, D, cols, q, d);
+    return err || !bias || !*bias ? err : writer_one(be, bias, D, 1, q, d);
 }
 
 /* *s (d_a, D) -> (d_a, d_b) = S·Q_b[:, :d_b]: a reader rotation of its rows */
@@ -180,9 +228,9 @@ int sg_slice_embeddings_rotate(sg_backend *be, sg_model *m, const sg_model_confi
                                const sg_model_config *sliced, const sg_rotation *q0)
 {
     int64_t D = orig->dim, d = sliced->embed_dim;
-    int err = reader(be, &m->tok_embd, orig->vocab_size, D, q0, d);
+    int err = global_reader(be, &m->tok_embd, orig->vocab_size, D, q0, d);
     if (!err && m->pos_embd)
-        err = reader(be, &m->pos_embd, orig->max_positions + orig->pos_offset, D, q0, d);
+        err = global_reader(be, &m->pos_embd, orig->max_positions + orig->pos_offset, D, q0, d);
     m->cfg = *sliced;
     return err;
 }
@@ -233,7 +281,8 @@ int sg_slice_head_fold(sg_model *m)
 int sg_slice_head_rotate(sg_backend *be, sg_model *m, const sg_model_config *orig,
                          const sg_model_config *sliced, const sg_rotation *q_last)
 {
-    int err = reader(be, &m->lm_head, orig->vocab_size, orig->dim, q_last, sliced->head_in_dim);
+    int err = global_reader(be, &m->lm_head, orig->vocab_size, orig->dim, q_last,
+                            sliced->head_in_dim);
     m->cfg = *sliced;
     return err;
 }
@@ -253,7 +302,7 @@ int sg_slice_block_input(sg_backend *be, const sg_model_config *o, sg_block *b,
         if (o->gated_mlp)
             err = err ? err : reader(be, &b->w_gate, F, D, q_prev, d_in);
     }
-    err = err ? err : sg_shortcut_matrix(q_prev->host, d_in, NULL, 0, D, &b->attn_shortcut);
+    err = err ? err : shortcut_matrix(be, q_prev, d_in, D, &b->attn_shortcut);
     b->d_in = d_in;
     b->d_mid = D;
     b->d_out = D;
@@ -269,7 +318,7 @@ int sg_slice_block_mid(sg_backend *be, const sg_model_config *o, sg_block *b,
     err = err ? err : reader(be, &b->w_up, F, D, q_mid, d_mid);
     if (o->gated_mlp)
         err = err ? err : reader(be, &b->w_gate, F, D, q_mid, d_mid);
-    err = err ? err : sg_shortcut_matrix(q_mid->host, d_mid, NULL, 0, D, &b->mlp_shortcut);
+    err = err ? err : shortcut_matrix(be, q_mid, d_mid, D, &b->mlp_shortcut);
     b->d_mid = d_mid;
     return err;
 }

@@ -13,11 +13,14 @@
  * principal direction j in column j.
  *
  * Where: the arithmetic (forward, covariance, eigensolve, rotations) runs
- * on a backend (backend.h). Weights, the activation store and the stream
- * stay on the host; on the CPU backend, whose memory is the host's,
- * nothing is copied. On a GPU each step uploads what it needs, works in
- * device memory and brings back its result, so one block, one chunk and
- * the D x D work are resident there at a time. */
+ * on a backend (backend.h). A block's tensors (sg_slice_block_*) are in
+ * backend memory: the fused driver uploads a block once, folded, and
+ * downloads it once, sliced. Rotations are in both memories
+ * (sg_rotation); the embeddings and the head stay on the host and go
+ * through the backend in row chunks; activations live in the store on the
+ * host and cross chunk by chunk. On the CPU backend, whose memory is the
+ * host's, nothing is copied. So one block, one chunk and the D x D work
+ * are resident on a GPU at a time. */
 #ifndef SG_SLICE_STEPS_H
 #define SG_SLICE_STEPS_H
 
@@ -75,7 +78,8 @@ int sg_slice_head_fold(sg_model *m);
 int sg_slice_head_rotate(sg_backend *be, sg_model *m, const sg_model_config *orig,
                          const sg_model_config *sliced, const sg_rotation *q_last);
 
-/* ---- block weights (loaded with sg_block_load, folded with sg_fold_block) ---- */
+/* ---- block weights (loaded with sg_block_load, folded with sg_fold_block,
+ * in backend memory: sg_block_to_backend) ---- */
 
 /* Readers of the block input rotated by Q_prev and cut to d_in; the
  * attention shortcut set to Q_prevᵀ (d_in, D), back to the original basis

@@ -111,65 +111,74 @@ static int principal_axes(run_state *s, sg_rotation *q, const char *signal, int6
     return err;
 }
 
-/* Block l's forward over the calibration chunks runs on the backend's
- * copy of its weights, made after each rotation and dropped after use. */
+/* Block l, loaded and folded on the host, is sliced where the backend
+ * keeps it: on a GPU it is uploaded once, rotated, cut and run there, and
+ * brought back once, sliced, for the writer; on the CPU it never moves. */
 static int slice_block(run_state *s, sg_model_files *files, sg_model_writer *w, int64_t l)
 {
     const sg_model_config *o = &s->orig;
     int64_t D = s->D, d_in = s->cfg.d_in[l], d_mid = s->cfg.d_mid[l], d_out = s->cfg.d_out[l];
     sg_backend *be = s->be;
-    sg_block b, dev = {0};
+    int on_host = be->ops->host_memory;
+    sg_block host, dev = {0};
+    sg_block *b = on_host ? &host : &dev; /* the block being sliced */
     sg_model_config work;
-    int err = sg_block_load(files, o, l, &b);
+    int err = sg_block_load(files, o, l, &host);
     tick(s, SG_STAGE_LOAD);
     if (err)
         return err;
     if (l + 1 < o->n_layers)
         sg_model_files_prefetch_block(files, l + 1); /* overlaps with this block's work */
-    if ((err = sg_fold_block(o, &b)))
+    if ((err = sg_fold_block(o, &host)))
         goto out;
     tick(s, SG_STAGE_FOLD);
-    if ((err = sg_slice_block_input(be, o, &b, &s->q_prev, d_in)))
+    if (!on_host) {
+        err = sg_block_to_backend(be, o, &host, &dev);
+        sg_block_free(&host); /* the host holds no block while the device works */
+        if (err)
+            goto out;
+    }
+    if ((err = sg_slice_block_input(be, o, b, &s->q_prev, d_in)))
         goto out;
     sg_slice_work_config(&s->cfg, l, D, &work);
-    err = sg_block_to_backend(be, &work, &b, &dev);
     tick(s, SG_STAGE_ROTATE);
 
     /* first capture: the residual after attention (sequential blocks) or
      * the whole block's output (parallel blocks), in the original basis */
-    err = err ? err : sg_slice_cov_begin(&s->cov);
-    err = err ? err : sg_capture_attention(&s->cap, &work, &dev, l);
-    sg_block_backend_release(be, &dev);
+    err = sg_slice_cov_begin(&s->cov);
+    err = err ? err : sg_capture_attention(&s->cap, &work, b, l);
     if (err)
         goto out;
     if (!o->parallel_block) {
         if ((err = principal_axes(s, &s->q_mid, "attention_output", l)))
             goto out;
-        if ((err = sg_slice_block_mid(be, o, &b, &s->q_mid, d_in, d_mid)))
+        if ((err = sg_slice_block_mid(be, o, b, &s->q_mid, d_in, d_mid)))
             goto out;
         work.d_mid[l] = d_mid;
-        err = sg_block_to_backend(be, &work, &b, &dev);
         tick(s, SG_STAGE_ROTATE);
         /* second capture: the block output */
-        err = err ? err : sg_slice_cov_begin(&s->cov);
-        err = err ? err : sg_capture_mlp(&s->cap, &work, &dev, &s->q_mid, d_mid, l);
-        sg_block_backend_release(be, &dev);
+        err = sg_slice_cov_begin(&s->cov);
+        err = err ? err : sg_capture_mlp(&s->cap, &work, b, &s->q_mid, d_mid, l);
         if (err)
             goto out;
     }
     err = principal_axes(s, &s->q_out, "block_output", l);
-    err = err ? err : sg_slice_block_output(be, o, &b, &s->q_out, d_in, d_mid, d_out);
+    err = err ? err : sg_slice_block_output(be, o, b, &s->q_out, d_in, d_mid, d_out);
     tick(s, SG_STAGE_ROTATE);
     /* the next block's inputs: this block's output in the new basis, cut */
     err = err ? err : sg_capture_advance(&s->cap, &s->q_out, d_out);
+    if (!err && !on_host)
+        err = sg_block_from_backend(be, o, &dev, &host);
     tick(s, SG_STAGE_ROTATE);
-    err = err ? err : sg_model_writer_block(w, l, &b);
+    err = err ? err : sg_model_writer_block(w, l, &host);
     tick(s, SG_STAGE_WRITE);
     sg_rotation swap = s->q_prev;
     s->q_prev = s->q_out;
     s->q_out = swap;
 out:
-    sg_block_free(&b);
+    if (!on_host)
+        sg_block_backend_release(be, &dev);
+    sg_block_free(&host);
     return err;
 }
 
