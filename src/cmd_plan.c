@@ -144,12 +144,13 @@ int sg_cmd_plan(int argc, char **argv)
 
     /* GPU (run --device cuda, slice_steps.c): one block's weights, one
      * chunk's activations and forward scratch, the D x D work (H, three
-     * rotations, the mixed eigensolver's four n x n matrices and a
-     * float32 copy, the backend's 256 MiB scratch), and the rotated copy
-     * of a weight beside the block while it is made (at most F x D) */
+     * rotations, the mixed eigensolver's four n x n matrices, cuSOLVER's
+     * syevd workspace of about 2 n² and a float32 copy, the backend's 256
+     * MiB scratch), and the rotated copy of a weight beside the block
+     * while it is made (at most F x D) */
     int64_t f64 = sizeof(double), f32 = sizeof(float);
     int64_t gpu_block = m.block_f32, gpu_chunk = m.chunk_buffers + m.forward_scratch;
-    int64_t gpu_dd = D * D * f64 * (1 + 3 + 4) + D * D * f32 + ((int64_t)256 << 20);
+    int64_t gpu_dd = D * D * f64 * (1 + 3 + 4 + 2) + D * D * f32 + ((int64_t)256 << 20);
     int64_t gpu_rotate = cfg.ffn_dim * D * f32;
     int64_t gpu_total = gpu_block + gpu_chunk + gpu_dd + gpu_rotate;
     printf("\nGPU, held at once (GiB):\n");
