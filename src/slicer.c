@@ -1,6 +1,7 @@
 #include "slicer.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,70 @@ void sg_slice_memory_estimate(const sg_model_config *c, int64_t block_raw_bytes,
                m->covariance + m->rotations + m->globals;
 }
 
+/* The next block, loaded and folded on the host by a helper thread while
+ * the GPU works on the current one (device path only: on the CPU the
+ * cores are busy with the current block, and the memory bound holds one
+ * block). The helper is the only user of the model files while it runs. */
+typedef struct {
+    pthread_t thread;
+    int running;
+    sg_model_files *files;
+    const sg_model_config *cfg;
+    int64_t l;
+    sg_block b;
+    int err;
+    char msg[1024]; /* the helper's error message (sg_error is per thread) */
+} next_block;
+
+static void *prepare_block(void *arg)
+{
+    next_block *n = arg;
+    n->err = sg_block_load(n->files, n->cfg, n->l, &n->b);
+    if (!n->err && n->l + 1 < n->cfg->n_layers)
+        sg_model_files_prefetch_block(n->files, n->l + 1);
+    if (!n->err && (n->err = sg_fold_block(n->cfg, &n->b)))
+        sg_block_free(&n->b);
+    if (n->err)
+        snprintf(n->msg, sizeof n->msg, "%s", sg_last_error());
+    return NULL;
+}
+
+static int next_block_start(next_block *n, sg_model_files *files, const sg_model_config *cfg,
+                            int64_t l)
+{
+    memset(n, 0, sizeof *n);
+    n->files = files, n->cfg = cfg, n->l = l;
+    if (pthread_create(&n->thread, NULL, prepare_block, n))
+        return sg_fail(-EAGAIN, "cannot start the thread that loads block %lld", (long long)l);
+    n->running = 1;
+    return 0;
+}
+
+/* Waits for the helper: *b = its block, or its error. */
+static int next_block_join(next_block *n, sg_block *b)
+{
+    if (!n->running)
+        return 0;
+    pthread_join(n->thread, NULL);
+    n->running = 0;
+    if (n->err)
+        return sg_fail(n->err, "%s", n->msg);
+    *b = n->b;
+    return 0;
+}
+
+/* After an error elsewhere: waits for the helper and drops its block,
+ * leaving the error message that stopped the run as it is. */
+static void next_block_discard(next_block *n)
+{
+    if (!n->running)
+        return;
+    pthread_join(n->thread, NULL);
+    n->running = 0;
+    if (!n->err)
+        sg_block_free(&n->b);
+}
+
 /* Everything one run holds between steps (the steps are slice_steps.h's;
  * this file only orders them, keeps time and reports). */
 typedef struct {
@@ -77,6 +142,7 @@ typedef struct {
     double *eig;                    /* (D) */
     sg_slice_cov cov;
     sg_spectra *spectra;            /* eigenvalues per signal, written beside the model */
+    next_block next;                /* the block after the current one (GPU runs) */
     double clock;
 } run_state;
 
@@ -123,18 +189,30 @@ static int slice_block(run_state *s, sg_model_files *files, sg_model_writer *w, 
     sg_block host, dev = {0};
     sg_block *b = on_host ? &host : &dev; /* the block being sliced */
     sg_model_config work;
-    int err = sg_block_load(files, o, l, &host);
-    tick(s, SG_STAGE_LOAD);
-    if (err)
-        return err;
-    if (l + 1 < o->n_layers)
-        sg_model_files_prefetch_block(files, l + 1); /* overlaps with this block's work */
-    if ((err = sg_fold_block(o, &host)))
-        goto out;
-    tick(s, SG_STAGE_FOLD);
+    int err;
+    memset(&host, 0, sizeof host);
+    if (s->next.running) {
+        /* prepared while the previous block ran: "load" is the wait */
+        err = next_block_join(&s->next, &host);
+        tick(s, SG_STAGE_LOAD);
+        if (err)
+            return err;
+    } else {
+        err = sg_block_load(files, o, l, &host);
+        tick(s, SG_STAGE_LOAD);
+        if (err)
+            return err;
+        if (l + 1 < o->n_layers)
+            sg_model_files_prefetch_block(files, l + 1); /* overlaps with this block's work */
+        if ((err = sg_fold_block(o, &host)))
+            goto out;
+        tick(s, SG_STAGE_FOLD);
+    }
     if (!on_host) {
         err = sg_block_to_backend(be, o, &host, &dev);
         sg_block_free(&host); /* the host holds no block while the device works */
+        if (!err && l + 1 < o->n_layers)
+            err = next_block_start(&s->next, files, o, l + 1);
         if (err)
             goto out;
     }
@@ -300,6 +378,7 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
         rep->params_sliced -= nominal.d_in[l] * nominal.d_mid[l] +
                               (nominal.parallel_block ? 0 : nominal.d_mid[l] * nominal.d_out[l]);
 out:
+    next_block_discard(&s.next); /* an error may have left the helper running */
     if (s.cap.store) {
         sg_act_store_stats_t st;
         sg_act_store_stats(s.cap.store, &st);

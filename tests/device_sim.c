@@ -28,6 +28,7 @@ typedef struct {
     int n_pend, pend_cap;
     int violations;
     size_t mem_cap, in_use; /* bytes it may hand out (0: any), bytes out */
+    long allocations, fail_at; /* made so far; the one to refuse (0: none) */
     sg_backend_ops ops;
 } sim;
 
@@ -109,6 +110,10 @@ static int s_alloc(sg_backend *be, size_t bytes, void **out)
         s->bytes = b;
         s->cap = cap;
     }
+    if (s->fail_at && ++s->allocations == s->fail_at)
+        return sg_fail(-ENOMEM, "device sim: allocation %ld refused, as asked", s->fail_at);
+    if (!s->fail_at)
+        s->allocations++;
     if (s->mem_cap && s->in_use + bytes > s->mem_cap)
         return sg_fail(-ENOMEM, "device sim: %zu bytes would pass the %zu-byte cap (%zu in use)",
                        bytes, s->mem_cap, s->in_use);
@@ -405,3 +410,11 @@ sg_backend *device_sim_new(size_t cap)
 }
 
 int device_sim_violations(const sg_backend *be) { return of(be)->violations; }
+
+long device_sim_allocations(const sg_backend *be) { return of(be)->allocations; }
+
+void device_sim_fail_at(sg_backend *be, long n)
+{
+    of(be)->fail_at = n;
+    of(be)->allocations = 0;
+}

@@ -18,4 +18,10 @@ sg_backend *device_sim_new(size_t cap);
 /* pointer mix-ups seen so far (each also failed its op) */
 int device_sim_violations(const sg_backend *be);
 
+/* Allocations made so far; and fault injection: allocation number n
+ * (counting from the next one, 1-based) fails as if out of memory
+ * (0: none). */
+long device_sim_allocations(const sg_backend *be);
+void device_sim_fail_at(sg_backend *be, long n);
+
 #endif

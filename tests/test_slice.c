@@ -163,6 +163,38 @@ static void test_device_path(const char *model_dir, const char *what,
            what, device_sim_violations(sim), m.in_use);
     sim->ops->free(sim);
 
+    /* every allocation on the device refused in turn: each run fails with
+     * that one error, or, where the refused allocation is one the run can
+     * do without, succeeds; none leaves a model or anything held */
+    char count_out[4096];
+    snprintf(count_out, sizeof count_out, "%s/%s-count", tmp, what);
+    sim = device_sim_new(0);
+    err = slice_on(sim, SG_EIGH_F64, 0, model_dir, count_out, calib, 0.25, SG_ROTATION_PCA);
+    long total = err ? 0 : device_sim_allocations(sim), tried = 0, clean = 0;
+    sim->ops->free(sim);
+    for (long n = 1; n <= total; n++, tried++) {
+        char fail_out[4096];
+        snprintf(fail_out, sizeof fail_out, "%s/%s-fail%ld", tmp, what, n);
+        sim = device_sim_new(0);
+        device_sim_fail_at(sim, n);
+        err = slice_on(sim, SG_EIGH_F64, 0, model_dir, fail_out, calib, 0.25, SG_ROTATION_PCA);
+        sim->ops->memory(sim, &m);
+        char fail_tmp[4200];
+        snprintf(fail_tmp, sizeof fail_tmp, "%s.tmp", fail_out);
+        int ok = m.in_use == 0 && access(fail_tmp, F_OK) != 0 &&
+                 (err ? err == -ENOMEM && strstr(sg_last_error(), "refused") &&
+                            access(fail_out, F_OK) != 0
+                      : access(fail_out, F_OK) == 0);
+        if (!ok)
+            tap_diag("allocation %ld refused: error %d (%s), %zu bytes held", n, err,
+                     sg_last_error(), m.in_use);
+        clean += ok;
+        sim->ops->free(sim);
+    }
+    tap_ok(tried > 0 && clean == tried,
+           "%s: %ld of %ld runs with a device allocation refused ended cleanly (of %ld "
+           "allocations)", what, clean, tried, total);
+
     /* a device too small: one clear error, no model, nothing left held */
     char small[4096];
     snprintf(small, sizeof small, "%s/%s-small", tmp, what);
