@@ -111,6 +111,24 @@ static int cu_upload(sg_backend *be, void *dst, const void *src, size_t bytes)
     return CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, sg_cuda_of(be)->stream));
 }
 
+/* On the side stream, after what the main stream has queued so far (so a
+ * buffer just allocated on it is ready), overlapping what comes next. */
+static int cu_upload_async(sg_backend *be, void *dst, const void *src, size_t bytes)
+{
+    sg_cuda *c = sg_cuda_of(be);
+    int err = CU(cudaEventRecord(c->ev_main, c->stream));
+    err = err ? err : CU(cudaStreamWaitEvent(c->side, c->ev_main, 0));
+    return err ? err
+               : CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->side));
+}
+
+static int cu_await_uploads(sg_backend *be)
+{
+    sg_cuda *c = sg_cuda_of(be);
+    int err = CU(cudaEventRecord(c->ev_side, c->side));
+    return err ? err : CU(cudaStreamWaitEvent(c->stream, c->ev_side, 0));
+}
+
 static int cu_download(sg_backend *be, void *dst, const void *src, size_t bytes)
 {
     sg_cuda *c = sg_cuda_of(be);
@@ -502,7 +520,8 @@ static void cu_free(sg_backend *be);
 static const sg_backend_ops cuda_ops = {
     "cuda",            0 /* host_memory */,  cu_free,
     cu_alloc,          cu_release,           cu_host_alloc,
-    cu_host_free,      cu_upload,
+    cu_host_free,      cu_upload,            cu_upload_async,
+    cu_await_uploads,
     cu_download,       cu_copy,              cu_zero,
     cu_sync,           cu_memory,            cu_sgemm,
     cu_dgemm,          cu_cov_accumulate,    cu_cov_accumulate_mixed,
@@ -534,6 +553,14 @@ static void cu_free(sg_backend *be)
             cusolverDnDestroy(c->solver);
         if (c->blas)
             cublasDestroy(c->blas);
+        if (c->side)
+            cudaStreamSynchronize(c->side);
+        if (c->ev_main)
+            cudaEventDestroy(c->ev_main);
+        if (c->ev_side)
+            cudaEventDestroy(c->ev_side);
+        if (c->side)
+            cudaStreamDestroy(c->side);
         if (c->stream)
             cudaStreamDestroy(c->stream);
         free(c);
@@ -569,6 +596,9 @@ sg_backend *sg_backend_cuda_init(int device, size_t mem_cap_bytes)
     c->cap = mem_cap_bytes;
     int err = CU(cudaSetDevice(device));
     err = err ? err : CU(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    err = err ? err : CU(cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking));
+    err = err ? err : CU(cudaEventCreateWithFlags(&c->ev_main, cudaEventDisableTiming));
+    err = err ? err : CU(cudaEventCreateWithFlags(&c->ev_side, cudaEventDisableTiming));
     err = err ? err : CUBLAS(cublasCreate(&c->blas));
     err = err ? err : CUBLAS(cublasSetStream(c->blas, c->stream));
     /* default math: float32 GEMMs stay IEEE float32 (TF32 only ever with

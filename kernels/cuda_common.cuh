@@ -33,6 +33,8 @@ typedef struct {
 typedef struct {
     int device;
     cudaStream_t stream;
+    cudaStream_t side;     /* upload_async's queue */
+    cudaEvent_t ev_main, ev_side;
     cublasHandle_t blas;
     cusolverDnHandle_t solver;
     size_t cap, in_use, peak;

@@ -80,6 +80,14 @@ typedef struct sg_backend_ops {
     void (*host_free)(sg_backend *be, void *p);
     /* dst (backend) = src (host) */
     int (*upload)(sg_backend *be, void *dst, const void *src, size_t bytes);
+    /* dst (backend) = src (host) on a second queue, overlapping the work
+     * already queued (which it follows only in that dst may be freshly
+     * allocated); src must stay as it is until the next download or
+     * synchronize after await_uploads. For preparing the next block while
+     * this one computes. */
+    int (*upload_async)(sg_backend *be, void *dst, const void *src, size_t bytes);
+    /* work queued after this waits for every upload_async before it */
+    int (*await_uploads)(sg_backend *be);
     /* dst (host) = src (backend); waits for queued work */
     int (*download)(sg_backend *be, void *dst, const void *src, size_t bytes);
     /* dst (backend) = src (backend) */

@@ -418,6 +418,8 @@ static int cpu_zero(sg_backend *be, void *p, size_t bytes)
 
 static int cpu_sync(sg_backend *be) { return 0; }
 
+static int cpu_await(sg_backend *be) { return 0; }
+
 static void cpu_free(sg_backend *be) {}
 
 static int cpu_memory(sg_backend *be, sg_backend_mem *m)
@@ -795,6 +797,8 @@ static const sg_backend_ops cpu_ops = {
     .host_alloc = cpu_host_alloc,
     .host_free = cpu_host_free,
     .upload = cpu_copy,
+    .upload_async = cpu_copy,
+    .await_uploads = cpu_await,
     .download = cpu_copy,
     .copy = cpu_copy,
     .zero = cpu_zero,

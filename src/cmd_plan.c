@@ -135,6 +135,8 @@ int sg_cmd_plan(int argc, char **argv)
     printf("  activation store peak (input + residual + output)         %8.2f\n", gib(store_peak));
     int64_t store_budget = host > m.total ? host - m.total : 0;
     int64_t spilled = store_peak > store_budget ? store_peak - store_budget : 0;
+    printf("  a GPU run also: the next block, page-locked, while one runs %8.2f\n",
+           gib(m.block_f32));
     printf("  host budget %.2f GiB: %s", gib(host),
            m.total > host ? "DOES NOT FIT (fixed part exceeds the budget)\n" : "fits");
     if (m.total <= host && spilled)
@@ -146,15 +148,17 @@ int sg_cmd_plan(int argc, char **argv)
      * chunk's activations and forward scratch, the D x D work (H, three
      * rotations, the mixed eigensolver's four n x n matrices, cuSOLVER's
      * syevd workspace of about 2 n² and a float32 copy, the backend's 256
-     * MiB scratch), and the rotated copy of a weight beside the block
-     * while it is made (at most F x D) */
+     * MiB scratch), the rotated copy of a weight beside the block while it
+     * is made (at most F x D), and in a block's second half the next
+     * block, uploaded meanwhile */
     int64_t f64 = sizeof(double), f32 = sizeof(float);
     int64_t gpu_block = m.block_f32, gpu_chunk = m.chunk_buffers + m.forward_scratch;
     int64_t gpu_dd = D * D * f64 * (1 + 3 + 4 + 2) + D * D * f32 + ((int64_t)256 << 20);
     int64_t gpu_rotate = cfg.ffn_dim * D * f32;
-    int64_t gpu_total = gpu_block + gpu_chunk + gpu_dd + gpu_rotate;
+    int64_t gpu_total = 2 * gpu_block + gpu_chunk + gpu_dd + gpu_rotate;
     printf("\nGPU, held at once (GiB):\n");
-    printf("  one block in float32                                       %8.2f\n", gib(gpu_block));
+    printf("  one block in float32, and the next one arriving            %8.2f\n",
+           gib(2 * gpu_block));
     printf("  one activation chunk + forward scratch                     %8.2f\n", gib(gpu_chunk));
     printf("  covariance, eigensolver work, rotations                    %8.2f\n", gib(gpu_dd));
     printf("  a weight's rotated copy, while it is made                  %8.2f\n", gib(gpu_rotate));

@@ -1,6 +1,7 @@
 #include "forward_ops.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -220,8 +221,8 @@ static int block_slots(const sg_model_config *c, sg_block *b, float ***slot, int
     return n;
 }
 
-int sg_block_to_backend(sg_backend *be, const sg_model_config *c, const sg_block *host,
-                        sg_block *dev)
+static int to_backend(sg_backend *be, const sg_model_config *c, const sg_block *host,
+                      sg_block *dev, int async)
 {
     *dev = *host;
     if (be->ops->host_memory)
@@ -238,11 +239,55 @@ int sg_block_to_backend(sg_backend *be, const sg_model_config *c, const sg_block
         if (!*src[i])
             continue;
         err = be->ops->alloc(be, floats[i] * sizeof(float), (void **)slot[i]);
-        err = err ? err : be->ops->upload(be, *slot[i], *src[i], floats[i] * sizeof(float));
+        if (!err)
+            err = (async ? be->ops->upload_async : be->ops->upload)(be, *slot[i], *src[i],
+                                                                    floats[i] * sizeof(float));
+    }
+    if (err && async) {
+        /* copies already queued must land before their buffers go */
+        char saved[1024];
+        snprintf(saved, sizeof saved, "%s", sg_last_error());
+        be->ops->await_uploads(be);
+        be->ops->synchronize(be);
+        sg_fail(err, "%s", saved);
     }
     if (err)
         sg_block_backend_release(be, dev);
     return err;
+}
+
+int sg_block_to_backend(sg_backend *be, const sg_model_config *c, const sg_block *host,
+                        sg_block *dev)
+{
+    return to_backend(be, c, host, dev, 0);
+}
+
+int sg_block_to_backend_async(sg_backend *be, const sg_model_config *c, const sg_block *host,
+                              sg_block *dev)
+{
+    return to_backend(be, c, host, dev, 1);
+}
+
+int sg_block_pin(sg_backend *be, const sg_model_config *c, sg_block *b, void **arena)
+{
+    float **slot[MAX_TENSORS];
+    int64_t floats[MAX_TENSORS], total = 0;
+    int n = block_slots(c, b, slot, floats);
+    for (int i = 0; i < n; i++)
+        if (*slot[i])
+            total += floats[i];
+    int err = be->ops->host_alloc(be, total * sizeof(float), arena);
+    if (err)
+        return err;
+    float *at = *arena;
+    for (int i = 0; i < n; i++)
+        if (*slot[i]) {
+            memcpy(at, *slot[i], floats[i] * sizeof(float));
+            free(*slot[i]);
+            *slot[i] = at;
+            at += floats[i];
+        }
+    return 0;
 }
 
 int sg_block_from_backend(sg_backend *be, const sg_model_config *c, const sg_block *dev,

@@ -34,6 +34,18 @@ int sg_block_forward_mlp_ops(sg_backend *be, const sg_model_config *cfg, const s
  * copied, so the CPU path holds one block, as the memory bound says. */
 int sg_block_to_backend(sg_backend *be, const sg_model_config *cfg, const sg_block *host,
                         sg_block *dev);
+/* The same with upload_async: the copies overlap the work already
+ * queued. Call await_uploads before dev is used, and keep host as it is
+ * until the next synchronize after that (pin it first with
+ * sg_block_pin, or a GPU copies synchronously). */
+int sg_block_to_backend_async(sg_backend *be, const sg_model_config *cfg, const sg_block *host,
+                              sg_block *dev);
+
+/* Moves b's tensors into one buffer of the backend's page-locked host
+ * memory, *arena (host_free it; the tensors are not to be freed one by
+ * one), so that they can be uploaded while the device works. */
+int sg_block_pin(sg_backend *be, const sg_model_config *cfg, sg_block *b, void **arena);
+
 /* host = dev's tensors brought back into new host buffers, at dev's
  * widths (the block once sliced); the inverse of sg_block_to_backend. On
  * a host-memory backend host aliases dev. */

@@ -65,19 +65,26 @@ void sg_slice_memory_estimate(const sg_model_config *c, int64_t block_raw_bytes,
                m->covariance + m->rotations + m->globals;
 }
 
-/* The next block, loaded and folded on the host by a helper thread while
- * the GPU works on the current one (device path only: on the CPU the
- * cores are busy with the current block, and the memory bound holds one
- * block). The helper is the only user of the model files while it runs. */
+/* The next block, prepared while the GPU works on the current one
+ * (device path only: on the CPU the cores are busy with the current
+ * block, and the memory bound holds one block). A helper thread loads it,
+ * folds it and moves it into page-locked memory; the main thread then
+ * queues its upload on the backend's second queue, halfway through the
+ * current block, so the copy overlaps the current block's MLP half. The
+ * helper is the only user of the model files while it runs. */
 typedef struct {
     pthread_t thread;
     int running;
+    sg_backend *be;
     sg_model_files *files;
     const sg_model_config *cfg;
     int64_t l;
-    sg_block b;
+    sg_block b;     /* its tensors live in arena */
+    void *arena;
     int err;
     char msg[1024]; /* the helper's error message (sg_error is per thread) */
+    sg_block dev;   /* b queued into backend memory (upload_async) */
+    int uploaded;
 } next_block;
 
 static void *prepare_block(void *arg)
@@ -86,47 +93,80 @@ static void *prepare_block(void *arg)
     n->err = sg_block_load(n->files, n->cfg, n->l, &n->b);
     if (!n->err && n->l + 1 < n->cfg->n_layers)
         sg_model_files_prefetch_block(n->files, n->l + 1);
-    if (!n->err && (n->err = sg_fold_block(n->cfg, &n->b)))
+    if (!n->err)
+        n->err = sg_fold_block(n->cfg, &n->b);
+    if (!n->err)
+        n->err = sg_block_pin(n->be, n->cfg, &n->b, &n->arena);
+    if (n->err) {
         sg_block_free(&n->b);
-    if (n->err)
         snprintf(n->msg, sizeof n->msg, "%s", sg_last_error());
+    }
     return NULL;
 }
 
-static int next_block_start(next_block *n, sg_model_files *files, const sg_model_config *cfg,
-                            int64_t l)
+static int next_block_start(next_block *n, sg_backend *be, sg_model_files *files,
+                            const sg_model_config *cfg, int64_t l)
 {
     memset(n, 0, sizeof *n);
-    n->files = files, n->cfg = cfg, n->l = l;
+    n->be = be, n->files = files, n->cfg = cfg, n->l = l;
     if (pthread_create(&n->thread, NULL, prepare_block, n))
         return sg_fail(-EAGAIN, "cannot start the thread that loads block %lld", (long long)l);
     n->running = 1;
     return 0;
 }
 
-/* Waits for the helper: *b = its block, or its error. */
-static int next_block_join(next_block *n, sg_block *b)
+/* Waits for the helper, then queues the block's upload. */
+static int next_block_upload(next_block *n)
 {
-    if (!n->running)
+    if (n->running) {
+        pthread_join(n->thread, NULL);
+        n->running = 0;
+        if (n->err)
+            return sg_fail(n->err, "%s", n->msg);
+    }
+    if (n->uploaded || !n->arena)
         return 0;
-    pthread_join(n->thread, NULL);
-    n->running = 0;
-    if (n->err)
-        return sg_fail(n->err, "%s", n->msg);
-    *b = n->b;
+    int err = sg_block_to_backend_async(n->be, n->cfg, &n->b, &n->dev);
+    n->uploaded = !err;
+    return err;
+}
+
+/* *dev = the prepared block in backend memory, ready for the work queued
+ * after this; its page-locked host copy is dropped. */
+static int next_block_take(next_block *n, sg_block *dev)
+{
+    sg_backend *be = n->be;
+    int err = next_block_upload(n);
+    err = err ? err : be->ops->await_uploads(be);
+    err = err ? err : be->ops->synchronize(be); /* the copies are done: arena is free */
+    if (err)
+        return err;
+    *dev = n->dev;
+    be->ops->host_free(be, n->arena);
+    memset(n, 0, sizeof *n);
     return 0;
 }
 
-/* After an error elsewhere: waits for the helper and drops its block,
- * leaving the error message that stopped the run as it is. */
+/* After an error elsewhere: waits for the helper and the copies and drops
+ * everything, leaving the message of the error that stopped the run. */
 static void next_block_discard(next_block *n)
 {
-    if (!n->running)
+    if (!n->running && !n->arena && !n->uploaded)
         return;
-    pthread_join(n->thread, NULL);
-    n->running = 0;
-    if (!n->err)
-        sg_block_free(&n->b);
+    char saved[1024];
+    snprintf(saved, sizeof saved, "%s", sg_last_error());
+    if (n->running)
+        pthread_join(n->thread, NULL);
+    if (n->uploaded || n->arena) { /* queued copies land before anything goes */
+        n->be->ops->await_uploads(n->be);
+        n->be->ops->synchronize(n->be);
+    }
+    if (n->uploaded)
+        sg_block_backend_release(n->be, &n->dev);
+    if (n->arena)
+        n->be->ops->host_free(n->be, n->arena);
+    memset(n, 0, sizeof *n);
+    sg_fail(0, "%s", saved);
 }
 
 /* Everything one run holds between steps (the steps are slice_steps.h's;
@@ -191,9 +231,10 @@ static int slice_block(run_state *s, sg_model_files *files, sg_model_writer *w, 
     sg_model_config work;
     int err;
     memset(&host, 0, sizeof host);
-    if (s->next.running) {
-        /* prepared while the previous block ran: "load" is the wait */
-        err = next_block_join(&s->next, &host);
+    if (!on_host && s->next.l == l && (s->next.running || s->next.uploaded)) {
+        /* prepared and queued while the previous block ran: "load" is
+         * what is left of that wait */
+        err = next_block_take(&s->next, &dev);
         tick(s, SG_STAGE_LOAD);
         if (err)
             return err;
@@ -207,15 +248,15 @@ static int slice_block(run_state *s, sg_model_files *files, sg_model_writer *w, 
         if ((err = sg_fold_block(o, &host)))
             goto out;
         tick(s, SG_STAGE_FOLD);
+        if (!on_host) {
+            err = sg_block_to_backend(be, o, &host, &dev);
+            sg_block_free(&host); /* the host holds no block while the device works */
+            if (err)
+                goto out;
+        }
     }
-    if (!on_host) {
-        err = sg_block_to_backend(be, o, &host, &dev);
-        sg_block_free(&host); /* the host holds no block while the device works */
-        if (!err && l + 1 < o->n_layers)
-            err = next_block_start(&s->next, files, o, l + 1);
-        if (err)
-            goto out;
-    }
+    if (!on_host && l + 1 < o->n_layers && (err = next_block_start(&s->next, be, files, o, l + 1)))
+        goto out;
     if ((err = sg_slice_block_input(be, o, b, &s->q_prev, d_in)))
         goto out;
     sg_slice_work_config(&s->cfg, l, D, &work);
@@ -225,6 +266,9 @@ static int slice_block(run_state *s, sg_model_files *files, sg_model_writer *w, 
      * the whole block's output (parallel blocks), in the original basis */
     err = sg_slice_cov_begin(&s->cov);
     err = err ? err : sg_capture_attention(&s->cap, &work, b, l);
+    /* halfway: the next block's upload overlaps the rest of this one */
+    if (!err && !on_host && s->next.l == l + 1)
+        err = next_block_upload(&s->next);
     if (err)
         goto out;
     if (!o->parallel_block) {
@@ -334,6 +378,8 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
      * driver itself holds (see sg_slice_memory_estimate) */
     sg_slice_memory mem;
     sg_slice_memory_estimate(&s.orig, 0, s.cap.max_tokens, s.cap.max_tokens, &mem);
+    if (!s.be->ops->host_memory)
+        mem.total += mem.block_f32; /* the next block, prepared while this one runs */
     int64_t host = o->host_mem_bytes > 0 ? o->host_mem_bytes : physical_memory() / 2;
     rep->store_budget = host > mem.total ? host - mem.total : 0;
     const char *spill = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -378,7 +424,7 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
         rep->params_sliced -= nominal.d_in[l] * nominal.d_mid[l] +
                               (nominal.parallel_block ? 0 : nominal.d_mid[l] * nominal.d_out[l]);
 out:
-    next_block_discard(&s.next); /* an error may have left the helper running */
+    next_block_discard(&s.next); /* an error may have left the next block in flight */
     if (s.cap.store) {
         sg_act_store_stats_t st;
         sg_act_store_stats(s.cap.store, &st);

@@ -1,6 +1,7 @@
 #include "device_sim.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@ typedef struct {
 } pending;
 
 typedef struct {
+    pthread_mutex_t lock; /* the slicer's helper thread pins host memory */
     void **ptr;
     size_t *bytes;
     int n, cap;
@@ -26,6 +28,9 @@ typedef struct {
     int n_pinned, pinned_cap;
     pending *pend;
     int n_pend, pend_cap;
+    void **queued; /* upload_async destinations not yet awaited, with sizes */
+    size_t *queued_bytes;
+    int n_queued, queued_cap;
     int violations;
     size_t mem_cap, in_use; /* bytes it may hand out (0: any), bytes out */
     long allocations, fail_at; /* made so far; the one to refuse (0: none) */
@@ -38,16 +43,35 @@ static sg_backend *cpu(void) { return sg_backend_cpu(); }
 /* 1: [p, p + bytes) lies in one allocation */
 static int owned(sim *s, const void *p, size_t bytes)
 {
-    for (int i = 0; i < s->n; i++) {
+    int found = 0;
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < s->n && !found; i++) {
         const char *b = s->ptr[i];
-        if ((const char *)p >= b && (const char *)p + bytes <= b + s->bytes[i])
-            return 1;
+        found = (const char *)p >= b && (const char *)p + bytes <= b + s->bytes[i];
     }
-    return 0;
+    pthread_mutex_unlock(&s->lock);
+    return found;
+}
+
+/* 1: [p, p + bytes) overlaps a destination of upload_async not yet
+ * awaited, which on a GPU may still be being written */
+static int in_flight(sim *s, const void *p, size_t bytes)
+{
+    int hit = 0;
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < s->n_queued && !hit; i++)
+        hit = (const char *)p < (const char *)s->queued[i] + s->queued_bytes[i] &&
+              (const char *)s->queued[i] < (const char *)p + (bytes ? bytes : 1);
+    pthread_mutex_unlock(&s->lock);
+    return hit;
 }
 
 static int dev(sg_backend *be, const void *p, size_t bytes, const char *op)
 {
+    if (p && in_flight(of(be), p, bytes)) {
+        of(be)->violations++;
+        return sg_fail(SG_EARG, "device sim: %s reads %p before await_uploads", op, p);
+    }
     if (!p || owned(of(be), p, bytes))
         return 0;
     of(be)->violations++;
@@ -73,11 +97,13 @@ static uint64_t fnv(const void *p, size_t n)
 
 static int is_pinned(sim *s, const void *p)
 {
-    for (int i = 0; i < s->n_pinned; i++)
-        if ((const char *)p >= (const char *)s->pinned[i] &&
-            (const char *)p < (const char *)s->pinned[i] + s->pinned_bytes[i])
-            return 1;
-    return 0;
+    int found = 0;
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < s->n_pinned && !found; i++)
+        found = (const char *)p >= (const char *)s->pinned[i] &&
+                (const char *)p < (const char *)s->pinned[i] + s->pinned_bytes[i];
+    pthread_mutex_unlock(&s->lock);
+    return found;
 }
 
 /* The stream has drained: every pending upload's source must be as it
@@ -96,34 +122,64 @@ static int drained(sg_backend *be, const char *where)
     return err;
 }
 
+/* Appends (p, bytes) to a list that grows by doubling; 0 or -ENOMEM. */
+static int list_add(void ***ptr, size_t **sizes, int *n, int *cap, void *p, size_t bytes)
+{
+    if (*n == *cap) {
+        int c = *cap ? 2 * *cap : 64;
+        void **np = realloc(*ptr, c * sizeof *np);
+        if (np)
+            *ptr = np;
+        size_t *ns = np ? realloc(*sizes, c * sizeof *ns) : NULL;
+        if (!ns)
+            return -ENOMEM;
+        *sizes = ns;
+        *cap = c;
+    }
+    (*ptr)[*n] = p;
+    (*sizes)[(*n)++] = bytes;
+    return 0;
+}
+
+/* Removes p from the list; 1 if it was there (*bytes its size). */
+static int list_remove(void **ptr, size_t *sizes, int *n, void *p, size_t *bytes)
+{
+    for (int i = 0; i < *n; i++)
+        if (ptr[i] == p) {
+            *bytes = sizes[i];
+            ptr[i] = ptr[--*n];
+            sizes[i] = sizes[*n];
+            return 1;
+        }
+    return 0;
+}
+
 static int s_alloc(sg_backend *be, size_t bytes, void **out)
 {
     sim *s = of(be);
-    if (s->n == s->cap) {
-        int cap = s->cap ? 2 * s->cap : 64;
-        void **p = realloc(s->ptr, cap * sizeof *p);
-        size_t *b = p ? realloc(s->bytes, cap * sizeof *b) : NULL;
-        if (p)
-            s->ptr = p;
-        if (!b)
-            return sg_fail(-ENOMEM, "device sim: out of memory");
-        s->bytes = b;
-        s->cap = cap;
-    }
+    pthread_mutex_lock(&s->lock);
+    int refuse = 0, over = 0;
     if (s->fail_at && ++s->allocations == s->fail_at)
-        return sg_fail(-ENOMEM, "device sim: allocation %ld refused, as asked", s->fail_at);
-    if (!s->fail_at)
+        refuse = 1;
+    else if (!s->fail_at)
         s->allocations++;
-    if (s->mem_cap && s->in_use + bytes > s->mem_cap)
-        return sg_fail(-ENOMEM, "device sim: %zu bytes would pass the %zu-byte cap (%zu in use)",
-                       bytes, s->mem_cap, s->in_use);
+    over = s->mem_cap && s->in_use + bytes > s->mem_cap;
     /* never 0 bytes, so every allocation has an address of its own */
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p)
+    void *p = refuse || over ? NULL : malloc(bytes ? bytes : 1);
+    int err = p ? list_add(&s->ptr, &s->bytes, &s->n, &s->cap, p, bytes) : -ENOMEM;
+    if (!err)
+        s->in_use += bytes;
+    size_t in_use = s->in_use;
+    pthread_mutex_unlock(&s->lock);
+    if (refuse)
+        return sg_fail(-ENOMEM, "device sim: allocation %ld refused, as asked", s->fail_at);
+    if (over)
+        return sg_fail(-ENOMEM, "device sim: %zu bytes would pass the %zu-byte cap (%zu in use)",
+                       bytes, s->mem_cap, in_use);
+    if (err) {
+        free(p);
         return sg_fail(-ENOMEM, "device sim: out of memory for %zu bytes", bytes);
-    s->ptr[s->n] = p;
-    s->bytes[s->n++] = bytes;
-    s->in_use += bytes;
+    }
     *out = p;
     return 0;
 }
@@ -131,51 +187,56 @@ static int s_alloc(sg_backend *be, size_t bytes, void **out)
 static void s_release(sg_backend *be, void *p)
 {
     sim *s = of(be);
-    for (int i = 0; i < s->n; i++)
-        if (s->ptr[i] == p) {
-            free(p);
-            s->in_use -= s->bytes[i];
-            s->ptr[i] = s->ptr[--s->n];
-            s->bytes[i] = s->bytes[s->n];
-            return;
-        }
-    if (p) {
+    size_t bytes = 0;
+    if (p && in_flight(s, p, 1)) {
         s->violations++;
-        sg_fail(SG_EARG, "device sim: release of %p, not an allocation", p);
+        sg_fail(SG_EARG, "device sim: release of %p while an upload_async into it is queued", p);
     }
+    pthread_mutex_lock(&s->lock);
+    int found = list_remove(s->ptr, s->bytes, &s->n, p, &bytes);
+    if (found)
+        s->in_use -= bytes;
+    else if (p)
+        s->violations++;
+    pthread_mutex_unlock(&s->lock);
+    if (found)
+        free(p);
+    else if (p)
+        sg_fail(SG_EARG, "device sim: release of %p, not an allocation", p);
 }
 
 static int s_host_alloc(sg_backend *be, size_t bytes, void **out)
 {
     sim *s = of(be);
-    if (s->n_pinned == s->pinned_cap) {
-        int cap = s->pinned_cap ? 2 * s->pinned_cap : 16;
-        void **p = realloc(s->pinned, cap * sizeof *p);
-        size_t *b = p ? realloc(s->pinned_bytes, cap * sizeof *b) : NULL;
-        if (p)
-            s->pinned = p;
-        if (!b)
-            return sg_fail(-ENOMEM, "device sim: out of memory");
-        s->pinned_bytes = b;
-        s->pinned_cap = cap;
-    }
     int err = cpu()->ops->host_alloc(cpu(), bytes, out);
-    if (!err) {
-        s->pinned[s->n_pinned] = *out;
-        s->pinned_bytes[s->n_pinned++] = bytes ? bytes : 1;
+    if (err)
+        return err;
+    pthread_mutex_lock(&s->lock);
+    err = list_add(&s->pinned, &s->pinned_bytes, &s->n_pinned, &s->pinned_cap, *out,
+                   bytes ? bytes : 1);
+    pthread_mutex_unlock(&s->lock);
+    if (err) {
+        cpu()->ops->host_free(cpu(), *out);
+        return sg_fail(-ENOMEM, "device sim: out of memory");
     }
-    return err;
+    return 0;
 }
 
 /* freeing a buffer an upload may still read is the same mistake */
 static void s_host_free(sg_backend *be, void *p)
 {
     sim *s = of(be);
-    drained(be, "host_free");
-    for (int i = 0; i < s->n_pinned; i++)
-        if (s->pinned[i] == p) {
-            s->pinned[i] = s->pinned[--s->n_pinned];
-            s->pinned_bytes[i] = s->pinned_bytes[s->n_pinned];
+    size_t bytes = 0;
+    pthread_mutex_lock(&s->lock);
+    list_remove(s->pinned, s->pinned_bytes, &s->n_pinned, p, &bytes);
+    pthread_mutex_unlock(&s->lock);
+    /* an upload from it that no download or synchronize has waited for */
+    for (int i = 0; i < s->n_pend; i++)
+        if ((const char *)s->pend[i].src >= (const char *)p &&
+            (const char *)s->pend[i].src < (const char *)p + bytes) {
+            s->violations++;
+            sg_fail(SG_EARG, "device sim: host_free of %p while an upload from it is queued", p);
+            s->pend[i--] = s->pend[--s->n_pend];
         }
     cpu()->ops->host_free(cpu(), p);
 }
@@ -221,6 +282,29 @@ static int s_zero(sg_backend *be, void *p, size_t n)
 {
     int err = dev(be, p, n, "zero");
     return err ? err : (memset(p, 0, n), 0);
+}
+
+/* Copies now, as upload does (its source is checked at the next drain),
+ * and marks the destination in flight until await_uploads. */
+static int s_upload_async(sg_backend *be, void *d, const void *h, size_t n)
+{
+    sim *s = of(be);
+    int err = s_upload(be, d, h, n);
+    if (err)
+        return err;
+    pthread_mutex_lock(&s->lock);
+    err = list_add(&s->queued, &s->queued_bytes, &s->n_queued, &s->queued_cap, d, n);
+    pthread_mutex_unlock(&s->lock);
+    return err ? sg_fail(-ENOMEM, "device sim: out of memory") : 0;
+}
+
+static int s_await(sg_backend *be)
+{
+    sim *s = of(be);
+    pthread_mutex_lock(&s->lock);
+    s->n_queued = 0;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
 }
 
 static int s_sync(sg_backend *be) { return drained(be, "synchronize"); }
@@ -356,11 +440,14 @@ static void s_free(sg_backend *be)
     sim *s = of(be);
     for (int i = 0; i < s->n; i++)
         free(s->ptr[i]);
+    pthread_mutex_destroy(&s->lock);
     free(s->ptr);
     free(s->bytes);
     free(s->pinned);
     free(s->pinned_bytes);
     free(s->pend);
+    free(s->queued);
+    free(s->queued_bytes);
     free(s);
     free(be);
 }
@@ -382,6 +469,8 @@ sg_backend *device_sim_new(size_t cap)
         .host_alloc = s_host_alloc,
         .host_free = s_host_free,
         .upload = s_upload,
+        .upload_async = s_upload_async,
+        .await_uploads = s_await,
         .download = s_download,
         .copy = s_copy,
         .zero = s_zero,
@@ -404,6 +493,7 @@ sg_backend *device_sim_new(size_t cap)
         .add = s_add,
     };
     s->mem_cap = cap;
+    pthread_mutex_init(&s->lock, NULL);
     be->ops = &s->ops;
     be->ctx = s;
     return be;

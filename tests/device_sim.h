@@ -6,8 +6,10 @@
  * one of its own allocations, a host pointer must not. A mix-up, which on
  * a real GPU is an illegal address, is an error here with a message.
  * Uploads from its page-locked host memory (host_alloc) are asynchronous
- * on a GPU: their source must not change before the next download or
- * synchronize, and the pretend device checks that too. */
+ * on a GPU: their source must not change or be freed before the next
+ * download or synchronize; and upload_async's destination must not be
+ * read or released before await_uploads. The pretend device checks those
+ * too. */
 #ifndef SG_TEST_DEVICE_SIM_H
 #define SG_TEST_DEVICE_SIM_H
 
