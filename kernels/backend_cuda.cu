@@ -93,11 +93,13 @@ static void cu_release(sg_backend *be, void *p)
         }
 }
 
-/* page-locked, so copies run at full PCIe speed and need no staging */
+/* page-locked, so copies run at full PCIe speed and need no staging;
+ * portable, because the slicer's helper thread (which has not chosen a
+ * device) allocates the next block's buffer */
 static int cu_host_alloc(sg_backend *be, size_t bytes, void **out)
 {
     *out = NULL;
-    return CU(cudaMallocHost(out, bytes ? bytes : 1));
+    return CU(cudaHostAlloc(out, bytes ? bytes : 1, cudaHostAllocPortable));
 }
 
 static void cu_host_free(sg_backend *be, void *p)
