@@ -221,29 +221,41 @@ static int block_slots(const sg_model_config *c, sg_block *b, float ***slot, int
     return n;
 }
 
-static int to_backend(sg_backend *be, const sg_model_config *c, const sg_block *host,
-                      sg_block *dev, int async)
+enum { TO_BACKEND, TO_BACKEND_ASYNC, TO_HOST };
+
+/* to = from's tensors copied the given way into new buffers (backend
+ * memory, or malloc'd host memory for TO_HOST), shapes from from's widths */
+static int copy_block(sg_backend *be, const sg_model_config *c, const sg_block *from,
+                      sg_block *to, int way)
 {
-    *dev = *host;
+    *to = *from;
     if (be->ops->host_memory)
         return 0;
     float **slot[MAX_TENSORS], **src[MAX_TENSORS];
     int64_t floats[MAX_TENSORS];
-    sg_block copy = *host;
-    int n = block_slots(c, dev, slot, floats);
+    sg_block copy = *from;
+    int n = block_slots(c, to, slot, floats);
     block_slots(c, &copy, src, floats);
     for (int i = 0; i < n; i++)
         *slot[i] = NULL;
     int err = 0;
     for (int i = 0; i < n && !err; i++) {
+        size_t bytes = floats[i] * sizeof(float);
         if (!*src[i])
             continue;
-        err = be->ops->alloc(be, floats[i] * sizeof(float), (void **)slot[i]);
-        if (!err)
-            err = (async ? be->ops->upload_async : be->ops->upload)(be, *slot[i], *src[i],
-                                                                    floats[i] * sizeof(float));
+        if (way == TO_HOST) {
+            if (!(*slot[i] = malloc(bytes)))
+                err = sg_fail(-ENOMEM, "out of memory for a block of %lld-wide tensors",
+                              (long long)c->dim);
+            err = err ? err : be->ops->download(be, *slot[i], *src[i], bytes);
+        } else {
+            err = be->ops->alloc(be, bytes, (void **)slot[i]);
+            if (!err)
+                err = (way == TO_BACKEND_ASYNC ? be->ops->upload_async
+                                               : be->ops->upload)(be, *slot[i], *src[i], bytes);
+        }
     }
-    if (err && async) {
+    if (err && way == TO_BACKEND_ASYNC) {
         /* copies already queued must land before their buffers go */
         char saved[1024];
         snprintf(saved, sizeof saved, "%s", sg_last_error());
@@ -251,21 +263,23 @@ static int to_backend(sg_backend *be, const sg_model_config *c, const sg_block *
         be->ops->synchronize(be);
         sg_fail(err, "%s", saved);
     }
-    if (err)
-        sg_block_backend_release(be, dev);
+    if (err && way == TO_HOST)
+        sg_block_free(to);
+    else if (err)
+        sg_block_backend_release(be, to);
     return err;
 }
 
 int sg_block_to_backend(sg_backend *be, const sg_model_config *c, const sg_block *host,
                         sg_block *dev)
 {
-    return to_backend(be, c, host, dev, 0);
+    return copy_block(be, c, host, dev, TO_BACKEND);
 }
 
 int sg_block_to_backend_async(sg_backend *be, const sg_model_config *c, const sg_block *host,
                               sg_block *dev)
 {
-    return to_backend(be, c, host, dev, 1);
+    return copy_block(be, c, host, dev, TO_BACKEND_ASYNC);
 }
 
 int sg_block_pin(sg_backend *be, const sg_model_config *c, sg_block *b, void **arena)
@@ -293,29 +307,7 @@ int sg_block_pin(sg_backend *be, const sg_model_config *c, sg_block *b, void **a
 int sg_block_from_backend(sg_backend *be, const sg_model_config *c, const sg_block *dev,
                           sg_block *host)
 {
-    *host = *dev;
-    if (be->ops->host_memory)
-        return 0;
-    float **slot[MAX_TENSORS], **src[MAX_TENSORS];
-    int64_t floats[MAX_TENSORS];
-    sg_block copy = *dev;
-    int n = block_slots(c, host, slot, floats);
-    block_slots(c, &copy, src, floats);
-    for (int i = 0; i < n; i++)
-        *slot[i] = NULL;
-    int err = 0;
-    for (int i = 0; i < n && !err; i++) {
-        if (!*src[i])
-            continue;
-        if (!(*slot[i] = malloc(floats[i] * sizeof(float))))
-            err = sg_fail(-ENOMEM, "out of memory for a block of %lld-wide tensors",
-                          (long long)c->dim);
-        else
-            err = be->ops->download(be, *slot[i], *src[i], floats[i] * sizeof(float));
-    }
-    if (err)
-        sg_block_free(host);
-    return err;
+    return copy_block(be, c, dev, host, TO_HOST);
 }
 
 void sg_block_backend_release(sg_backend *be, sg_block *dev)

@@ -116,15 +116,17 @@ static int global_reader(sg_backend *be, float **w, int64_t rows, int64_t D,
 /* A block's tensors live in backend memory (sg_block_to_backend) while it
  * is sliced: each rotation makes a new tensor there and drops the old. */
 
-/* *w (rows, D) -> (rows, d) = W·Q_d */
-static int reader(sg_backend *be, float **w, int64_t rows, int64_t D, const sg_rotation *q,
-                  int64_t d)
+/* In backend memory: a reader *w (n, D) -> (n, d) = W·Q_d, or a writer
+ * *w (D, n) -> (d, n) = Q_dᵀ·W; the new tensor replaces the old. */
+static int rotate_in_backend(sg_backend *be, int is_writer, float **w, int64_t n, int64_t D,
+                             const sg_rotation *q, int64_t d)
 {
-    if (be->ops->host_memory)
-        return sg_rotate_reader(w, rows, D, q->host, d);
     float *out = NULL;
-    int err = be->ops->alloc(be, rows * d * sizeof(float), (void **)&out);
-    err = err ? err : be->ops->rotate_reader(be, *w, rows, D, q->dev, d, out);
+    int err = be->ops->alloc(be, n * d * sizeof(float), (void **)&out);
+    if (!err && is_writer)
+        err = be->ops->rotate_writer(be, *w, D, n, q->dev, d, out);
+    else if (!err)
+        err = be->ops->rotate_reader(be, *w, n, D, q->dev, d, out);
     if (err) {
         if (out)
             be->ops->release(be, out);
@@ -135,21 +137,13 @@ static int reader(sg_backend *be, float **w, int64_t rows, int64_t D, const sg_r
     return 0;
 }
 
-/* *w (D, cols) -> (d, cols) = Q_dᵀ·W */
-static int writer_one(sg_backend *be, float **w, int64_t D, int64_t cols, const sg_rotation *q,
-                      int64_t d)
+/* *w (rows, D) -> (rows, d) = W·Q_d */
+static int reader(sg_backend *be, float **w, int64_t rows, int64_t D, const sg_rotation *q,
+                  int64_t d)
 {
-    float *out = NULL;
-    int err = be->ops->alloc(be, d * cols * sizeof(float), (void **)&out);
-    err = err ? err : be->ops->rotate_writer(be, *w, D, cols, q->dev, d, out);
-    if (err) {
-        if (out)
-            be->ops->release(be, out);
-        return err;
-    }
-    be->ops->release(be, *w);
-    *w = out;
-    return 0;
+    if (be->ops->host_memory)
+        return sg_rotate_reader(w, rows, D, q->host, d);
+    return rotate_in_backend(be, 0, w, rows, D, q, d);
 }
 
 /* The shortcut Q[:, :d]ᵀ (d, D), built on the host (a transpose) and
@@ -176,8 +170,8 @@ static int writer(sg_backend *be, float **w, float **bias, int64_t D, int64_t co
 {
     if (be->ops->host_memory)
         return sg_rotate_writer(w, bias, D, cols, q->host, d);
-    int err = writer_one(be, w, D, cols, q, d);
-    return err || !bias || !*bias ? err : writer_one(be, bias, D, 1, q, d);
+    int err = rotate_in_backend(be, 1, w, cols, D, q, d);
+    return err || !bias || !*bias ? err : rotate_in_backend(be, 1, bias, 1, D, q, d);
 }
 
 /* *s (d_a, D) -> (d_a, d_b) = S·Q_b[:, :d_b]: a reader rotation of its rows */
