@@ -179,6 +179,11 @@ struct sg_backend {
     void *ctx; /* the backend's own state */
 };
 
+/* Cleanup after an error: waits for every queued operation and copy
+ * (await_uploads, synchronize), so buffers they use can be freed, and
+ * leaves the message of the error being reported as it was. */
+void sg_backend_drain(sg_backend *be);
+
 /* The CPU backend: one shared instance, thread-safe; its free is a no-op. */
 sg_backend *sg_backend_cpu(void);
 

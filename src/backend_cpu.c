@@ -9,6 +9,7 @@
 #include <float.h>
 #include <lapacke.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -358,6 +359,15 @@ int sg_eigh_run(sg_backend *be, const sg_eigh_prims *p, double *h, int64_t d, do
     }
     }
     return sg_fail(SG_EARG, "unknown eigensolver mode %d", (int)mode);
+}
+
+void sg_backend_drain(sg_backend *be)
+{
+    char saved[1024];
+    snprintf(saved, sizeof saved, "%s", sg_last_error());
+    be->ops->await_uploads(be);
+    be->ops->synchronize(be);
+    sg_fail(0, "%s", saved);
 }
 
 /* ===================================================================

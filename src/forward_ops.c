@@ -255,14 +255,8 @@ static int copy_block(sg_backend *be, const sg_model_config *c, const sg_block *
                                                : be->ops->upload)(be, *slot[i], *src[i], bytes);
         }
     }
-    if (err && way == TO_BACKEND_ASYNC) {
-        /* copies already queued must land before their buffers go */
-        char saved[1024];
-        snprintf(saved, sizeof saved, "%s", sg_last_error());
-        be->ops->await_uploads(be);
-        be->ops->synchronize(be);
-        sg_fail(err, "%s", saved);
-    }
+    if (err && way == TO_BACKEND_ASYNC)
+        sg_backend_drain(be); /* copies already queued land before their buffers go */
     if (err && way == TO_HOST)
         sg_block_free(to);
     else if (err)

@@ -385,14 +385,8 @@ int sg_capture_init(sg_capture *c, sg_backend *be, const sg_token_batch *b,
 void sg_capture_free(sg_capture *c)
 {
     float *dev[] = {c->din, c->dmid, c->dout}, *host[] = {c->in, c->mid, c->out};
-    if (c->be && !c->be->ops->host_memory) {
-        /* after an error a copy from these buffers may still be queued:
-         * let it land first (keeping the error's message) */
-        char saved[1024];
-        snprintf(saved, sizeof saved, "%s", sg_last_error());
-        c->be->ops->synchronize(c->be);
-        sg_fail(0, "%s", saved);
-    }
+    if (c->be && !c->be->ops->host_memory)
+        sg_backend_drain(c->be); /* after an error a copy from these may still be queued */
     for (int i = 0; i < 3; i++)
         if (dev[i] && dev[i] != host[i])
             c->be->ops->release(c->be, dev[i]);

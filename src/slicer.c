@@ -153,20 +153,15 @@ static void next_block_discard(next_block *n)
 {
     if (!n->running && !n->arena && !n->uploaded)
         return;
-    char saved[1024];
-    snprintf(saved, sizeof saved, "%s", sg_last_error());
     if (n->running)
         pthread_join(n->thread, NULL);
-    if (n->uploaded || n->arena) { /* queued copies land before anything goes */
-        n->be->ops->await_uploads(n->be);
-        n->be->ops->synchronize(n->be);
-    }
+    if (n->uploaded || n->arena)
+        sg_backend_drain(n->be); /* queued copies land before anything goes */
     if (n->uploaded)
         sg_block_backend_release(n->be, &n->dev);
     if (n->arena)
         n->be->ops->host_free(n->be, n->arena);
     memset(n, 0, sizeof *n);
-    sg_fail(0, "%s", saved);
 }
 
 /* Everything one run holds between steps (the steps are slice_steps.h's;
