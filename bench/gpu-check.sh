@@ -27,7 +27,13 @@
 # Exit status: 0 all passed, 1 a step failed, 77 no GPU was found.
 # Needs autoreconf where configure is absent (it is git-ignored); without
 # autotools there, bring configure, Makefile.in, aclocal.m4, config.h.in
-# and build-aux/ along.
+# and build-aux/ along. Through the device tool, from a checkout where
+# `autoreconf -fi` has run:
+#   mkdir -p shared/data && cp -r ../shared/data/stories260K \
+#       ../shared/data/tinystories-valid-subset shared/data/      (2 MB)
+#   run command="bench/gpu-check.sh" timeout_s=600 carry=["configure",
+#       "Makefile.in", "aclocal.m4", "config.h.in", "build-aux", "shared"]
+# ($OUT is set there, so the log comes back as gpu-check.log.)
 set -u
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-/tmp/sg-gpu-check}
