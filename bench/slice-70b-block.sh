@@ -13,6 +13,7 @@
 # (auto), COV (auto; mixed is what a consumer card would pick), BLOCKS (80), WORK (a scratch directory with room for the model
 # and the activations: about 4 GB of disk and 26 GB of RAM at full size).
 set -eu
+set -o pipefail # the run's status, not tee's
 build=$(cd "${1:?usage: slice-70b-block.sh BUILD_DIR}" && pwd)
 dim=${DIM:-8192} ffn=${FFN:-28672} heads=${HEADS:-64} kv=${KV:-8} hd=${HEAD_DIM:-128}
 vocab=${VOCAB:-32000} seqs=${SEQS:-128} seqlen=${SEQLEN:-2048} blocks=${BLOCKS:-80}
