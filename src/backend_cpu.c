@@ -477,9 +477,7 @@ static int cpu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float 
         return sg_fail(-ENOMEM, "out of memory for a covariance chunk");
     sg_cov_accumulate_upper(h, c, d, x, rows);
     free(c);
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < i; j++)
-            h[i * d + j] = h[j * d + i];
+    sg_cov_mirror_upper(h, d);
     return 0;
 }
 
@@ -493,9 +491,7 @@ static int cpu_cov_accumulate_mixed(sg_backend *be, double *h, int64_t d, const 
         return sg_fail(-ENOMEM, "out of memory for a covariance slice");
     sg_cov_accumulate_upper_mixed(h, s, d, x, rows);
     free(s);
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < i; j++)
-            h[i * d + j] = h[j * d + i];
+    sg_cov_mirror_upper(h, d);
     return 0;
 }
 

@@ -267,7 +267,7 @@ static int cov_record(sg_stage *st, void *ctx)
      * after it: a chunk gone means capture failed and said so */
     if (err == -ENOENT)
         return sg_fail(SG_STAGE_QUIET, "%s: the store is gone (capture stopped)", path);
-    err = err ? err : sg_slice_cov_add(&c->cov, c->chunk, a.rows, 1);
+    err = err ? err : sg_slice_cov_add(&c->cov, c->chunk, a.rows);
     if (err)
         return err;
     c->next = a.index + 1;

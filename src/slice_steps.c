@@ -522,8 +522,6 @@ void sg_slice_cov_free(sg_slice_cov *cov)
 {
     if (cov->h)
         cov->be->ops->release(cov->be, cov->h);
-    if (cov->staging)
-        cov->be->ops->release(cov->be, cov->staging);
     memset(cov, 0, sizeof *cov);
 }
 
@@ -533,26 +531,11 @@ int sg_slice_cov_begin(sg_slice_cov *cov)
     return cov->be->ops->zero(cov->be, cov->h, cov->d * cov->d * sizeof(double));
 }
 
-int sg_slice_cov_add(sg_slice_cov *cov, const float *x, int64_t rows, int x_on_host)
+int sg_slice_cov_add(sg_slice_cov *cov, const float *x, int64_t rows)
 {
     sg_backend *be = cov->be;
-    int err = 0;
-    if (x_on_host && !be->ops->host_memory) {
-        if (rows > cov->staging_rows) {
-            if (cov->staging)
-                be->ops->release(be, cov->staging);
-            cov->staging = NULL;
-            cov->staging_rows = 0;
-            if ((err = be->ops->alloc(be, rows * cov->d * sizeof(float), (void **)&cov->staging)))
-                return err;
-            cov->staging_rows = rows;
-        }
-        if ((err = be->ops->upload(be, cov->staging, x, rows * cov->d * sizeof(float))))
-            return err;
-        x = cov->staging;
-    }
-    err = cov->mixed ? be->ops->cov_accumulate_mixed(be, cov->h, cov->d, x, rows)
-                     : be->ops->cov_accumulate(be, cov->h, cov->d, x, rows);
+    int err = cov->mixed ? be->ops->cov_accumulate_mixed(be, cov->h, cov->d, x, rows)
+                         : be->ops->cov_accumulate(be, cov->h, cov->d, x, rows);
     if (!err)
         cov->tokens += rows;
     return err;

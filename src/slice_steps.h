@@ -154,17 +154,15 @@ typedef struct {
     int64_t d;
     int mixed;       /* 1: float32 slices added in float64 (cov_accumulate_mixed) */
     double *h;       /* backend memory */
-    float *staging;  /* host rows uploaded here (none on the CPU) */
-    int64_t staging_rows;
     int64_t tokens;  /* rows accumulated since begin */
 } sg_slice_cov;
 int sg_slice_cov_init(sg_slice_cov *cov, sg_backend *be, int64_t d, int mixed);
 void sg_slice_cov_free(sg_slice_cov *cov);
 /* H = 0 */
 int sg_slice_cov_begin(sg_slice_cov *cov);
-/* H += XᵀX for x (rows, d) in backend memory, or on the host when
- * x_on_host (then uploaded first). */
-int sg_slice_cov_add(sg_slice_cov *cov, const float *x, int64_t rows, int x_on_host);
+/* H += XᵀX for x (rows, d) in backend memory (the stage filters run on
+ * the CPU backend, whose memory is the host's). */
+int sg_slice_cov_add(sg_slice_cov *cov, const float *x, int64_t rows);
 
 /* The principal axes of a finished covariance h (D, D, backend memory),
  * overwritten: PCA (damped, descending, by the backend's eigensolver in

@@ -195,7 +195,7 @@ static int accumulate(void *ctx, const char *signal, int64_t layer, const char *
 {
     run_state *s = ctx;
     double t = sg_now();
-    int err = sg_slice_cov_add(&s->cov, x_dev, rows, 0);
+    int err = sg_slice_cov_add(&s->cov, x_dev, rows);
     s->rep->seconds[SG_STAGE_COV] += sg_now() - t;
     s->clock += sg_now() - t; /* not capture time */
     return err;

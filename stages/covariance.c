@@ -53,13 +53,14 @@ int sg_cov_accumulate(sg_cov *cov, const float *x, int64_t rows)
     return 0;
 }
 
-void sg_cov_finish(sg_cov *cov)
+void sg_cov_mirror_upper(double *h, int64_t d)
 {
-    int64_t d = cov->d;
     for (int64_t i = 0; i < d; i++)
         for (int64_t j = 0; j < i; j++)
-            cov->h[i * d + j] = cov->h[j * d + i];
+            h[i * d + j] = h[j * d + i];
 }
+
+void sg_cov_finish(sg_cov *cov) { sg_cov_mirror_upper(cov->h, cov->d); }
 
 void sg_cov_free(sg_cov *cov)
 {

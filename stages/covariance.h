@@ -35,6 +35,8 @@ void sg_cov_accumulate_upper_mixed(double *h, float *s, int64_t d, const float *
 
 /* Mirrors the upper triangle so h is a full symmetric matrix. */
 void sg_cov_finish(sg_cov *cov);
+/* The same on a caller's h (d, d): what the CPU backend's ops end with. */
+void sg_cov_mirror_upper(double *h, int64_t d);
 void sg_cov_free(sg_cov *cov);
 
 #endif
