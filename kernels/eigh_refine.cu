@@ -2,25 +2,14 @@
 
 #include <math.h>
 
-#define TILE 32
-
-typedef struct {
-    double kappa, tau, gamma;
-} pair_rule;
-
-/* 0 resolved, 1 separated, 2 clustered; *c the coupling */
-__device__ static inline int pair_kind(double s, double g, double li, double lj, pair_rule t,
-                                       double *c)
-{
-    double gap = fabs(lj - li);
-    *c = fmax(fabs(s - lj * g), fabs(s - li * g));
-    if (*c <= t.tau)
-        return 0;
-    return gap > t.gamma && *c <= t.kappa * gap ? 1 : 2;
+extern "C" {
+#include "eigh_pair.h" /* the pair rule and correction, shared with the CPU */
 }
 
+#define TILE 32
+
 __global__ void couple(const double *s, const double *g, int64_t n, int64_t ld,
-                       const double *lam, pair_rule t, int64_t *hi)
+                       const double *lam, sg_pair_rule t, int64_t *hi)
 {
     __shared__ long long best[256 / 32];
     for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
@@ -28,7 +17,7 @@ __global__ void couple(const double *s, const double *g, int64_t n, int64_t ld,
         for (int64_t j = i + 1 + threadIdx.x; j < n; j += blockDim.x) {
             double c, sij = 0.5 * (s[i * ld + j] + s[j * ld + i]);
             double gij = g ? 0.5 * (g[i * ld + j] + g[j * ld + i]) : 0.0;
-            if (pair_kind(sij, gij, lam[i], lam[j], t, &c) == 2 && j > mine)
+            if (sg_pair_kind(sij, gij, lam[i], lam[j], t, &c) == 2 && j > mine)
                 mine = (long long)j;
         }
         for (int o = 16; o > 0; o >>= 1) {
@@ -50,7 +39,7 @@ __global__ void couple(const double *s, const double *g, int64_t n, int64_t ld,
 int sg_cuda_couple(cudaStream_t st, const double *s, const double *g, int64_t n, int64_t ld,
                    const double *lam, const double t[3], int64_t *hi)
 {
-    pair_rule r = {t[0], t[1], t[2]};
+    sg_pair_rule r = {t[0], t[1], t[2]};
     unsigned grid = (unsigned)(n < 65535 * 4 ? n : 65535 * 4);
     couple<<<grid, 256, 0, st>>>(s, g, n, ld, lam, r, hi);
     return CU_LAUNCHED();
@@ -66,7 +55,7 @@ __device__ static inline void max_into(double *where, double v)
 __device__ static inline double mag(double v) { return isnan(v) ? INFINITY : fabs(v); }
 
 __global__ void correction(double *s, const double *g, int64_t n, int64_t ld,
-                           const double *lam, pair_rule t, double *stat)
+                           const double *lam, sg_pair_rule t, double *stat)
 {
     __shared__ double red[3][TILE * 8 / 32];
     const int64_t bi = blockIdx.y, bj = blockIdx.x;
@@ -83,18 +72,8 @@ __global__ void correction(double *s, const double *g, int64_t n, int64_t ld,
                 mo = fmax(mo, mag(2 * eii));
                 continue;
             }
-            double c = 0, gij = 0.5 * (g[i * ld + j] + g[j * ld + i]), eij, eji;
-            if (lam) {
-                double sij = 0.5 * (s[i * ld + j] + s[j * ld + i]);
-                if (pair_kind(sij, gij, lam[i], lam[j], t, &c) == 1) {
-                    eij = (sij - lam[j] * gij) / (lam[j] - lam[i]);
-                    eji = (sij - lam[i] * gij) / (lam[i] - lam[j]);
-                } else {
-                    eij = eji = -gij / 2;
-                }
-            } else {
-                eij = eji = -gij / 2;
-            }
+            double c, gij, eij, eji;
+            sg_pair_correction(s, g, ld, i, j, lam, t, &eij, &eji, &gij, &c);
             s[i * ld + j] = eij;
             s[j * ld + i] = eji;
             me = fmax(me, fmax(mag(eij), mag(eji)));
@@ -129,7 +108,7 @@ __global__ void correction(double *s, const double *g, int64_t n, int64_t ld,
 int sg_cuda_correction(cudaStream_t st, double *s, const double *g, int64_t n, int64_t ld,
                        const double *lam, const double t[3], double *stat)
 {
-    pair_rule r = {t[0], t[1], t[2]};
+    sg_pair_rule r = {t[0], t[1], t[2]};
     int err = CU(cudaMemsetAsync(stat, 0, 3 * sizeof(double), st));
     if (err)
         return err;

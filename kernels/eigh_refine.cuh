@@ -1,6 +1,6 @@
 /* The two O(n²) steps of the mixed eigensolver's sweep (backend.h, "The
  * mixed eigensolver"): which pairs are clustered, and the correction E.
- * The pair rule is the CPU's (src/backend_cpu.c pair_kind), line for line. */
+ * The pair rule and correction are the CPU's (src/eigh_pair.h). */
 #ifndef SG_CUDA_EIGH_REFINE_CUH
 #define SG_CUDA_EIGH_REFINE_CUH
 

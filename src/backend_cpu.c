@@ -15,6 +15,7 @@
 
 #include "covariance.h"
 #include "eigensolve.h"
+#include "eigh_pair.h"
 #include "forward.h"
 #include "rotate_slice.h"
 #include "sg_error.h"
@@ -686,26 +687,16 @@ static int cpu_set_identity(sg_backend *be, double *m, int64_t n, int64_t ld)
     return 0;
 }
 
-/* The pair rule of backend.h, kept identical to the CUDA kernels (t =
- * {κ, τ, γ}): 0 resolved, 1 separated, 2 clustered; *c the coupling. */
-static inline int pair_kind(double s, double g, double li, double lj, const double *t, double *c)
-{
-    double gap = fabs(lj - li);
-    *c = fmax(fabs(s - lj * g), fabs(s - li * g));
-    if (*c <= t[1])
-        return 0;
-    return gap > t[2] && *c <= t[0] * gap ? 1 : 2;
-}
-
 static int cpu_couple(sg_backend *be, const double *s, const double *g, int64_t n, int64_t ld,
                       const double *lam, const double t[3], int64_t *hi)
 {
+    sg_pair_rule rule = {t[0], t[1], t[2]};
     for (int64_t i = 0; i < n; i++) {
         hi[i] = i;
         for (int64_t j = n - 1; j > i; j--) {
             double c, sij = 0.5 * (s[i * ld + j] + s[j * ld + i]);
             double gij = g ? 0.5 * (g[i * ld + j] + g[j * ld + i]) : 0;
-            if (pair_kind(sij, gij, lam[i], lam[j], t, &c) == 2) {
+            if (sg_pair_kind(sij, gij, lam[i], lam[j], rule, &c) == 2) {
                 hi[i] = j;
                 break;
             }
@@ -717,6 +708,7 @@ static int cpu_couple(sg_backend *be, const double *s, const double *g, int64_t 
 static int cpu_correction(sg_backend *be, double *s, const double *g, int64_t n, int64_t ld,
                           const double *lam, const double t[3], double *stat)
 {
+    sg_pair_rule rule = {t[0], t[1], t[2]};
     double me = 0, mc = 0, mo = 0;
     for (int64_t i = 0; i < n; i++) {
         double eii = (1.0 - g[i * ld + i]) / 2;
@@ -724,18 +716,8 @@ static int cpu_correction(sg_backend *be, double *s, const double *g, int64_t n,
         me = fmax(me, fabs(eii));
         mo = fmax(mo, fabs(2 * eii));
         for (int64_t j = i + 1; j < n; j++) {
-            double c = 0, gij = 0.5 * (g[i * ld + j] + g[j * ld + i]), eij, eji;
-            if (lam) {
-                double sij = 0.5 * (s[i * ld + j] + s[j * ld + i]);
-                if (pair_kind(sij, gij, lam[i], lam[j], t, &c) == 1) {
-                    eij = (sij - lam[j] * gij) / (lam[j] - lam[i]);
-                    eji = (sij - lam[i] * gij) / (lam[i] - lam[j]);
-                } else {
-                    eij = eji = -gij / 2;
-                }
-            } else {
-                eij = eji = -gij / 2;
-            }
+            double c, gij, eij, eji;
+            sg_pair_correction(s, g, ld, i, j, lam, rule, &eij, &eji, &gij, &c);
             s[i * ld + j] = eij;
             s[j * ld + i] = eji;
             me = fmax(me, fmax(fabs(eij), fabs(eji)));

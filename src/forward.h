@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "host_device.h"
 #include "model.h"
 
 typedef struct {
@@ -62,8 +63,8 @@ void sg_attention_causal(int64_t nh, int64_t nkv, int64_t hd, const float *q, co
                          const float *v, float *out, int64_t n, float *scratch);
 int64_t sg_attention_scratch_floats(int64_t nh, int64_t nkv, int64_t hd, int64_t n);
 
-/* The MLP nonlinearities, shared by the forward pass and the CPU backend. */
-static inline float sg_activation(sg_act act, float x)
+/* The MLP nonlinearities, shared by the forward pass and both backends. */
+SG_HOST_DEVICE static inline float sg_activation(sg_act act, float x)
 {
     switch (act) {
     case SG_ACT_SILU: return x / (1.0f + expf(-x));
