@@ -10,8 +10,8 @@
  * covariance has a few outlier directions above a decaying bulk, like a
  * transformer's residual stream. Per block, as stages/ and the slicer do:
  *   upload     the block's weights (host → GPU)
- *   attention  per chunk of sequences: upload the inputs, RMSNorm, Q/K/V,
- *              RoPE, causal GQA attention, output projection + residual;
+ *   attention  per chunk of sequences: upload the inputs, the backend's
+ *              block_forward (attention half: the slicer's own call);
  *              download the residual stream after attention (the store)
  *   cov mid    H_mid += xᵀx of that signal, float64
  *   eigh       H_mid's eigenvectors, float64 (dsyevd) and mixed (ssyevd +
@@ -19,7 +19,7 @@
  *              subspaces are; --quick skips the second covariance's solves
  *   rotate     every weight of the block rotated and sliced in float64,
  *              the attention shortcut, and the sliced weights downloaded
- *   mlp        per chunk: upload, RMSNorm, gate/up, SiLU, down + residual,
+ *   mlp        per chunk: upload, the backend's block_forward_mlp,
  *              download (the next block's inputs)
  *   cov out    H_out of the block output, and its eigensolves
  * Activations stream through GPU chunks of --chunk-seqs sequences and a
@@ -44,6 +44,7 @@
 
 #include "backend.h"
 #include "sg_error.h"
+#include "synth_model.h"
 
 typedef struct {
     int64_t seqs, seqlen, D, F, nh, nkv, hd, chunk_seqs, blocks;
@@ -170,17 +171,6 @@ static void *upload(const void *host, size_t bytes)
 }
 
 /* ---- the block ---- */
-
-typedef struct {
-    float *wq, *wk, *wv, *wo, *wg, *wu, *wd, *attn_norm, *ffn_norm;
-} weights;
-
-/* y (rows, out) (+)= x (rows, in)·Wᵀ, W (out, in) */
-static void linear(const float *x, int64_t rows, int64_t in, const float *w, int64_t out, float *y,
-                   float beta)
-{
-    TRY(be->ops->sgemm(be, 0, 1, rows, out, in, 1.0f, x, in, w, in, beta, y, out));
-}
 
 /* ‖Y[:, d:]ᵀ·X[:, :d]‖_F on the GPU: how far apart two leading-d subspaces are */
 static double subspace_gap(const double *y, const double *x, int64_t D, int64_t d)
@@ -311,30 +301,37 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_block_gpu: out of host memory for the activation store\n");
         return 1;
     }
-    double inv_freq[512];
-    for (int64_t i = 0; i < o.hd / 2; i++)
-        inv_freq[i] = pow(10000.0, -2.0 * i / o.hd);
+    /* the block as the slicer sees it: a one-layer Llama config (RMSNorm,
+     * rotate_half RoPE, SwiGLU), the weights in backend memory */
+    sg_model_config cfg;
+    if (sg_synth_config(SG_ARCH_LLAMA, D, 1, o.nh, o.nkv, o.hd, F, 32000, &cfg)) {
+        fprintf(stderr, "bench_block_gpu: %s\n", sg_last_error());
+        return 2;
+    }
+    int64_t *offsets = malloc((o.chunk_seqs + 1) * sizeof(int64_t));
+    for (int64_t s = 0; s <= o.chunk_seqs; s++)
+        offsets[s] = s * o.seqlen;
+    sg_seqs chunk = {o.chunk_seqs, offsets};
     printf("host data generated in %.1f s\n", now() - tg);
     fflush(stdout);
 
     /* upload the block */
     double t0 = now();
-    weights w;
+    sg_block w = {.d_in = D, .d_mid = D, .d_out = D};
     w.wq = upload(hw[0], sizes[0] * 4);
     w.wk = upload(hw[1], sizes[1] * 4);
     w.wv = upload(hw[2], sizes[2] * 4);
     w.wo = upload(hw[3], sizes[3] * 4);
-    w.wg = upload(hw[4], sizes[4] * 4);
-    w.wu = upload(hw[5], sizes[5] * 4);
-    w.wd = upload(hw[6], sizes[6] * 4);
-    w.attn_norm = upload(ones, D * 4);
-    w.ffn_norm = upload(ones, D * 4);
+    w.w_gate = upload(hw[4], sizes[4] * 4);
+    w.w_up = upload(hw[5], sizes[5] * 4);
+    w.w_down = upload(hw[6], sizes[6] * 4);
+    w.attn_norm_w = upload(ones, D * 4);
+    w.ffn_norm_w = upload(ones, D * 4);
     stage_end(ST_UPLOAD, t0);
 
-    /* chunk buffers */
-    float *x = dev(cs * D * 4), *h = dev(cs * D * 4), *q = dev(cs * qd * 4);
-    float *k = dev(cs * kvd * 4), *v = dev(cs * kvd * 4), *att = dev(cs * qd * 4);
-    float *up = dev(cs * F * 4), *gate = dev(cs * F * 4);
+    /* chunk buffers: the block's input, the residual after attention, its
+     * output (the forward's own scratch is allocated per call) */
+    float *x = dev(cs * D * 4), *mid = dev(cs * D * 4), *out = dev(cs * D * 4);
     double *hmid = dev(D * D * 8), *hout = dev(D * D * 8), *qmid = dev(D * D * 8);
     double *zeros = calloc(D * D, sizeof(double));
     TRY(be->ops->upload(be, hmid, zeros, D * D * 8));
@@ -348,25 +345,13 @@ int main(int argc, char **argv)
         TRY(be->ops->upload(be, x, xin, cs * D * 4));
         stage_end(ST_H2D, t0);
         t0 = now();
-        TRY(be->ops->copy(be, h, x, cs * D * 4));
-        TRY(be->ops->norm_rows(be, h, cs, D, SG_NORM_RMS, D, 1e-5, w.attn_norm, NULL));
-        linear(h, cs, D, w.wq, qd, q, 0.0f);
-        linear(h, cs, D, w.wk, kvd, k, 0.0f);
-        linear(h, cs, D, w.wv, kvd, v, 0.0f);
-        for (int64_t s = 0; s < o.chunk_seqs; s++) {
-            int64_t r = s * o.seqlen;
-            TRY(be->ops->rope(be, q + r * qd, o.seqlen, o.nh, o.hd, o.hd, SG_ROPE_HALF, 0, inv_freq));
-            TRY(be->ops->rope(be, k + r * kvd, o.seqlen, o.nkv, o.hd, o.hd, SG_ROPE_HALF, 0, inv_freq));
-            TRY(be->ops->attention(be, q + r * qd, k + r * kvd, v + r * kvd, att + r * qd,
-                                   o.seqlen, o.nh, o.nkv, o.hd));
-        }
-        linear(att, cs, qd, w.wo, D, x, 1.0f); /* x = x + att·Woᵀ: mid */
+        TRY(be->ops->block_forward(be, &cfg, &w, x, NULL, mid, &chunk));
         stage_end(ST_ATTN, t0);
         t0 = now();
-        TRY(be->ops->cov_accumulate(be, hmid, D, x, cs));
+        TRY(be->ops->cov_accumulate(be, hmid, D, mid, cs));
         stage_end(ST_COV_MID, t0);
         t0 = now();
-        TRY(be->ops->download(be, store + c0 * D, x, cs * D * 4));
+        TRY(be->ops->download(be, store + c0 * D, mid, cs * D * 4));
         stage_end(ST_D2H, t0);
     }
     printf("attention half %.2f s, covariance %.2f s\n", st_time[ST_ATTN], st_time[ST_COV_MID]);
@@ -382,8 +367,9 @@ int main(int argc, char **argv)
             const float *w;
             int64_t rows, cols;
             int reader;
-        } rot[7] = {{w.wq, qd, D, 1}, {w.wk, kvd, D, 1}, {w.wv, kvd, D, 1}, {w.wo, D, qd, 0},
-                    {w.wg, F, D, 1},  {w.wu, F, D, 1},   {w.wd, D, F, 0}};
+        } rot[7] = {{w.wq, qd, D, 1},     {w.wk, kvd, D, 1},   {w.wv, kvd, D, 1},
+                    {w.wo, D, qd, 0},     {w.w_gate, F, D, 1}, {w.w_up, F, D, 1},
+                    {w.w_down, D, F, 0}};
         float *host_out = malloc(F * d * 4);
         for (int i = 0; i < 7; i++) {
             int64_t n_out = rot[i].reader ? rot[i].rows * d : d * rot[i].cols;
@@ -410,21 +396,16 @@ int main(int argc, char **argv)
     /* MLP half */
     for (int64_t c0 = 0; c0 < T; c0 += cs) {
         t0 = now();
-        TRY(be->ops->upload(be, x, store + c0 * D, cs * D * 4));
+        TRY(be->ops->upload(be, mid, store + c0 * D, cs * D * 4));
         stage_end(ST_H2D, t0);
         t0 = now();
-        TRY(be->ops->copy(be, h, x, cs * D * 4));
-        TRY(be->ops->norm_rows(be, h, cs, D, SG_NORM_RMS, D, 1e-5, w.ffn_norm, NULL));
-        linear(h, cs, D, w.wg, F, gate, 0.0f);
-        linear(h, cs, D, w.wu, F, up, 0.0f);
-        TRY(be->ops->activation(be, SG_ACT_SILU, up, gate, cs * F));
-        linear(up, cs, F, w.wd, D, x, 1.0f); /* x = mid + MLP(norm(mid)) */
+        TRY(be->ops->block_forward_mlp(be, &cfg, &w, mid, out, cs));
         stage_end(ST_MLP, t0);
         t0 = now();
-        TRY(be->ops->cov_accumulate(be, hout, D, x, cs));
+        TRY(be->ops->cov_accumulate(be, hout, D, out, cs));
         stage_end(ST_COV_OUT, t0);
         t0 = now();
-        TRY(be->ops->download(be, store + c0 * D, x, cs * D * 4));
+        TRY(be->ops->download(be, store + c0 * D, out, cs * D * 4));
         stage_end(ST_D2H, t0);
     }
     printf("MLP half %.2f s, covariance %.2f s\n", st_time[ST_MLP], st_time[ST_COV_OUT]);
@@ -475,6 +456,6 @@ int main(int argc, char **argv)
     be->ops->free(be);
     for (int i = 0; i < 7; i++)
         free(hw[i]);
-    free(store), free(xin), free(ones), free(col_scale);
+    free(store), free(xin), free(ones), free(col_scale), free(offsets);
     return 0;
 }
