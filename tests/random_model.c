@@ -209,13 +209,3 @@ void test_config_make_sliced(sg_model_config *c)
     c->head_in_dim = c->d_out[c->n_layers - 1];
     c->tied_embeddings = 0;
 }
-
-double test_rel_diff(const float *a, const float *b, int64_t n)
-{
-    double e = 0, s = 1e-30;
-    for (int64_t i = 0; i < n; i++) {
-        e = fmax(e, fabs((double)a[i] - b[i]));
-        s = fmax(s, fabs((double)b[i]));
-    }
-    return isnan(e) ? INFINITY : e / s;
-}

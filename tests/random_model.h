@@ -30,7 +30,4 @@ double test_gauss(uint64_t *state);
  * gives), scale-free RMSNorms and an untied head. */
 void test_config_make_sliced(sg_model_config *c);
 
-/* max |a − b| / max |b| over n floats; infinite when a has a NaN. */
-double test_rel_diff(const float *a, const float *b, int64_t n);
-
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "compare.h"
 #include "eigensolve.h"
 #include "forward.h"
 #include "rotate_slice.h"
@@ -47,17 +48,8 @@ static double *drand_(int64_t n)
     return x;
 }
 
-/* max |a − b| / max |b| */
-static double frel(const float *a, const float *b, int64_t n)
-{
-    double e = 0, s = 1e-30;
-    for (int64_t i = 0; i < n; i++) {
-        e = fmax(e, fabs((double)a[i] - b[i]));
-        s = fmax(s, fabs((double)b[i]));
-    }
-    return isnan(e) ? INFINITY : e / s;
-}
-
+/* test_rel_diff's measure (compare.h) against a float64 reference, and
+ * between float64 results */
 static double frel_d(const float *a, const double *b, int64_t n)
 {
     double e = 0, s = 1e-30;
@@ -372,7 +364,8 @@ static void t_rotate(sg_backend *be)
     int err = be->ops->rotate_reader(be, dwr, rows, D, dq, d, dor);
     err = err ? err : be->ops->rotate_writer(be, dww, D, cols, dq, d, dow);
     float *or_ = get(be, dor, rows * d * 4), *ow = get(be, dow, d * cols * 4);
-    double er = err ? INFINITY : frel(or_, rr, rows * d), ew = err ? INFINITY : frel(ow, rw, d * cols);
+    double er = err ? INFINITY : test_rel_diff(or_, rr, rows * d);
+    double ew = err ? INFINITY : test_rel_diff(ow, rw, d * cols);
     tap_ok(er < 1e-6 && ew < 1e-6, "%s: rotate reader W·Q_d (%.1e) and writer Q_dᵀ·W (%.1e) "
            "match stages/rotate_slice.c", be->ops->name, er, ew);
     drop(be, dq), drop(be, dwr), drop(be, dww), drop(be, dor), drop(be, dow);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "compare.h"
 #include "forward_ops.h"
 #include "random_model.h"
 #include "rotate_slice.h"

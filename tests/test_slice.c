@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "compare.h"
 #include "covariance.h"
 #include "device_sim.h"
 #include "eigensolve.h"
