@@ -27,12 +27,7 @@ double sg_now(void)
 static int blocks_on_backend(sg_backend *be, sg_model_files *files, const sg_model_config *c,
                              const sg_seqs *seqs, float **x, float **y)
 {
-    int64_t n_seq = seqs->n_seq, cap = EVAL_CHUNK_TOKENS;
-    for (int64_t s = 0; s < n_seq; s++)
-        if (seqs->offsets[s + 1] - seqs->offsets[s] > cap)
-            cap = seqs->offsets[s + 1] - seqs->offsets[s];
-    if (cap > seqs->offsets[n_seq])
-        cap = seqs->offsets[n_seq];
+    int64_t n_seq = seqs->n_seq, cap = sg_seqs_group_cap(seqs, EVAL_CHUNK_TOKENS);
     int64_t *local = malloc((n_seq + 1) * sizeof(int64_t));
     float *dx = NULL, *dy = NULL;
     int err = local ? 0 : sg_fail(-ENOMEM, "out of memory for the sequence layout");
@@ -46,12 +41,8 @@ static int blocks_on_backend(sg_backend *be, sg_model_files *files, const sg_mod
             sg_model_files_prefetch_block(files, l + 1);
         if (!(err = sg_block_to_backend(be, c, &b, &dev))) {
             for (int64_t s0 = 0; s0 < n_seq && !err;) {
-                int64_t s1 = s0 + 1, t0 = seqs->offsets[s0];
-                while (s1 < n_seq && seqs->offsets[s1 + 1] - t0 <= cap)
-                    s1++;
-                for (int64_t s = s0; s <= s1; s++)
-                    local[s - s0] = seqs->offsets[s] - t0;
-                sg_seqs chunk = {s1 - s0, local};
+                int64_t s1 = sg_seqs_group_end(seqs, s0, cap), t0 = seqs->offsets[s0];
+                sg_seqs chunk = sg_seqs_sub(seqs, s0, s1, local);
                 int64_t g = seqs->offsets[s1] - t0;
                 err = be->ops->upload(be, dx, *x + t0 * b.d_in, g * b.d_in * sizeof(float));
                 err = err ? err : be->ops->block_forward(be, c, &dev, dx, dy, NULL, &chunk);

@@ -296,13 +296,19 @@ int64_t sg_forward_scratch_bytes(const sg_model_config *c, int64_t max_len, int6
            (int64_t)sizeof(float);
 }
 
-static int64_t longest_sequence(const sg_seqs *seqs)
+int64_t sg_seqs_longest(const sg_seqs *seqs)
 {
     int64_t max_len = 1;
     for (int64_t s = 0; s < seqs->n_seq; s++)
         if (seqs->offsets[s + 1] - seqs->offsets[s] > max_len)
             max_len = seqs->offsets[s + 1] - seqs->offsets[s];
     return max_len;
+}
+
+int64_t sg_seqs_group_cap(const sg_seqs *seqs, int64_t target)
+{
+    int64_t longest = sg_seqs_longest(seqs), cap = longest > target ? longest : target;
+    return cap > sg_seqs_tokens(seqs) ? sg_seqs_tokens(seqs) : cap;
 }
 
 /* The MLP half for g tokens: xo (g, d_out) = r·S_mlp + MLP(norm(r)); uses
@@ -319,10 +325,8 @@ static void mlp_half(const sg_model_config *c, const sg_block *b, scratch *s, co
 int sg_block_forward(const sg_model_config *c, const sg_block *b, const float *x_in,
                      float *x_out, float *mid, const sg_seqs *seqs)
 {
-    int64_t qd = c->n_heads * c->head_dim, max_len = longest_sequence(seqs);
-    int64_t group_cap = max_len > GROUP_TOKENS ? max_len : GROUP_TOKENS;
-    if (group_cap > sg_seqs_tokens(seqs))
-        group_cap = sg_seqs_tokens(seqs); /* a small batch needs no more scratch */
+    int64_t qd = c->n_heads * c->head_dim, max_len = sg_seqs_longest(seqs);
+    int64_t group_cap = sg_seqs_group_cap(seqs, GROUP_TOKENS);
     int64_t r_width = b->d_mid > b->d_out ? b->d_mid : b->d_out;
     scratch s;
     int err = scratch_alloc(&s, c, group_cap, max_len);
@@ -334,10 +338,7 @@ int sg_block_forward(const sg_model_config *c, const sg_block *b, const float *x
         return sg_fail(-ENOMEM, "out of memory for block residual");
     }
     for (int64_t s0 = 0; s0 < seqs->n_seq;) {
-        /* the largest run of whole sequences that fits the group */
-        int64_t s1 = s0 + 1;
-        while (s1 < seqs->n_seq && seqs->offsets[s1 + 1] - seqs->offsets[s0] <= group_cap)
-            s1++;
+        int64_t s1 = sg_seqs_group_end(seqs, s0, group_cap);
         int64_t t0 = seqs->offsets[s0], g = seqs->offsets[s1] - t0;
         const float *xi = x_in + t0 * b->d_in;
 

@@ -21,6 +21,31 @@ typedef struct {
 
 static inline int64_t sg_seqs_tokens(const sg_seqs *s) { return s->offsets[s->n_seq]; }
 
+/* Work goes over groups of whole sequences. The longest sequence (at
+ * least 1); the group size for about `target` tokens: at least the
+ * longest sequence, at most the whole batch. */
+int64_t sg_seqs_longest(const sg_seqs *s);
+int64_t sg_seqs_group_cap(const sg_seqs *s, int64_t target);
+
+/* The end s1 of the largest group of whole sequences from s0 that holds
+ * at most cap tokens (one sequence, whatever its length, at least). */
+static inline int64_t sg_seqs_group_end(const sg_seqs *s, int64_t s0, int64_t cap)
+{
+    int64_t s1 = s0 + 1;
+    while (s1 < s->n_seq && s->offsets[s1 + 1] - s->offsets[s0] <= cap)
+        s1++;
+    return s1;
+}
+
+/* Sequences [s0, s1) as a batch of their own, positions from 0: local
+ * receives their offsets (s1 - s0 + 1 entries). */
+static inline sg_seqs sg_seqs_sub(const sg_seqs *s, int64_t s0, int64_t s1, int64_t *local)
+{
+    for (int64_t q = s0; q <= s1; q++)
+        local[q - s0] = s->offsets[q] - s->offsets[s0];
+    return (sg_seqs){s1 - s0, local};
+}
+
 /* X (tokens, embed_dim) = token_embd[ids] (+ position_embd[pos + offset]). */
 int sg_embed(const sg_model *m, const int32_t *ids, const sg_seqs *seqs, float *x);
 

@@ -133,21 +133,13 @@ static int mlp_half(sg_backend *be, const sg_model_config *c, const sg_block *b,
 int sg_block_forward_ops(sg_backend *be, const sg_model_config *c, const sg_block *b,
                          const float *x_in, float *x_out, float *mid, const sg_seqs *seqs)
 {
-    int64_t qd = c->n_heads * c->head_dim, total = sg_seqs_tokens(seqs), max_len = 1;
-    for (int64_t q = 0; q < seqs->n_seq; q++)
-        if (seqs->offsets[q + 1] - seqs->offsets[q] > max_len)
-            max_len = seqs->offsets[q + 1] - seqs->offsets[q];
-    int64_t cap = max_len > GROUP_TOKENS ? max_len : GROUP_TOKENS;
-    if (cap > total)
-        cap = total;
+    int64_t qd = c->n_heads * c->head_dim, cap = sg_seqs_group_cap(seqs, GROUP_TOKENS);
     if (cap <= 0)
         return 0;
     scratch s;
     int err = scratch_alloc(be, &s, c, cap, 1);
     for (int64_t s0 = 0; s0 < seqs->n_seq && !err;) {
-        int64_t s1 = s0 + 1;
-        while (s1 < seqs->n_seq && seqs->offsets[s1 + 1] - seqs->offsets[s0] <= cap)
-            s1++;
+        int64_t s1 = sg_seqs_group_end(seqs, s0, cap);
         int64_t t0 = seqs->offsets[s0], g = seqs->offsets[s1] - t0;
         const float *xi = x_in + t0 * b->d_in;
         err = normed(be, c, &s, xi, g, b->d_in, b->attn_norm_w, b->attn_norm_b);

@@ -350,10 +350,9 @@ int sg_capture_init(sg_capture *c, sg_backend *be, const sg_token_batch *b,
         sg_capture_free(c);
         return sg_fail(-ENOMEM, "out of memory planning chunks");
     }
+    sg_seqs all = {b->n_seq, b->offsets};
     for (int64_t s = 0; s < b->n_seq;) {
-        int64_t e = s + 1;
-        while (e < b->n_seq && b->offsets[e + 1] - b->offsets[s] <= chunk_tokens)
-            e++;
+        int64_t e = sg_seqs_group_end(&all, s, chunk_tokens);
         c->first[c->n_chunks++] = s;
         if (b->offsets[e] - b->offsets[s] > c->max_tokens)
             c->max_tokens = b->offsets[e] - b->offsets[s];
@@ -414,11 +413,10 @@ static int to_host(sg_backend *be, float *dst, const float *src, int64_t floats)
 static sg_seqs chunk_seqs(sg_capture *c, int64_t i, int64_t *rows)
 {
     const sg_token_batch *b = c->calib;
+    sg_seqs all = {b->n_seq, b->offsets};
     int64_t s0 = c->first[i], s1 = c->first[i + 1];
-    for (int64_t s = s0; s <= s1; s++)
-        c->local[s - s0] = b->offsets[s] - b->offsets[s0];
     *rows = b->offsets[s1] - b->offsets[s0];
-    return (sg_seqs){s1 - s0, c->local};
+    return sg_seqs_sub(&all, s0, s1, c->local);
 }
 
 /* A captured chunk, c->out (rows, D) on the host and c->dout on the
