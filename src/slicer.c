@@ -13,6 +13,7 @@
 #include "fold.h"
 #include "forward.h"
 #include "forward_ops.h"
+#include "pipeline.h"
 #include "sg_error.h"
 #include "slice_steps.h"
 #include "write_model.h"
@@ -164,181 +165,151 @@ static void next_block_discard(next_block *n)
     memset(n, 0, sizeof *n);
 }
 
-/* Everything one run holds between steps (the steps are slice_steps.h's;
- * this file only orders them, keeps time and reports). */
+/* The fused run: the pipeline's transport in one process. A captured
+ * chunk goes into the covariance, a signal's axes are the covariance's
+ * eigenvectors, blocks come from the model files and go to the writer. */
 typedef struct {
     const sg_slice_options *o;
-    sg_slice_report *rep;
-    sg_model_config orig, cfg; /* cfg: the sliced model being built */
-    int64_t D;
-    sg_backend *be;                 /* where the arithmetic runs */
-    sg_capture cap;
-    sg_rotation q_prev, q_mid, q_out; /* (D, D) */
-    double *eig;                    /* (D) */
+    sg_model_files *files;
+    sg_model_writer *w;
+    sg_model_config sliced;
     sg_slice_cov cov;
+    double *eig;                    /* (D) */
     sg_spectra *spectra;            /* eigenvalues per signal, written beside the model */
     next_block next;                /* the block after the current one (GPU runs) */
-    double clock;
-} run_state;
+} fused;
 
-static void tick(run_state *s, int stage)
+static int fused_widths(sg_pipeline *p, sg_model_config *sliced)
 {
-    double now = sg_now();
-    s->rep->seconds[stage] += now - s->clock;
-    s->clock = now;
+    fused *f = p->ctx;
+    *sliced = f->sliced;
+    return 0;
 }
 
 /* Each captured chunk goes into the covariance (the store has it already). */
-static int accumulate(void *ctx, const char *signal, int64_t layer, const char *stored_as,
-                      int64_t chunk, int64_t n_chunks, const float *x, const float *x_dev,
-                      int64_t rows)
+static int fused_chunk(void *ctx, const char *signal, int64_t layer, const char *stored_as,
+                       int64_t chunk, int64_t n_chunks, const float *x, const float *x_dev,
+                       int64_t rows)
 {
-    run_state *s = ctx;
+    sg_pipeline *p = ctx;
+    fused *f = p->ctx;
     double t = sg_now();
-    int err = sg_slice_cov_add(&s->cov, x_dev, rows);
-    s->rep->seconds[SG_STAGE_COV] += sg_now() - t;
-    s->clock += sg_now() - t; /* not capture time */
+    int err = chunk == 0 ? sg_slice_cov_begin(&f->cov) : 0;
+    err = err ? err : sg_slice_cov_add(&f->cov, x_dev, rows);
+    double spent = sg_now() - t;
+    p->seconds[SG_STAGE_COV] += spent;
+    p->clock += spent; /* not capture time */
     return err;
 }
 
-/* PCA of the signal accumulated since sg_slice_cov_begin: q (D, D), spectrum recorded. */
-static int principal_axes(run_state *s, sg_rotation *q, const char *signal, int64_t layer)
+static int fused_axes(sg_pipeline *p, const char *signal, int64_t layer, sg_rotation *q)
 {
-    tick(s, SG_STAGE_CAPTURE);
-    int err = sg_slice_axes(s->be, s->cov.h, s->D, layer, s->o->rotation, s->o->seed,
-                            s->o->damp_frac, s->o->eigh, q, s->eig);
-    err = err ? err : sg_spectra_add(s->spectra, signal, layer, s->eig, s->D);
-    tick(s, SG_STAGE_EIG);
+    fused *f = p->ctx;
+    const sg_slice_options *o = f->o;
+    int err = sg_slice_axes(p->be, f->cov.h, p->orig->dim, layer, o->rotation, o->seed,
+                            o->damp_frac, o->eigh, q, f->eig);
+    return err ? err : sg_spectra_add(f->spectra, signal, layer, f->eig, p->orig->dim);
+}
+
+static int fused_embeddings(sg_pipeline *p, sg_model *m)
+{
+    fused *f = p->ctx;
+    sg_model_files_prefetch_block(f->files, 0);
+    int err = sg_slice_embeddings_load(f->files, m);
+    sg_pipeline_tick(p, SG_STAGE_LOAD);
+    if (err)
+        return err;
+    if ((err = sg_slice_embeddings_fold(m)))
+        sg_model_free(m);
+    sg_pipeline_tick(p, SG_STAGE_FOLD);
     return err;
 }
 
 /* Block l, loaded and folded on the host, is sliced where the backend
- * keeps it: on a GPU it is uploaded once, rotated, cut and run there, and
- * brought back once, sliced, for the writer; on the CPU it never moves. */
-static int slice_block(run_state *s, sg_model_files *files, sg_model_writer *w, int64_t l)
+ * keeps it: on a GPU it is uploaded once (or was, while block l-1 ran);
+ * on the CPU it never moves. */
+static int fused_block(sg_pipeline *p, int64_t l, sg_block *b)
 {
-    const sg_model_config *o = &s->orig;
-    int64_t D = s->D, d_in = s->cfg.d_in[l], d_mid = s->cfg.d_mid[l], d_out = s->cfg.d_out[l];
-    sg_backend *be = s->be;
-    int on_host = be->ops->host_memory;
-    sg_block host, dev = {0};
-    sg_block *b = on_host ? &host : &dev; /* the block being sliced */
-    sg_model_config work;
-    int err;
-    memset(&host, 0, sizeof host);
-    if (!on_host && s->next.l == l && (s->next.running || s->next.uploaded)) {
+    fused *f = p->ctx;
+    const sg_model_config *o = p->orig;
+    sg_backend *be = p->be;
+    int on_host = be->ops->host_memory, err;
+    memset(b, 0, sizeof *b);
+    if (!on_host && f->next.l == l && (f->next.running || f->next.uploaded)) {
         /* prepared and queued while the previous block ran: "load" is
          * what is left of that wait */
-        err = next_block_take(&s->next, &dev);
-        tick(s, SG_STAGE_LOAD);
-        if (err)
-            return err;
+        err = next_block_take(&f->next, b);
+        sg_pipeline_tick(p, SG_STAGE_LOAD);
     } else {
-        err = sg_block_load(files, o, l, &host);
-        tick(s, SG_STAGE_LOAD);
+        sg_block host;
+        err = sg_block_load(f->files, o, l, &host);
+        sg_pipeline_tick(p, SG_STAGE_LOAD);
         if (err)
             return err;
         if (l + 1 < o->n_layers)
-            sg_model_files_prefetch_block(files, l + 1); /* overlaps with this block's work */
-        if ((err = sg_fold_block(o, &host)))
-            goto out;
-        tick(s, SG_STAGE_FOLD);
-        if (!on_host) {
-            err = sg_block_to_backend(be, o, &host, &dev);
+            sg_model_files_prefetch_block(f->files, l + 1); /* overlaps with this block's work */
+        err = sg_fold_block(o, &host);
+        sg_pipeline_tick(p, SG_STAGE_FOLD);
+        if (!err && !on_host)
+            err = sg_block_to_backend(be, o, &host, b);
+        if (on_host && !err)
+            *b = host;
+        else
             sg_block_free(&host); /* the host holds no block while the device works */
-            if (err)
-                goto out;
-        }
     }
-    if (!on_host && l + 1 < o->n_layers && (err = next_block_start(&s->next, be, files, o, l + 1)))
-        goto out;
-    if ((err = sg_slice_block_input(be, o, b, &s->q_prev, d_in)))
-        goto out;
-    sg_slice_work_config(&s->cfg, l, D, &work);
-    tick(s, SG_STAGE_ROTATE);
-
-    /* first capture: the residual after attention (sequential blocks) or
-     * the whole block's output (parallel blocks), in the original basis */
-    err = sg_slice_cov_begin(&s->cov);
-    err = err ? err : sg_capture_attention(&s->cap, &work, b, l);
-    /* halfway: the next block's upload overlaps the rest of this one */
-    if (!err && !on_host && s->next.l == l + 1)
-        err = next_block_upload(&s->next);
-    if (err)
-        goto out;
-    if (!o->parallel_block) {
-        if ((err = principal_axes(s, &s->q_mid, "attention_output", l)))
-            goto out;
-        if ((err = sg_slice_block_mid(be, o, b, &s->q_mid, d_in, d_mid)))
-            goto out;
-        work.d_mid[l] = d_mid;
-        tick(s, SG_STAGE_ROTATE);
-        /* second capture: the block output */
-        err = sg_slice_cov_begin(&s->cov);
-        err = err ? err : sg_capture_mlp(&s->cap, &work, b, &s->q_mid, d_mid, l);
-        if (err)
-            goto out;
-    }
-    err = principal_axes(s, &s->q_out, "block_output", l);
-    err = err ? err : sg_slice_block_output(be, o, b, &s->q_out, d_in, d_mid, d_out);
-    tick(s, SG_STAGE_ROTATE);
-    /* the next block's inputs: this block's output in the new basis, cut */
-    err = err ? err : sg_capture_advance(&s->cap, &s->q_out, d_out);
-    if (!err && !on_host)
-        err = sg_block_from_backend(be, o, &dev, &host);
-    tick(s, SG_STAGE_ROTATE);
-    err = err ? err : sg_model_writer_block(w, l, &host);
-    tick(s, SG_STAGE_WRITE);
-    sg_rotation swap = s->q_prev;
-    s->q_prev = s->q_out;
-    s->q_out = swap;
-out:
-    if (!on_host)
-        sg_block_backend_release(be, &dev);
-    sg_block_free(&host);
+    if (!err && !on_host && l + 1 < o->n_layers)
+        err = next_block_start(&f->next, be, f->files, o, l + 1);
+    if (err && !on_host)
+        sg_block_backend_release(be, b);
     return err;
 }
 
-/* Embeddings: capture the embedded calibration tokens, PCA → Q₀, write the
- * rotated, cut embeddings; the projected tokens are block 0's inputs. */
-static int slice_embeddings(run_state *s, sg_model_files *files, sg_model_writer *w)
+/* halfway: the next block's upload overlaps the rest of this one */
+static int fused_halfway(sg_pipeline *p, int64_t l)
 {
-    sg_model m;
-    int err = sg_slice_embeddings_load(files, &m);
-    tick(s, SG_STAGE_LOAD);
+    fused *f = p->ctx;
+    return !p->be->ops->host_memory && f->next.l == l + 1 ? next_block_upload(&f->next) : 0;
+}
+
+static int fused_head(sg_pipeline *p, sg_model *m)
+{
+    fused *f = p->ctx;
+    int err = sg_slice_head_load(f->files, m);
+    sg_pipeline_tick(p, SG_STAGE_LOAD);
     if (err)
         return err;
-    err = sg_slice_embeddings_fold(&m);
-    tick(s, SG_STAGE_FOLD);
-    err = err ? err : sg_slice_cov_begin(&s->cov);
-    err = err ? err : sg_capture_embeddings(&s->cap, &m);
-    err = err ? err : principal_axes(s, &s->q_prev, "embeddings", -1);
-    err = err ? err : sg_capture_advance(&s->cap, &s->q_prev, s->cfg.embed_dim);
-    err = err ? err : sg_slice_embeddings_rotate(s->be, &m, &s->orig, &s->cfg, &s->q_prev);
-    tick(s, SG_STAGE_ROTATE);
-    err = err ? err : sg_model_writer_embeddings(w, &m);
-    tick(s, SG_STAGE_WRITE);
-    sg_model_free(&m);
+    if ((err = sg_slice_head_fold(m)))
+        sg_model_free(m);
+    sg_pipeline_tick(p, SG_STAGE_FOLD);
     return err;
 }
 
-/* Head: reads the last block's output, rotated by the last Q. */
-static int slice_head(run_state *s, sg_model_files *files, sg_model_writer *w)
+static int fused_put_embeddings(sg_pipeline *p, sg_model *m)
 {
-    sg_model m;
-    int err = sg_slice_head_load(files, &m);
-    tick(s, SG_STAGE_LOAD);
-    if (err)
-        return err;
-    err = sg_slice_head_fold(&m);
-    tick(s, SG_STAGE_FOLD);
-    err = err ? err : sg_slice_head_rotate(s->be, &m, &s->orig, &s->cfg, &s->q_prev);
-    tick(s, SG_STAGE_ROTATE);
-    err = err ? err : sg_model_writer_head(w, &m);
-    tick(s, SG_STAGE_WRITE);
-    sg_model_free(&m);
-    return err;
+    return sg_model_writer_embeddings(((fused *)p->ctx)->w, m);
 }
+
+static int fused_put_block(sg_pipeline *p, int64_t l, sg_block *b)
+{
+    return sg_model_writer_block(((fused *)p->ctx)->w, l, b);
+}
+
+static int fused_put_head(sg_pipeline *p, sg_model *m)
+{
+    return sg_model_writer_head(((fused *)p->ctx)->w, m);
+}
+
+static const sg_pipeline_io fused_io = {
+    .widths = fused_widths,
+    .embeddings = fused_embeddings,
+    .block = fused_block,
+    .halfway = fused_halfway,
+    .head = fused_head,
+    .axes = fused_axes,
+    .put_embeddings = fused_put_embeddings,
+    .put_block = fused_put_block,
+    .put_head = fused_put_head,
+};
 
 static int64_t physical_memory(void)
 {
@@ -350,95 +321,81 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
              sg_slice_report *rep)
 {
     memset(rep, 0, sizeof *rep);
-    run_state s = {.o = o, .rep = rep, .clock = sg_now()};
-    s.be = o->backend ? o->backend : sg_backend_cpu();
-    s.orig = *sg_model_files_config(files);
-    if (s.orig.sliced)
+    fused f = {.o = o, .files = files};
+    sg_pipeline p = {.io = &fused_io, .ctx = &f, .capture = 1, .slice = 1,
+                     .verbose = o->verbose, .who = "slicegpt-stream"};
+    p.be = o->backend ? o->backend : sg_backend_cpu();
+    p.orig = sg_model_files_config(files);
+    if (p.orig->sliced)
         return sg_fail(SG_EARG, "%s: model is already sliced", sg_model_files_path(files));
-    int64_t D = s.D = s.orig.dim;
+    int64_t D = p.orig->dim;
     rep->calib_tokens = calib->offsets[calib->n_seq];
-    rep->d = sg_slice_plan(&s.orig, o->sparsity, o->round_interval, o->slice_head, &s.cfg);
-    rep->params_dense = sg_model_param_count(&s.orig);
-    rep->params_stored = sg_model_param_count(&s.cfg);
+    rep->d = sg_slice_plan(p.orig, o->sparsity, o->round_interval, o->slice_head, &f.sliced);
+    rep->params_dense = sg_model_param_count(p.orig);
+    rep->params_stored = sg_model_param_count(&f.sliced);
 
-    sg_model_writer *w = NULL;
-    int err = sg_capture_init(&s.cap, s.be, calib,
+    int err = sg_capture_init(&p.cap, p.be, calib,
                               o->chunk_tokens > 0 ? o->chunk_tokens : 8192, D);
     if (err)
         return err;
-    s.cap.sink = accumulate;
-    s.cap.sink_ctx = &s;
-    rep->chunks = s.cap.n_chunks;
+    p.cap.sink = fused_chunk;
+    p.cap.sink_ctx = &p;
+    rep->chunks = p.cap.n_chunks;
     /* what the store may keep resident: the host budget less what the
      * driver itself holds (see sg_slice_memory_estimate) */
     sg_slice_memory mem;
-    sg_slice_memory_estimate(&s.orig, 0, s.cap.max_tokens, s.cap.max_tokens, &mem);
-    if (!s.be->ops->host_memory)
+    sg_slice_memory_estimate(p.orig, 0, p.cap.max_tokens, p.cap.max_tokens, &mem);
+    if (!p.be->ops->host_memory)
         mem.total += mem.block_f32; /* the next block, prepared while this one runs */
     int64_t host = o->host_mem_bytes > 0 ? o->host_mem_bytes : physical_memory() / 2;
     rep->store_budget = host > mem.total ? host - mem.total : 0;
     const char *spill = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    err = sg_act_store_open(rep->store_budget, spill, &s.cap.store);
-    err = err ? err : sg_slice_cov_init(&s.cov, s.be, D, o->cov_mixed);
-    err = err ? err : sg_rotation_alloc(s.be, D, &s.q_prev);
-    err = err ? err : sg_rotation_alloc(s.be, D, &s.q_mid);
-    err = err ? err : sg_rotation_alloc(s.be, D, &s.q_out);
+    err = sg_act_store_open(rep->store_budget, spill, &p.cap.store);
+    err = err ? err : sg_slice_cov_init(&f.cov, p.be, D, o->cov_mixed);
     if (err)
         goto out;
-    s.eig = malloc(D * sizeof(double));
-    s.spectra = sg_spectra_new();
-    if (!s.eig || !s.spectra) {
+    f.eig = malloc(D * sizeof(double));
+    f.spectra = sg_spectra_new();
+    if (!f.eig || !f.spectra) {
         err = sg_fail(-ENOMEM, "out of memory for rotations of width %lld", (long long)D);
         goto out;
     }
-    if ((err = sg_model_writer_open(o->out_dir, &s.cfg, o->out_dtype, &w)))
+    err = sg_model_writer_open(o->out_dir, &f.sliced, o->out_dtype, &f.w);
+    err = err ? err : sg_pipeline_run(&p);
+    if (err)
         goto out;
-    sg_model_files_prefetch_block(files, 0);
-    if ((err = slice_embeddings(&s, files, w)))
-        goto out;
-    for (int64_t l = 0; l < s.orig.n_layers; l++) {
-        if (o->verbose)
-            fprintf(stderr, "slicegpt-stream: block %lld/%lld\n", (long long)l + 1,
-                    (long long)s.orig.n_layers);
-        if ((err = slice_block(&s, files, w, l)))
-            goto out;
-    }
-    if ((err = slice_head(&s, files, w)))
-        goto out;
-    err = sg_model_writer_finish(w, o->sparsity, o->tokenizer_src, o->tok);
-    w = NULL;
-    err = err ? err : sg_spectra_write(s.spectra, o->out_dir);
-    tick(&s, SG_STAGE_WRITE);
+    err = sg_model_writer_finish(f.w, o->sparsity, o->tokenizer_src, o->tok);
+    f.w = NULL;
+    err = err ? err : sg_spectra_write(f.spectra, o->out_dir);
+    sg_pipeline_tick(&p, SG_STAGE_WRITE);
 
     /* nominal size: what the paper counts (no shortcuts, head as before) */
-    sg_model_config nominal = s.cfg;
-    nominal.tied_embeddings = s.orig.tied_embeddings;
-    nominal.lm_head_bias = s.orig.lm_head_bias;
+    sg_model_config nominal = f.sliced;
+    nominal.tied_embeddings = p.orig->tied_embeddings;
+    nominal.lm_head_bias = p.orig->lm_head_bias;
     rep->params_sliced = sg_model_param_count(&nominal);
     for (int64_t l = 0; l < nominal.n_layers; l++)
         rep->params_sliced -= nominal.d_in[l] * nominal.d_mid[l] +
                               (nominal.parallel_block ? 0 : nominal.d_mid[l] * nominal.d_out[l]);
 out:
-    next_block_discard(&s.next); /* an error may have left the next block in flight */
-    if (s.cap.store) {
+    next_block_discard(&f.next); /* an error may have left the next block in flight */
+    memcpy(rep->seconds, p.seconds, sizeof rep->seconds);
+    if (p.cap.store) {
         sg_act_store_stats_t st;
-        sg_act_store_stats(s.cap.store, &st);
+        sg_act_store_stats(p.cap.store, &st);
         rep->store_peak = st.peak_resident_bytes;
         rep->spilled_raw = st.spilled_raw_bytes;
         rep->spilled_compressed = st.spilled_compressed_bytes;
     }
-    if (w)
-        sg_model_writer_abort(w);
-    sg_act_store_close(s.cap.store);
-    sg_capture_free(&s.cap);
-    sg_slice_cov_free(&s.cov);
-    sg_rotation_free(s.be, &s.q_prev);
-    sg_rotation_free(s.be, &s.q_mid);
-    sg_rotation_free(s.be, &s.q_out);
+    if (f.w)
+        sg_model_writer_abort(f.w);
+    sg_act_store_close(p.cap.store);
+    sg_capture_free(&p.cap);
+    sg_slice_cov_free(&f.cov);
     sg_backend_mem bm;
-    if (!s.be->ops->host_memory && !s.be->ops->memory(s.be, &bm))
+    if (!p.be->ops->host_memory && !p.be->ops->memory(p.be, &bm))
         rep->backend_peak = (int64_t)bm.peak;
-    free(s.eig);
-    sg_spectra_free(s.spectra);
+    free(f.eig);
+    sg_spectra_free(f.spectra);
     return err;
 }

@@ -1,0 +1,155 @@
+#include "pipeline.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "forward_ops.h"
+#include "sg_error.h"
+#include "evaluate.h"
+
+void sg_pipeline_tick(sg_pipeline *p, int stage)
+{
+    double now = sg_now();
+    p->seconds[stage] += now - p->clock;
+    p->clock = now;
+}
+
+/* The axes of a signal: what capture produced until now is capture time,
+ * what the transport takes to answer is eigensolve time. */
+static int axes(sg_pipeline *p, const char *signal, int64_t layer, sg_rotation *q)
+{
+    sg_pipeline_tick(p, SG_STAGE_CAPTURE);
+    int err = p->io->axes(p, signal, layer, q);
+    sg_pipeline_tick(p, SG_STAGE_EIG);
+    return err;
+}
+
+/* A block the transport put in backend memory goes back there. */
+static void drop_block(sg_backend *be, sg_block *b)
+{
+    if (be->ops->host_memory)
+        sg_block_free(b);
+    else
+        sg_block_backend_release(be, b);
+}
+
+static int embeddings(sg_pipeline *p, sg_rotation *q0)
+{
+    sg_model m;
+    int err = p->io->embeddings(p, &m);
+    if (err)
+        return err;
+    if (p->capture)
+        err = sg_capture_embeddings(&p->cap, &m);
+    err = err ? err : axes(p, "embeddings", -1, q0);
+    if (!err && p->capture)
+        err = sg_capture_advance(&p->cap, q0, p->sliced.embed_dim);
+    if (!err && p->slice) {
+        err = sg_slice_embeddings_rotate(p->be, &m, p->orig, &p->sliced, q0);
+        sg_pipeline_tick(p, SG_STAGE_ROTATE);
+        err = err ? err : p->io->put_embeddings(p, &m);
+        sg_pipeline_tick(p, SG_STAGE_WRITE);
+    }
+    sg_model_free(&m);
+    return err;
+}
+
+/* Block l: rotated by q_prev (known) on its input side; finds q_mid and
+ * q_out on the way. */
+static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_mid,
+                 sg_rotation *q_out)
+{
+    const sg_model_config *o = p->orig;
+    int64_t d_in = p->sliced.d_in[l], d_mid = p->sliced.d_mid[l], d_out = p->sliced.d_out[l];
+    sg_backend *be = p->be;
+    sg_block b, host;
+    sg_model_config work;
+    memset(&host, 0, sizeof host);
+    if (p->verbose)
+        fprintf(stderr, "%s: block %lld/%lld\n", p->who, (long long)l + 1,
+                (long long)o->n_layers);
+    int err = p->io->block(p, l, &b);
+    if (err)
+        return err;
+    if ((err = sg_slice_block_input(be, o, &b, q_prev, d_in)))
+        goto out;
+    sg_slice_work_config(&p->sliced, l, o->dim, &work);
+    sg_pipeline_tick(p, SG_STAGE_ROTATE);
+
+    /* first capture: the residual after attention (sequential blocks) or
+     * the whole block's output (parallel blocks), in the original basis */
+    if (p->capture && (err = sg_capture_attention(&p->cap, &work, &b, l)))
+        goto out;
+    if (p->io->halfway && (err = p->io->halfway(p, l)))
+        goto out;
+    if (!o->parallel_block) {
+        if ((err = axes(p, "attention_output", l, q_mid)))
+            goto out;
+        if ((err = sg_slice_block_mid(be, o, &b, q_mid, d_in, d_mid)))
+            goto out;
+        work.d_mid[l] = d_mid;
+        sg_pipeline_tick(p, SG_STAGE_ROTATE);
+        /* second capture: the block output */
+        if (p->capture && (err = sg_capture_mlp(&p->cap, &work, &b, q_mid, d_mid, l)))
+            goto out;
+    }
+    if ((err = axes(p, "block_output", l, q_out)))
+        goto out;
+    if (p->slice)
+        err = sg_slice_block_output(be, o, &b, q_out, d_in, d_mid, d_out);
+    sg_pipeline_tick(p, SG_STAGE_ROTATE);
+    /* the next block's inputs: this block's output in the new basis, cut */
+    if (!err && p->capture)
+        err = sg_capture_advance(&p->cap, q_out, d_out);
+    if (!err && p->slice) {
+        sg_block *done = &b;
+        if (!be->ops->host_memory) {
+            err = sg_block_from_backend(be, o, &b, &host);
+            done = &host;
+        }
+        sg_pipeline_tick(p, SG_STAGE_ROTATE);
+        err = err ? err : p->io->put_block(p, l, done);
+        sg_pipeline_tick(p, SG_STAGE_WRITE);
+    }
+out:
+    drop_block(be, &b);
+    sg_block_free(&host);
+    return err;
+}
+
+static int head(sg_pipeline *p, const sg_rotation *q_last)
+{
+    sg_model m;
+    int err = p->io->head(p, &m);
+    if (err)
+        return err;
+    err = sg_slice_head_rotate(p->be, &m, p->orig, &p->sliced, q_last);
+    sg_pipeline_tick(p, SG_STAGE_ROTATE);
+    err = err ? err : p->io->put_head(p, &m);
+    sg_pipeline_tick(p, SG_STAGE_WRITE);
+    sg_model_free(&m);
+    return err;
+}
+
+int sg_pipeline_run(sg_pipeline *p)
+{
+    int64_t D = p->orig->dim;
+    sg_rotation q[3] = {{0}}; /* the input's, the middle's and the output's rotation */
+    p->clock = sg_now();
+    int err = p->io->widths(p, &p->sliced);
+    for (int i = 0; i < 3 && !err; i++)
+        err = sg_rotation_alloc(p->be, D, &q[i]);
+    sg_rotation *q_prev = &q[0], *q_mid = &q[1], *q_out = &q[2];
+    err = err ? err : embeddings(p, q_prev);
+    for (int64_t l = 0; l < p->orig->n_layers && !err; l++) {
+        err = block(p, l, q_prev, q_mid, q_out);
+        sg_rotation *swap = q_prev; /* this block's output is the next one's input */
+        q_prev = q_out;
+        q_out = swap;
+    }
+    if (!err && p->slice)
+        err = head(p, q_prev);
+    for (int i = 0; i < 3; i++)
+        sg_rotation_free(p->be, &q[i]);
+    return err;
+}
