@@ -1,18 +1,14 @@
 /* slicegpt-stream capture: runs each block on the calibration activations
  * and names the captured chunks downstream; the one stage that waits.
  *
- * Capturing block l needs it rotated by the rotations of block l-1 and cut
- * to the planned widths, which eig and slice, further down the pipe,
- * produce from what capture sent. They come back as files in the store
- * (stream_store.h). Per block capture:
- *   passes the block's records on, as they come;
- *   rotates the input side (sg_slice_block_input), runs the attention
- *     half on every chunk, writes each chunk to the store and an act-ref
- *     record downstream;
- *   waits for blk.<l>.attention_output.rot, rotates the middle, runs the
- *     MLP half the same way (sequential blocks);
- *   waits for blk.<l>.block_output.rot and projects the output into the
- *     next block's inputs.
+ * It is the pipeline (stages/pipeline.h) with capture on and slicing off;
+ * this file is its transport. Capturing block l needs it rotated by the
+ * rotations of block l-1 and cut to the planned widths, which eig and
+ * slice, further down the pipe, produce from what capture sent. They come
+ * back as files in the store (stream_store.h): the widths as "plan", each
+ * signal's axes as <signal>.rot. Sections are passed on as they come,
+ * before anything is done with them; each captured chunk is a file in the
+ * store and an act-ref record downstream.
  * Everything a wait depends on has been written downstream before it, and
  * the stages that produce the files never wait on capture, so the pipeline
  * cannot deadlock. The activation store's directory is the store named in
@@ -26,6 +22,7 @@
 #include "act_store.h"
 #include "cli.h"
 #include "fold.h"
+#include "pipeline.h"
 #include "sg_error.h"
 #include "slice_steps.h"
 #include "stage_common.h"
@@ -51,17 +48,10 @@ typedef struct {
     sg_stage *st;
     const char *calib, *calib_tokens;
     int64_t nsamples, seqlen, seed, chunk_tokens;
-    int verbose;
     sg_act_store *store;
     const char *dir;         /* the store directory */
     sg_tokenizer *tok;       /* from the stream's tokenizer file */
     sg_token_batch batch;
-    sg_capture cap;
-    int have_cap, have_plan;
-    int64_t next_layer;      /* blocks come in order: each needs the one before */
-    sg_model_config sliced;  /* from slice's plan */
-    int64_t D;
-    double *q_prev, *q_mid, *q_out;
     sg_store_wait_opts from_eig, from_slice;
 } capture_state;
 
@@ -70,16 +60,18 @@ static int emit_ref(void *ctx, const char *signal, int64_t layer, const char *st
                     int64_t chunk, int64_t n_chunks, const float *x, const float *x_dev,
                     int64_t rows)
 {
-    capture_state *c = ctx;
-    sg_rec_act_ref a = {layer, chunk, n_chunks, rows, c->D, ""};
+    capture_state *c = ((sg_pipeline *)ctx)->ctx;
+    sg_rec_act_ref a = {layer, chunk, n_chunks, rows, c->st->orig.dim, ""};
     char name[128];
     sg_signal_name(signal, layer, name, sizeof name);
     int err = sg_act_store_chunk_file(c->store, stored_as, chunk, a.path, sizeof a.path);
     return err ? err : sg_rec_write_act_ref(c->st->out, name, &a);
 }
 
-static int wait_plan(capture_state *c)
+/* The widths: slice publishes its plan as soon as it has read the header. */
+static int capture_widths(sg_pipeline *p, sg_model_config *sliced)
 {
+    capture_state *c = p->ctx;
     sg_record rec;
     cJSON *h = NULL;
     int err = sg_store_wait(c->dir, "plan", SG_REC_HEADER, &c->from_slice, &rec);
@@ -88,15 +80,16 @@ static int wait_plan(capture_state *c)
     err = sg_rec_read_header(&rec, &h);
     const cJSON *plan = cJSON_GetObjectItemCaseSensitive(h, "slicing");
     err = err ? err : sg_config_from_json(cJSON_GetObjectItemCaseSensitive(plan, "config"),
-                                          &c->sliced, rec.source);
+                                          sliced, rec.source);
     cJSON_Delete(h);
     free(rec.payload);
-    c->have_plan = !err;
     return err;
 }
 
-static int wait_rotation(capture_state *c, const char *signal, int64_t layer, double *q)
+static int capture_axes(sg_pipeline *p, const char *signal, int64_t layer, sg_rotation *q)
 {
+    capture_state *c = p->ctx;
+    int64_t D = p->orig->dim;
     char name[128], file[160];
     sg_signal_name(signal, layer, name, sizeof name);
     snprintf(file, sizeof file, "%s.rot", name);
@@ -106,10 +99,10 @@ static int wait_rotation(capture_state *c, const char *signal, int64_t layer, do
         return err;
     sg_rec_matrix m;
     err = sg_rec_read_matrix(&rec, &m);
-    if (!err && (m.n != c->D || m.layer != layer || strcmp(rec.name, name)))
+    if (!err && (m.n != D || m.layer != layer || strcmp(rec.name, name)))
         err = sg_fail(SG_EFORMAT, "%s: not the rotation of %s", rec.source, name);
     if (!err)
-        memcpy(q, m.values, c->D * c->D * sizeof(double));
+        memcpy(q->host, m.values, D * D * sizeof(double)); /* the CPU backend: host = dev */
     /* read: a D x D float64 matrix per signal adds up on disk */
     unlink(rec.source);
     free(rec.payload);
@@ -151,8 +144,27 @@ static int on_record(sg_stage *st, void *ctx)
     return 0;
 }
 
+/* The next section, passed on as it comes: of the kind and layer the
+ * pipeline asks for, its tensors checked against the folded model. */
+static int next_section(capture_state *c, sg_section_kind kind, int64_t layer, sg_section *sec)
+{
+    int got = sg_stage_next_section(c->st, sec, on_record, c, 1);
+    if (got <= 0)
+        return got < 0 ? got : sg_fail(SG_EFORMAT, "stdin: the stream ended before the model did");
+    sg_model_config folded = sg_fold_config(&c->st->orig);
+    int err = sg_section_check(sec, &folded);
+    if (!err && (sec->sec.kind != kind || sec->sec.layer != layer))
+        err = sg_fail(SG_EFORMAT, kind == SG_SECTION_EMBEDDINGS
+                                      ? "stdin: a section before the embeddings"
+                                      : "stdin: a section out of order (expected block %lld)",
+                      (long long)layer);
+    if (err)
+        sg_section_free(sec);
+    return err;
+}
+
 /* The calibration batch, built as the fused run builds it. */
-static int calibrate(capture_state *c)
+static int calibrate(capture_state *c, sg_pipeline *p)
 {
     const sg_model_config *o = &c->st->orig;
     int64_t seqlen = c->seqlen;
@@ -174,92 +186,62 @@ static int calibrate(capture_state *c)
                                     (uint64_t)c->seed, &c->batch);
     }
     err = err ? err
-              : sg_capture_init(&c->cap, sg_backend_cpu(), &c->batch,
-                                c->chunk_tokens > 0 ? c->chunk_tokens : 8192, c->D);
+              : sg_capture_init(&p->cap, p->be, &c->batch,
+                                c->chunk_tokens > 0 ? c->chunk_tokens : 8192, o->dim);
     if (err)
         return err;
-    c->have_cap = 1;
-    c->cap.store = c->store;
-    c->cap.sink = emit_ref;
-    c->cap.sink_ctx = c;
+    p->cap.store = c->store;
+    p->cap.sink = emit_ref;
+    p->cap.sink_ctx = p;
     return 0;
 }
 
-/* The filters run on the CPU backend, whose memory is the host's: a
- * rotation is one array. */
-static sg_rotation on_host(double *q) { return (sg_rotation){q, q}; }
-
-static int capture_embeddings(capture_state *c, sg_section *sec)
+/* The embeddings, as sg_slice_embeddings_fold leaves them; the
+ * calibration batch is made now, the tokenizer having come before. */
+static int capture_embeddings(sg_pipeline *p, sg_model *m)
 {
-    /* the folded embeddings, as sg_slice_embeddings_fold leaves them */
-    sg_model_config untied = c->st->orig;
-    untied.tied_embeddings = 0;
-    sec->m.cfg = sg_fold_config(&untied);
-    int err = calibrate(c);
-    err = err ? err : sg_capture_embeddings(&c->cap, &sec->m);
-    err = err ? err : wait_plan(c);
-    err = err ? err : wait_rotation(c, "embeddings", -1, c->q_prev);
-    sg_rotation q0 = on_host(c->q_prev);
-    return err ? err : sg_capture_advance(&c->cap, &q0, c->sliced.embed_dim);
-}
-
-static int capture_block(capture_state *c, sg_section *sec)
-{
-    const sg_model_config *o = &c->st->orig;
-    int64_t l = sec->sec.layer, D = c->D;
-    int64_t d_in = c->sliced.d_in[l], d_mid = c->sliced.d_mid[l], d_out = c->sliced.d_out[l];
-    sg_block *b = &sec->b;
-    sg_model_config work;
-    if (c->verbose)
-        fprintf(stderr, "slicegpt-stream capture: block %lld/%lld\n", (long long)l + 1,
-                (long long)o->n_layers);
-    sg_backend *cpu = sg_backend_cpu();
-    sg_rotation q_prev = on_host(c->q_prev), q_mid = on_host(c->q_mid), q_out = on_host(c->q_out);
-    int err = sg_slice_block_input(cpu, o, b, &q_prev, d_in);
+    capture_state *c = p->ctx;
+    sg_section sec;
+    int err = next_section(c, SG_SECTION_EMBEDDINGS, -1, &sec);
     if (err)
         return err;
-    sg_slice_work_config(&c->sliced, l, D, &work);
-    err = sg_capture_attention(&c->cap, &work, b, l);
-    if (!err && !o->parallel_block) {
-        err = wait_rotation(c, "attention_output", l, c->q_mid);
-        err = err ? err : sg_slice_block_mid(cpu, o, b, &q_mid, d_in, d_mid);
-        work.d_mid[l] = d_mid;
-        err = err ? err : sg_capture_mlp(&c->cap, &work, b, &q_mid, d_mid, l);
-    }
-    err = err ? err : wait_rotation(c, "block_output", l, c->q_out);
-    err = err ? err : sg_capture_advance(&c->cap, &q_out, d_out);
-    double *swap = c->q_prev;
-    c->q_prev = c->q_out;
-    c->q_out = swap;
+    sg_model_config untied = c->st->orig;
+    untied.tied_embeddings = 0;
+    *m = sec.m;
+    m->cfg = sg_fold_config(&untied);
+    memset(&sec.m, 0, sizeof sec.m);
+    sg_section_free(&sec);
+    if ((err = calibrate(c, p)))
+        sg_model_free(m);
     return err;
 }
 
-static int on_section(sg_stage *st, sg_section *sec, void *ctx)
+static int capture_block(sg_pipeline *p, int64_t l, sg_block *b)
 {
-    capture_state *c = ctx;
-    sg_model_config folded = sg_fold_config(&st->orig);
-    int err = sg_section_check(sec, &folded);
-    if (err || sec->sec.kind == SG_SECTION_HEAD)
+    sg_section sec;
+    int err = next_section(p->ctx, SG_SECTION_BLOCK, l, &sec);
+    if (err)
         return err;
-    if (sec->sec.kind == SG_SECTION_EMBEDDINGS)
-        return c->have_cap ? sg_fail(SG_EFORMAT, "stdin: a second embeddings section")
-                           : capture_embeddings(c, sec);
-    if (!c->have_plan || sec->sec.layer != c->next_layer)
-        return sg_fail(SG_EFORMAT, "stdin: block %lld out of order (expected %s %lld)",
-                       (long long)sec->sec.layer,
-                       c->have_plan ? "block" : "the embeddings, then block",
-                       (long long)c->next_layer);
-    c->next_layer++;
-    return capture_block(c, sec);
+    *b = sec.b;
+    memset(&sec.b, 0, sizeof sec.b);
+    sg_section_free(&sec);
+    return 0;
 }
 
-static int run(capture_state *c, double timeout, const char *spill_dir)
+static const sg_pipeline_io capture_io = {
+    .widths = capture_widths,
+    .embeddings = capture_embeddings,
+    .block = capture_block,
+    .axes = capture_axes,
+};
+
+static int run(capture_state *c, sg_pipeline *p, double timeout, const char *spill_dir)
 {
     sg_stage *st = c->st;
     int err = sg_stage_read_header(st, "fold");
     if (err)
         return err;
-    c->D = st->orig.dim;
+    p->orig = &st->orig;
     /* budget 0: every chunk is a file the next stages can read */
     const char *parent = spill_dir ? spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     err = sg_act_store_open(0, parent, &c->store);
@@ -271,13 +253,19 @@ static int run(capture_state *c, double timeout, const char *spill_dir)
     cJSON_AddStringToObject(st->header, "store", c->dir);
     c->from_eig = (sg_store_wait_opts){timeout, STDOUT_FILENO, "eig"};
     c->from_slice = (sg_store_wait_opts){timeout, STDOUT_FILENO, "slice"};
-    c->q_prev = malloc(c->D * c->D * sizeof(double));
-    c->q_mid = malloc(c->D * c->D * sizeof(double));
-    c->q_out = malloc(c->D * c->D * sizeof(double));
-    if (!c->q_prev || !c->q_mid || !c->q_out)
-        return sg_fail(-ENOMEM, "out of memory for rotations of width %lld", (long long)c->D);
     err = sg_stage_write_header(st);
-    return err ? err : sg_stage_loop(st, on_section, on_record, c, 1);
+    err = err ? err : sg_pipeline_run(p);
+    /* the head goes on downstream, untouched */
+    sg_section sec;
+    int got;
+    while (!err && (got = sg_stage_next_section(st, &sec, on_record, c, 1)) == 1) {
+        if (sec.sec.kind != SG_SECTION_HEAD)
+            err = sg_fail(SG_EFORMAT, "stdin: a section after the last block");
+        sg_section_free(&sec);
+    }
+    if (!err && got < 0)
+        err = got;
+    return err ? err : sg_frame_write_end(st->out);
 }
 
 int sg_cmd_capture(int argc, char **argv)
@@ -290,6 +278,8 @@ int sg_cmd_capture(int argc, char **argv)
         {"verbose", no_argument, 0, 'v'},            {"zstd", required_argument, 0, 'z'},
         {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
     capture_state c = {.nsamples = 128, .seqlen = 2048, .seed = 42};
+    sg_pipeline p = {.io = &capture_io, .ctx = &c, .be = sg_backend_cpu(), .capture = 1,
+                     .who = "slicegpt-stream capture"};
     const char *spill_dir = NULL;
     double timeout = 3600;
     int opt, bad = 0, zstd = 0;
@@ -303,7 +293,7 @@ int sg_cmd_capture(int argc, char **argv)
         case 'T': bad |= sg_cli_int("--chunk-tokens", optarg, 1, INT64_MAX, &c.chunk_tokens); break;
         case 'D': spill_dir = optarg; break;
         case 'w': bad |= sg_cli_double("--wait-timeout", optarg, 0, 1e9, &timeout); break;
-        case 'v': c.verbose = 1; break;
+        case 'v': p.verbose = 1; break;
         case 'z': bad |= sg_stage_parse_zstd(optarg, &zstd); break;
         case 'h': fputs(usage, stdout); return SG_EXIT_OK;
         default: bad = 1;
@@ -316,18 +306,14 @@ int sg_cmd_capture(int argc, char **argv)
     sg_stage st;
     c.st = &st;
     int err = sg_stage_open(&st, "capture", 1, 1, zstd);
-    err = err ? err : run(&c, timeout, spill_dir);
+    err = err ? err : run(&c, &p, timeout, spill_dir);
     int status = sg_stage_finish(&st, err);
     /* the store goes with this stage; a cov still reading chunks of a
      * failed run finds them gone and stops quietly (the abort record is
      * on its way) */
-    if (c.have_cap)
-        sg_capture_free(&c.cap);
+    sg_capture_free(&p.cap);
     sg_act_store_close(c.store);
     sg_token_batch_free(&c.batch);
     sg_tokenizer_free(c.tok);
-    free(c.q_prev);
-    free(c.q_mid);
-    free(c.q_out);
     return status;
 }

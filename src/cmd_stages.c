@@ -19,6 +19,7 @@
 #include "covariance.h"
 #include "fold.h"
 #include "model_files.h"
+#include "pipeline.h"
 #include "sg_error.h"
 #include "slice_steps.h"
 #include "stage_common.h"
@@ -429,93 +430,132 @@ static const char slice_usage[] =
     "  --round-interval N    sliced width is a multiple of N (default 8)\n"
     "  --slice-head          also slice the last block's output and the head\n" SG_STAGE_ZSTD_HELP;
 
+/* The pipeline (stages/pipeline.h) with slicing on and capture off: the
+ * sections come in model order, each followed by the rotations of its
+ * signals (eig's records), and go out sliced. */
 typedef struct {
+    sg_stage *st;
     sg_model_config sliced;
-    int64_t D;
-    sg_section held;     /* the section waiting for its rotations */
-    int holding;
-    double *q_prev;      /* (D, D): the last block output's rotation */
-    int have_q_prev;
 } slice_state;
 
-static int slice_section(sg_stage *st, sg_section *sec, void *ctx)
+static int slice_widths(sg_pipeline *p, sg_model_config *sliced)
 {
-    slice_state *s = ctx;
-    const sg_model_config *o = &st->orig;
-    sg_model_config folded = sg_fold_config(o);
-    int err = sg_section_check(sec, &folded);
-    if (err)
-        return err;
-    if (sec->sec.kind == SG_SECTION_HEAD) {
-        if (!s->have_q_prev)
-            return sg_fail(SG_EFORMAT, "stdin: head before the last block's rotation");
-        sg_rotation q = {s->q_prev, s->q_prev};
-        err = sg_slice_head_rotate(sg_backend_cpu(), &sec->m, o, &s->sliced, &q);
-        return err ? err : sg_section_write_globals(st->out, SG_SECTION_HEAD, &sec->m, &s->sliced);
-    }
-    if (s->holding)
-        return sg_fail(SG_EFORMAT, "stdin: section %s before the rotations of the one before",
-                       sec->sec.kind == SG_SECTION_EMBEDDINGS ? "embeddings" : "blk");
-    if (sec->sec.kind == SG_SECTION_BLOCK) {
-        if (!s->have_q_prev)
-            return sg_fail(SG_EFORMAT, "stdin: block %lld before the previous rotation",
-                           (long long)sec->sec.layer);
-        sg_rotation q = {s->q_prev, s->q_prev};
-        err = sg_slice_block_input(sg_backend_cpu(), o, &sec->b, &q,
-                                   s->sliced.d_in[sec->sec.layer]);
-        if (err)
-            return err;
-    }
-    /* keep the gathered tensors: move them out of sec, which the loop frees */
-    s->held = *sec;
-    memset(&sec->b, 0, sizeof sec->b);
-    memset(&sec->m, 0, sizeof sec->m);
-    sec->n = 0;
-    s->holding = 1;
+    *sliced = ((slice_state *)p->ctx)->sliced;
     return 0;
 }
 
-static int slice_record(sg_stage *st, void *ctx)
+/* The next section, of the kind and layer the pipeline asks for; records
+ * before it pass on. */
+static int slice_next_section(sg_pipeline *p, sg_section_kind kind, int64_t layer,
+                              sg_section *sec)
 {
-    slice_state *s = ctx;
-    sg_record *r = &st->rec;
-    if (r->type != SG_REC_ROTATION)
-        return 0;
-    const sg_model_config *o = &st->orig;
-    sg_rec_matrix m;
-    int err = sg_rec_read_matrix(r, &m);
+    slice_state *s = p->ctx;
+    int got = sg_stage_next_section(s->st, sec, NULL, NULL, 0);
+    if (got <= 0)
+        return got < 0 ? got : sg_fail(SG_EFORMAT, "stdin: the stream ended before the model did");
+    sg_model_config folded = sg_fold_config(p->orig);
+    int err = sg_section_check(sec, &folded);
+    if (!err && (sec->sec.kind != kind || sec->sec.layer != layer))
+        err = sg_fail(SG_EFORMAT, "stdin: a section out of model order");
     if (err)
-        return err;
-    sg_section *h = &s->held;
-    const char *kind = sg_signal_kind(r->name);
-    int is_emb = !strcmp(r->name, "embeddings");
-    int is_mid = !strcmp(kind, "attention_output"), is_out = !strcmp(kind, "block_output");
-    if (m.n != s->D || !s->holding ||
-        (is_emb ? h->sec.kind != SG_SECTION_EMBEDDINGS
-                : h->sec.kind != SG_SECTION_BLOCK || h->sec.layer != m.layer ||
-                      !(is_out || (is_mid && !o->parallel_block))))
-        return sg_fail(SG_EFORMAT, "%s: a rotation this stage has no weights for",
-                       sg_rec_label(r));
-    sg_backend *cpu = sg_backend_cpu();
-    /* the steps only read a rotation (const sg_rotation *) */
-    sg_rotation q = {(double *)m.values, (double *)m.values};
-    if (is_emb) {
-        err = sg_slice_embeddings_rotate(cpu, &h->m, o, &s->sliced, &q);
-        err = err ? err : sg_section_write_globals(st->out, SG_SECTION_EMBEDDINGS, &h->m,
-                                                   &s->sliced);
-    } else {
-        int64_t l = m.layer, d_in = s->sliced.d_in[l], d_mid = s->sliced.d_mid[l];
-        if (is_mid)
-            return (err = sg_slice_block_mid(cpu, o, &h->b, &q, d_in, d_mid)) ? err : 1;
-        err = sg_slice_block_output(cpu, o, &h->b, &q, d_in, d_mid, s->sliced.d_out[l]);
-        err = err ? err : sg_section_write_block(st->out, &s->sliced, l, &h->b);
-    }
-    memcpy(s->q_prev, m.values, s->D * s->D * sizeof(double));
-    s->have_q_prev = 1;
-    sg_section_free(h);
-    s->holding = 0;
-    return err ? err : 1;
+        sg_section_free(sec);
+    return err;
 }
+
+static int slice_embeddings(sg_pipeline *p, sg_model *m)
+{
+    sg_section sec;
+    int err = slice_next_section(p, SG_SECTION_EMBEDDINGS, -1, &sec);
+    if (!err) {
+        *m = sec.m;
+        memset(&sec.m, 0, sizeof sec.m);
+        sg_section_free(&sec);
+    }
+    return err;
+}
+
+static int slice_block(sg_pipeline *p, int64_t l, sg_block *b)
+{
+    sg_section sec;
+    int err = slice_next_section(p, SG_SECTION_BLOCK, l, &sec);
+    if (!err) {
+        *b = sec.b;
+        memset(&sec.b, 0, sizeof sec.b);
+        sg_section_free(&sec);
+    }
+    return err;
+}
+
+static int slice_head(sg_pipeline *p, sg_model *m)
+{
+    sg_section sec;
+    int err = slice_next_section(p, SG_SECTION_HEAD, -1, &sec);
+    if (!err) {
+        *m = sec.m;
+        memset(&sec.m, 0, sizeof sec.m);
+        sg_section_free(&sec);
+    }
+    return err;
+}
+
+/* The signal's rotation record, the next one in the stream (spectra and
+ * files before it pass on). */
+static int slice_axes(sg_pipeline *p, const char *signal, int64_t layer, sg_rotation *q)
+{
+    sg_stage *st = ((slice_state *)p->ctx)->st;
+    int64_t D = p->orig->dim;
+    char name[128];
+    sg_signal_name(signal, layer, name, sizeof name);
+    int got = 0, err = 0;
+    while (!err && (got = sg_stage_next(st)) == 1) {
+        sg_record *r = &st->rec;
+        if (r->type == SG_REC_ROTATION) {
+            sg_rec_matrix m;
+            if ((err = sg_rec_read_matrix(r, &m)))
+                return err;
+            if (m.n != D || m.layer != layer || strcmp(r->name, name))
+                return sg_fail(SG_EFORMAT, "%s: a rotation this stage has no weights for "
+                                           "(expected %s)", sg_rec_label(r), name);
+            memcpy(q->host, m.values, D * D * sizeof(double)); /* the CPU backend: host = dev */
+            return 0;
+        }
+        if (r->type == SG_REC_BLOCK || r->type == SG_REC_TENSOR || r->type == SG_REC_HEADER)
+            return sg_fail(SG_EFORMAT, "%s: before the rotation of %s", sg_rec_label(r), name);
+        err = sg_stage_forward(st);
+    }
+    if (err || got < 0)
+        return err ? err : got;
+    return sg_fail(SG_EFORMAT, "stdin: stream ended before the rotation of %s", name);
+}
+
+static int slice_put_embeddings(sg_pipeline *p, sg_model *m)
+{
+    slice_state *s = p->ctx;
+    return sg_section_write_globals(s->st->out, SG_SECTION_EMBEDDINGS, m, &s->sliced);
+}
+
+static int slice_put_block(sg_pipeline *p, int64_t l, sg_block *b)
+{
+    slice_state *s = p->ctx;
+    return sg_section_write_block(s->st->out, &s->sliced, l, b);
+}
+
+static int slice_put_head(sg_pipeline *p, sg_model *m)
+{
+    slice_state *s = p->ctx;
+    return sg_section_write_globals(s->st->out, SG_SECTION_HEAD, m, &s->sliced);
+}
+
+static const sg_pipeline_io slice_io = {
+    .widths = slice_widths,
+    .embeddings = slice_embeddings,
+    .block = slice_block,
+    .head = slice_head,
+    .axes = slice_axes,
+    .put_embeddings = slice_put_embeddings,
+    .put_block = slice_put_block,
+    .put_head = slice_put_head,
+};
 
 int sg_cmd_slice(int argc, char **argv)
 {
@@ -542,13 +582,14 @@ int sg_cmd_slice(int argc, char **argv)
         return SG_EXIT_USAGE;
     }
     sg_stage st;
-    slice_state s = {0};
+    slice_state s = {.st = &st};
+    sg_pipeline p = {.io = &slice_io, .ctx = &s, .be = sg_backend_cpu(), .slice = 1};
     int err = sg_stage_open(&st, "slice", 1, 1, zstd);
     err = err ? err : sg_stage_read_header(&st, "eig");
     if (!err && !st.store[0])
         err = sg_fail(SG_EFORMAT, "stdin: the stream header names no store directory");
     if (!err) {
-        s.D = st.orig.dim;
+        p.orig = &st.orig;
         int64_t d = sg_slice_plan(&st.orig, sparsity, round_interval, slice_head, &s.sliced);
         cJSON *plan = cJSON_AddObjectToObject(st.header, "slicing");
         cJSON_AddNumberToObject(plan, "sparsity", sparsity);
@@ -556,25 +597,29 @@ int sg_cmd_slice(int argc, char **argv)
         cJSON_AddBoolToObject(plan, "slice_head", slice_head);
         cJSON_AddNumberToObject(plan, "d", (double)d);
         cJSON_AddItemToObject(plan, "config", sg_config_to_json(&s.sliced));
-        if (!(s.q_prev = malloc(s.D * s.D * sizeof(double))))
-            err = sg_fail(-ENOMEM, "out of memory");
     }
     err = err ? err : sg_stage_write_header(&st);
     if (!err) {
         /* capture needs the widths before its first projection: the plan
          * is the header as it now stands */
         char *json = cJSON_PrintUnformatted(st.header);
-        sg_frame_part p = {json, json ? strlen(json) : 0};
-        err = json ? sg_store_put(st.store, "plan", SG_REC_HEADER, "header", &p, 1)
+        sg_frame_part part = {json, json ? strlen(json) : 0};
+        err = json ? sg_store_put(st.store, "plan", SG_REC_HEADER, "header", &part, 1)
                    : sg_fail(-ENOMEM, "out of memory");
         free(json);
     }
-    err = err ? err : sg_stage_loop(&st, slice_section, slice_record, &s, 0);
-    if (!err && s.holding)
-        err = sg_fail(SG_EFORMAT, "stdin: stream ended before the rotations of its last section");
-    if (s.holding)
-        sg_section_free(&s.held);
-    free(s.q_prev);
+    err = err ? err : sg_pipeline_run(&p);
+    if (!err) {
+        /* nothing but the end may follow the head */
+        sg_section sec;
+        int got = sg_stage_next_section(&st, &sec, NULL, NULL, 0);
+        if (got == 1) {
+            sg_section_free(&sec);
+            err = sg_fail(SG_EFORMAT, "stdin: a section after the head");
+        } else {
+            err = got < 0 ? got : sg_frame_write_end(st.out);
+        }
+    }
     return sg_stage_finish(&st, err);
 }
 

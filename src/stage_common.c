@@ -135,10 +135,9 @@ int sg_stage_parse_zstd(const char *arg, int *level)
     return 0;
 }
 
-int sg_stage_loop(sg_stage *st, sg_stage_section_fn on_section, sg_stage_record_fn on_record,
-                  void *ctx, int forward_sections)
+int sg_stage_next_section(sg_stage *st, sg_section *sec, sg_stage_record_fn on_record,
+                          void *ctx, int forward_sections)
 {
-    sg_section sec;
     int in_section = 0, got, err = 0;
     while (!err && (got = sg_stage_next(st)) == 1) {
         sg_record *r = &st->rec;
@@ -150,18 +149,16 @@ int sg_stage_loop(sg_stage *st, sg_stage_section_fn on_section, sg_stage_record_
             if ((err = sg_rec_read_block(r, &b)))
                 break;
             char name[64];
-            sg_section_name(in_section ? &sec.sec : &b, name, sizeof name);
+            sg_section_name(in_section ? &sec->sec : &b, name, sizeof name);
             if (b.end != in_section || (in_section && strcmp(name, r->name)))
                 err = sg_fail(SG_EFORMAT, "%s: section boundary out of place", sg_rec_label(r));
             else if (!b.end)
-                sg_section_begin(&sec, &b);
+                sg_section_begin(sec, &b);
             else
-                err = on_section(st, &sec, ctx);
-            if (b.end && in_section)
-                sg_section_free(&sec);
+                return 1;
             in_section = !b.end && !err;
         } else if (in_section && r->type == SG_REC_TENSOR) {
-            err = sg_section_add(&sec, r, st->in);
+            err = sg_section_add(sec, r, st->in);
         } else if (r->type == SG_REC_TENSOR) {
             err = sg_fail(SG_EFORMAT, "%s: tensor outside a section", sg_rec_label(r));
         } else if (r->type == SG_REC_HEADER) {
@@ -172,12 +169,26 @@ int sg_stage_loop(sg_stage *st, sg_stage_section_fn on_section, sg_stage_record_
         }
     }
     if (in_section)
-        sg_section_free(&sec);
+        sg_section_free(sec);
     if (err)
         return err;
     if (got < 0)
         return got;
-    if (in_section)
-        return sg_fail(SG_EFORMAT, "stdin: stream ends inside a section");
+    return in_section ? sg_fail(SG_EFORMAT, "stdin: stream ends inside a section") : 0;
+}
+
+int sg_stage_loop(sg_stage *st, sg_stage_section_fn on_section, sg_stage_record_fn on_record,
+                  void *ctx, int forward_sections)
+{
+    sg_section sec;
+    int got;
+    while ((got = sg_stage_next_section(st, &sec, on_record, ctx, forward_sections)) == 1) {
+        int err = on_section(st, &sec, ctx);
+        sg_section_free(&sec);
+        if (err)
+            return err;
+    }
+    if (got < 0)
+        return got;
     return st->out ? sg_frame_write_end(st->out) : 0;
 }

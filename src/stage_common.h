@@ -68,6 +68,14 @@ typedef int (*sg_stage_record_fn)(sg_stage *st, void *ctx);
 int sg_stage_loop(sg_stage *st, sg_stage_section_fn on_section, sg_stage_record_fn on_record,
                   void *ctx, int forward_sections);
 
+/* The next whole section into *sec (1; the caller frees it with
+ * sg_section_free), or 0 at the end record, or < 0; other records on the
+ * way go to on_record as in sg_stage_loop, and with forward_sections the
+ * section's records are passed on as they come. The end record is not
+ * written. */
+int sg_stage_next_section(sg_stage *st, sg_section *sec, sg_stage_record_fn on_record,
+                          void *ctx, int forward_sections);
+
 /* --zstd LEVEL, shared by the stages that write a stream. */
 #define SG_STAGE_ZSTD_HELP                                                                    \
     "  --zstd LEVEL          compress record payloads with zstd (1..19; default 0: off)\n"
