@@ -21,6 +21,7 @@
 
 #include "act_store.h"
 #include "cli.h"
+#include "cli_options.h"
 #include "fold.h"
 #include "pipeline.h"
 #include "sg_error.h"
@@ -34,15 +35,10 @@ static const char usage[] =
     "usage: ... | slicegpt-stream capture (--calib FILE | --calib-tokens FILE) [options] | ...\n"
     "Runs each block on the calibration text and sends references to the captured\n"
     "activation chunks downstream (after fold; cov, eig and slice must follow).\n"
-    "  --calib FILE          calibration text (documents separated by blank lines)\n"
-    "  --calib-tokens FILE   or pre-tokenized calibration: little-endian uint32 ids\n"
-    "  --nsamples N          calibration samples (default 128)\n"
-    "  --seqlen N            tokens per sample (default 2048, capped at the context)\n"
-    "  --seed N              calibration sampling seed (default 42)\n"
-    "  --chunk-tokens N      calibration tokens per activation chunk (default 8192)\n"
+    SG_HELP_CALIB
     "  --spill-dir DIR       where the store directory is made (default: $TMPDIR or /tmp)\n"
     "  --wait-timeout S      give up waiting for a rotation after S seconds (default 3600)\n"
-    "  --verbose             progress per block on stderr\n" SG_STAGE_ZSTD_HELP;
+    "  --verbose             progress per block on stderr\n" SG_HELP_ZSTD;
 
 typedef struct {
     sg_stage *st;
@@ -268,41 +264,42 @@ static int run(capture_state *c, sg_pipeline *p, double timeout, const char *spi
     return err ? err : sg_frame_write_end(st->out);
 }
 
+typedef struct {
+    double timeout;
+    int verbose;
+} capture_args;
+
+static int capture_option(void *ctx, int c, const char *arg)
+{
+    capture_args *a = ctx;
+    if (c == 'v')
+        return a->verbose = 1, 0;
+    return sg_cli_double("--wait-timeout", arg, 0, 1e9, &a->timeout);
+}
+
 int sg_cmd_capture(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"calib", required_argument, 0, 'c'},        {"calib-tokens", required_argument, 0, 'C'},
-        {"nsamples", required_argument, 0, 'n'},     {"seqlen", required_argument, 0, 'L'},
-        {"seed", required_argument, 0, 'S'},         {"chunk-tokens", required_argument, 0, 'T'},
-        {"spill-dir", required_argument, 0, 'D'},    {"wait-timeout", required_argument, 0, 'w'},
-        {"verbose", no_argument, 0, 'v'},            {"zstd", required_argument, 0, 'z'},
-        {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
-    capture_state c = {.nsamples = 128, .seqlen = 2048, .seed = 42};
-    sg_pipeline p = {.io = &capture_io, .ctx = &c, .be = sg_backend_cpu(), .capture = 1,
-                     .who = "slicegpt-stream capture"};
-    const char *spill_dir = NULL;
-    double timeout = 3600;
-    int opt, bad = 0, zstd = 0;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'c': c.calib = optarg; break;
-        case 'C': c.calib_tokens = optarg; break;
-        case 'n': bad |= sg_cli_int("--nsamples", optarg, 1, 1 << 24, &c.nsamples); break;
-        case 'L': bad |= sg_cli_int("--seqlen", optarg, 2, 1 << 20, &c.seqlen); break;
-        case 'S': bad |= sg_cli_int("--seed", optarg, 0, INT64_MAX, &c.seed); break;
-        case 'T': bad |= sg_cli_int("--chunk-tokens", optarg, 1, INT64_MAX, &c.chunk_tokens); break;
-        case 'D': spill_dir = optarg; break;
-        case 'w': bad |= sg_cli_double("--wait-timeout", optarg, 0, 1e9, &timeout); break;
-        case 'v': p.verbose = 1; break;
-        case 'z': bad |= sg_stage_parse_zstd(optarg, &zstd); break;
-        case 'h': fputs(usage, stdout); return SG_EXIT_OK;
-        default: bad = 1;
-        }
-    }
-    if (bad || optind != argc || !c.calib == !c.calib_tokens) {
+    static const struct option own[] = {{"wait-timeout", required_argument, 0, 'w'},
+                                        {"verbose", no_argument, 0, 'v'},
+                                        {0, 0, 0, 0}};
+    capture_args a = {.timeout = 3600};
+    sg_cli_job j;
+    sg_cli_job_default(&j);
+    int r = sg_cli_parse(argc, argv, SG_OPT_CALIB | SG_OPT_ZSTD, own, capture_option, &a, usage,
+                         &j);
+    if (r)
+        return r == SG_CLI_HELP ? SG_EXIT_OK : SG_EXIT_USAGE;
+    if (optind != argc || !j.calib == !j.calib_tokens) {
         fputs(usage, stderr);
         return SG_EXIT_USAGE;
     }
+    capture_state c = {.calib = j.calib, .calib_tokens = j.calib_tokens, .nsamples = j.nsamples,
+                       .seqlen = j.seqlen, .seed = j.seed, .chunk_tokens = j.chunk_tokens};
+    sg_pipeline p = {.io = &capture_io, .ctx = &c, .be = sg_backend_cpu(), .capture = 1,
+                     .verbose = a.verbose, .who = "slicegpt-stream capture"};
+    const char *spill_dir = j.spill_dir;
+    double timeout = a.timeout;
+    int zstd = j.zstd;
     sg_stage st;
     c.st = &st;
     int err = sg_stage_open(&st, "capture", 1, 1, zstd);

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_options.h"
+#include "slice_steps.h"
 #include "forward.h"
 #include "gguf.h"
 #include "hf_config.h"
@@ -23,7 +25,7 @@ static const char usage[] =
     "  --model PATH        config.json, a directory holding one, or a .gguf file\n"
     "  --nsamples N        calibration samples (default 128)\n"
     "  --seqlen N          tokens per sample (default 2048)\n"
-    "  --sparsity S        (default 0.25)\n"
+    "  --sparsity S, --round-interval N, --slice-head   the widths, as `run` takes them\n"
     "  --chunk-tokens N    tokens per activation chunk (default 8192)\n"
     "  --host-mem SIZE     host budget (default: half of RAM)\n"
     "  --gpu-mem SIZE      GPU budget (default 24G)\n"
@@ -45,37 +47,47 @@ static double stored_weight_bytes(const char *config_path)
     return 2; /* float16 / bfloat16, the usual release dtype */
 }
 
+typedef struct {
+    const char *model;
+    int64_t nsamples, seqlen, chunk, host, gpu;
+    double wbytes;
+} plan_args;
+
+static int plan_option(void *ctx, int c, const char *arg)
+{
+    plan_args *a = ctx;
+    switch (c) {
+    case 'm': a->model = arg; return 0;
+    case 'n': return sg_cli_int("--nsamples", arg, 1, 1 << 24, &a->nsamples);
+    case 'L': return sg_cli_int("--seqlen", arg, 2, 1 << 20, &a->seqlen);
+    case 'T': return sg_cli_int("--chunk-tokens", arg, 1, INT64_MAX, &a->chunk);
+    case 'H': return sg_cli_size("--host-mem", arg, &a->host);
+    case 'G': return sg_cli_size("--gpu-mem", arg, &a->gpu);
+    case 'w': return sg_cli_double("--weight-bytes", arg, 0.5, 8, &a->wbytes);
+    }
+    return -1;
+}
+
 int sg_cmd_plan(int argc, char **argv)
 {
-    const char *model = NULL;
-    int64_t nsamples = 128, seqlen = 2048, chunk = 8192, host = 0, gpu = (int64_t)24 << 30;
-    double sparsity = 0.25, wbytes = 0;
-    static const struct option opts[] = {
+    static const struct option own[] = {
         {"model", required_argument, 0, 'm'},    {"nsamples", required_argument, 0, 'n'},
-        {"seqlen", required_argument, 0, 'L'},   {"sparsity", required_argument, 0, 's'},
-        {"chunk-tokens", required_argument, 0, 'T'}, {"host-mem", required_argument, 0, 'H'},
-        {"gpu-mem", required_argument, 0, 'G'},  {"weight-bytes", required_argument, 0, 'w'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
-    int c, bad = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm': model = optarg; break;
-        case 'n': bad |= sg_cli_int("--nsamples", optarg, 1, 1 << 24, &nsamples); break;
-        case 'L': bad |= sg_cli_int("--seqlen", optarg, 2, 1 << 20, &seqlen); break;
-        case 's': bad |= sg_cli_double("--sparsity", optarg, 0, 0.9, &sparsity); break;
-        case 'T': bad |= sg_cli_int("--chunk-tokens", optarg, 1, INT64_MAX, &chunk); break;
-        case 'H': bad |= sg_cli_size("--host-mem", optarg, &host); break;
-        case 'G': bad |= sg_cli_size("--gpu-mem", optarg, &gpu); break;
-        case 'w': bad |= sg_cli_double("--weight-bytes", optarg, 0.5, 8, &wbytes); break;
-        case 'h': fputs(usage, stdout); return SG_EXIT_OK;
-        default: bad = 1;
-        }
-    }
-    if (bad || !model) {
-        if (!bad)
-            fputs(usage, stderr);
+        {"seqlen", required_argument, 0, 'L'},   {"chunk-tokens", required_argument, 0, 'T'},
+        {"host-mem", required_argument, 0, 'H'}, {"gpu-mem", required_argument, 0, 'G'},
+        {"weight-bytes", required_argument, 0, 'w'}, {0, 0, 0, 0}};
+    plan_args a = {.nsamples = 128, .seqlen = 2048, .chunk = 8192, .gpu = (int64_t)24 << 30};
+    sg_cli_job j;
+    sg_cli_job_default(&j);
+    int r = sg_cli_parse(argc, argv, SG_OPT_PLAN, own, plan_option, &a, usage, &j);
+    if (r)
+        return r == SG_CLI_HELP ? SG_EXIT_OK : SG_EXIT_USAGE;
+    if (optind != argc || !a.model) {
+        fputs(usage, stderr);
         return SG_EXIT_USAGE;
     }
+    const char *model = a.model;
+    int64_t nsamples = a.nsamples, seqlen = a.seqlen, chunk = a.chunk, host = a.host, gpu = a.gpu;
+    double wbytes = a.wbytes;
     sg_model_config cfg;
     char path[4096];
     struct stat sb;
@@ -110,7 +122,8 @@ int sg_cmd_plan(int argc, char **argv)
     int64_t block_params = sg_block_param_count(&cfg, 0);
     sg_slice_memory m;
     sg_slice_memory_estimate(&cfg, (int64_t)(block_params * wbytes), chunk_tokens, maxseq, &m);
-    int64_t d = D - (int64_t)(sparsity * D); /* close enough for a plan */
+    sg_model_config sliced;
+    int64_t d = sg_slice_plan(&cfg, j.sparsity, j.round_interval, j.slice_head, &sliced);
     /* the store's peak: block input (width d), the captured residual and
      * the block output (width D) at once */
     int64_t store_peak = T * (d + 2 * D) * (int64_t)sizeof(float);
@@ -123,6 +136,8 @@ int sg_cmd_plan(int argc, char **argv)
            (long long)cfg.vocab_size, total_params / 1e9);
     printf("calibration: %lld samples x %lld tokens = %lld tokens, chunks of %lld tokens\n",
            (long long)nsamples, (long long)maxseq, (long long)T, (long long)chunk_tokens);
+    printf("sliced width: d = %lld of D = %lld at sparsity %.2f (multiple of %lld), the width "
+           "run uses\n", (long long)d, (long long)D, j.sparsity, (long long)j.round_interval);
     printf("\nhost, held at once (GiB):\n");
     printf("  load        block weights as stored, current + prefetched  %8.2f\n", gib(m.block_raw));
     printf("  fold/slice  one block in float32 (+ shortcuts)             %8.2f\n", gib(m.block_f32));

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_options.h"
 #include "evaluate.h"
 #include "model_files.h"
 #include "sg_error.h"
@@ -16,48 +17,39 @@
 static const char usage[] =
     "usage: slicegpt-stream run --model PATH --calib FILE --out DIR [options]\n"
     "  --model PATH          Hugging Face directory or .gguf file\n"
-    "  --calib FILE          calibration text (documents separated by blank lines)\n"
-    "  --calib-tokens FILE   or pre-tokenized calibration: little-endian uint32 ids\n"
     "  --out DIR             where the sliced model is written (must not exist)\n"
-    "  --sparsity S          fraction of the hidden dimension removed (default 0.25)\n"
-    "  --nsamples N          calibration samples (default 128)\n"
-    "  --seqlen N            tokens per sample (default 2048, capped at the context)\n"
-    "  --seed N              calibration sampling seed (default 42)\n"
-    "  --round-interval N    sliced width is a multiple of N (default 8)\n"
-    "  --slice-head          also slice the last block's output and the head\n"
-    "  --dtype f32|f16|bf16  dtype of the written weights (default f32)\n"
+    SG_HELP_CALIB SG_HELP_PLAN SG_HELP_DTYPE
     "  --eval FILE           report dense and sliced perplexity on this text\n"
     "  --eval-seqlen N       evaluation window (default: --seqlen)\n"
     "  --eval-windows K      evaluate at most K windows (default: all)\n"
-    "  --tokenizer FILE      tokenizer.json or llama2.c tokenizer.bin (default: the model's)\n"
-    "  --random-rotation     control experiment: a random orthogonal Q instead of PCA\n"
+    SG_HELP_TOKENIZER
     "  --host-mem SIZE       host memory budget, e.g. 8G (default: half of RAM); calibration\n"
     "                        activations beyond it spill to disk, zstd-compressed\n"
     "  --spill-dir DIR       where spilled activations go (default: $TMPDIR or /tmp)\n"
-    "  --chunk-tokens N      calibration tokens per activation chunk (default 8192)\n"
     "  --device auto|cuda|cpu  where the forward, covariance, eigensolves and rotations\n"
     "                        run (default auto: the GPU when there is one)\n"
     "  --gpu-mem SIZE        cap on GPU memory, e.g. 24G (default: what the card has free)\n"
-    "  --eigh auto|f64|mixed eigensolver: float64 dsyevd, or a float32 solve refined to\n"
-    "                        float64 accuracy (default auto: mixed on a GPU, f64 on the CPU)\n"
-    "  --cov auto|f64|mixed  covariance products: float64, or float32 slices of 1024 rows\n"
-    "                        summed in float64 (default auto: mixed where the GPU's float64\n"
-    "                        is under 1/8 of its float32, as on consumer cards)\n"
+    SG_HELP_AXES SG_HELP_COV
     "  --quiet               no per-block progress\n";
 
-static int parse_dtype(const char *s, sg_dtype *dt)
+typedef struct {
+    const char *model, *out, *eval;
+    int64_t eval_seqlen, eval_windows;
+    int quiet;
+} run_args;
+
+static int run_option(void *ctx, int c, const char *arg)
 {
-    if (!strcmp(s, "f32"))
-        *dt = SG_DT_F32;
-    else if (!strcmp(s, "f16"))
-        *dt = SG_DT_F16;
-    else if (!strcmp(s, "bf16"))
-        *dt = SG_DT_BF16;
-    else {
-        fprintf(stderr, "slicegpt-stream: --dtype: expected f32, f16 or bf16, got '%s'\n", s);
-        return -1;
+    run_args *a = ctx;
+    switch (c) {
+    case 'm': a->model = arg; return 0;
+    case 'o': a->out = arg; return 0;
+    case 'e': a->eval = arg; return 0;
+    case 'E': return sg_cli_int("--eval-seqlen", arg, 2, 1 << 20, &a->eval_seqlen);
+    case 'W': return sg_cli_int("--eval-windows", arg, 0, INT64_MAX, &a->eval_windows);
+    case 'q': a->quiet = 1; return 0;
     }
-    return 0;
+    return -1;
 }
 
 static int eval_ppl(sg_backend *be, const char *model, const sg_tokenizer *tok, const char *text,
@@ -81,69 +73,44 @@ static int eval_ppl(sg_backend *be, const char *model, const sg_tokenizer *tok, 
 
 int sg_cmd_run(int argc, char **argv)
 {
-    const char *model = NULL, *calib = NULL, *calib_tokens = NULL, *eval = NULL, *tok_path = NULL;
-    int64_t nsamples = 128, seqlen = 2048, seed = 42, eval_seqlen = 0, eval_windows = 0;
-    sg_slice_options o;
-    sg_slice_options_default(&o);
-    o.verbose = 1;
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},       {"calib", required_argument, 0, 'c'},
-        {"calib-tokens", required_argument, 0, 'C'}, {"out", required_argument, 0, 'o'},
-        {"sparsity", required_argument, 0, 's'},    {"nsamples", required_argument, 0, 'n'},
-        {"seqlen", required_argument, 0, 'L'},      {"seed", required_argument, 0, 'S'},
-        {"round-interval", required_argument, 0, 'r'}, {"slice-head", no_argument, 0, 'H'},
-        {"dtype", required_argument, 0, 'd'},       {"eval", required_argument, 0, 'e'},
-        {"eval-seqlen", required_argument, 0, 'E'}, {"eval-windows", required_argument, 0, 'W'},
-        {"tokenizer", required_argument, 0, 'k'},   {"random-rotation", no_argument, 0, 'R'},
-        {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
-        {"host-mem", required_argument, 0, 'M'},    {"spill-dir", required_argument, 0, 'D'},
-        {"chunk-tokens", required_argument, 0, 'T'}, {"device", required_argument, 0, 'G'},
-        {"gpu-mem", required_argument, 0, 'g'},     {"eigh", required_argument, 0, 'i'},
-        {"cov", required_argument, 0, 'V'},
+    static const struct option own[] = {
+        {"model", required_argument, 0, 'm'},       {"out", required_argument, 0, 'o'},
+        {"eval", required_argument, 0, 'e'},        {"eval-seqlen", required_argument, 0, 'E'},
+        {"eval-windows", required_argument, 0, 'W'}, {"quiet", no_argument, 0, 'q'},
         {0, 0, 0, 0}};
-    const char *device = "auto", *eigh = "auto", *cov = "auto";
-    int64_t gpu_mem = 0;
-    int c, bad = 0;
-    int64_t round_interval = 8;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm': model = optarg; break;
-        case 'c': calib = optarg; break;
-        case 'C': calib_tokens = optarg; break;
-        case 'o': o.out_dir = optarg; break;
-        case 's': bad |= sg_cli_double("--sparsity", optarg, 0, 0.9, &o.sparsity); break;
-        case 'n': bad |= sg_cli_int("--nsamples", optarg, 1, 1 << 24, &nsamples); break;
-        case 'L': bad |= sg_cli_int("--seqlen", optarg, 2, 1 << 20, &seqlen); break;
-        case 'S': bad |= sg_cli_int("--seed", optarg, 0, INT64_MAX, &seed); break;
-        case 'r': bad |= sg_cli_int("--round-interval", optarg, 1, 1 << 16, &round_interval); break;
-        case 'H': o.slice_head = 1; break;
-        case 'd': bad |= parse_dtype(optarg, &o.out_dtype); break;
-        case 'e': eval = optarg; break;
-        case 'E': bad |= sg_cli_int("--eval-seqlen", optarg, 2, 1 << 20, &eval_seqlen); break;
-        case 'W': bad |= sg_cli_int("--eval-windows", optarg, 0, INT64_MAX, &eval_windows); break;
-        case 'k': tok_path = optarg; break;
-        case 'R': o.rotation = SG_ROTATION_RANDOM; break;
-        case 'q': o.verbose = 0; break;
-        case 'M': bad |= sg_cli_size("--host-mem", optarg, &o.host_mem_bytes); break;
-        case 'D': o.spill_dir = optarg; break;
-        case 'T': bad |= sg_cli_int("--chunk-tokens", optarg, 1, INT64_MAX, &o.chunk_tokens); break;
-        case 'G': device = optarg; break;
-        case 'g': bad |= sg_cli_size("--gpu-mem", optarg, &gpu_mem); break;
-        case 'i': eigh = optarg; break;
-        case 'V': cov = optarg; break;
-        case 'h': fputs(usage, stdout); return SG_EXIT_OK;
-        default: bad = 1;
-        }
-    }
-    if (bad || !model || !o.out_dir || !calib == !calib_tokens) {
-        if (!bad)
-            fputs(usage, stderr);
+    run_args a = {0};
+    sg_cli_job j;
+    sg_cli_job_default(&j);
+    int r = sg_cli_parse(argc, argv,
+                         SG_OPT_CALIB | SG_OPT_PLAN | SG_OPT_AXES | SG_OPT_COV | SG_OPT_DTYPE |
+                             SG_OPT_TOKENIZER | SG_OPT_DEVICE,
+                         own, run_option, &a, usage, &j);
+    if (r)
+        return r == SG_CLI_HELP ? SG_EXIT_OK : SG_EXIT_USAGE;
+    if (optind != argc || !a.model || !a.out || !j.calib == !j.calib_tokens) {
+        fputs(usage, stderr);
         return SG_EXIT_USAGE;
     }
-    o.round_interval = round_interval;
-    o.seed = (uint64_t)seed;
-    if (sg_cli_backend(device, gpu_mem, &o.backend) || sg_cli_eigh(eigh, o.backend, &o.eigh) ||
-        sg_cli_cov(cov, o.backend, &o.cov_mixed)) {
+    const char *model = a.model, *calib = j.calib, *calib_tokens = j.calib_tokens;
+    const char *eval = a.eval, *tok_path = j.tokenizer;
+    int64_t nsamples = j.nsamples, seqlen = j.seqlen, seed = j.seed;
+    int64_t eval_seqlen = a.eval_seqlen, eval_windows = a.eval_windows;
+    sg_slice_options o;
+    sg_slice_options_default(&o);
+    o.verbose = !a.quiet;
+    o.out_dir = a.out;
+    o.sparsity = j.sparsity;
+    o.round_interval = j.round_interval;
+    o.slice_head = j.slice_head;
+    o.out_dtype = j.dtype;
+    o.rotation = j.rotation;
+    o.seed = (uint64_t)j.seed;
+    o.damp_frac = j.damp_frac;
+    o.host_mem_bytes = j.host_mem;
+    o.spill_dir = j.spill_dir;
+    o.chunk_tokens = j.chunk_tokens;
+    if (sg_cli_backend(j.device, j.gpu_mem, &o.backend) ||
+        sg_cli_eigh(j.eigh, o.backend, &o.eigh) || sg_cli_cov(j.cov, o.backend, &o.cov_mixed)) {
         if (o.backend)
             o.backend->ops->free(o.backend);
         return SG_EXIT_USAGE;

@@ -16,6 +16,7 @@
 
 #include "act_store.h"
 #include "cli.h"
+#include "cli_options.h"
 #include "covariance.h"
 #include "fold.h"
 #include "model_files.h"
@@ -29,16 +30,20 @@
 #include "text.h"
 #include "write_model.h"
 
-/* Options every stream-writing stage takes; returns 1 if handled. */
-static int common_option(int c, int *zstd, int *bad)
+/* The stages' option parsing: the shared options of `groups` only. */
+static int stage_options(int argc, char **argv, unsigned groups, const char *usage,
+                         sg_cli_job *j, int operands)
 {
-    if (c != 'z')
-        return 0;
-    *bad |= sg_stage_parse_zstd(optarg, zstd);
-    return 1;
+    sg_cli_job_default(j);
+    int r = sg_cli_parse(argc, argv, groups, NULL, NULL, NULL, usage, j);
+    if (r)
+        return r == SG_CLI_HELP ? SG_EXIT_OK : SG_EXIT_USAGE;
+    if (argc - optind != operands) {
+        fputs(usage, stderr);
+        return SG_EXIT_USAGE;
+    }
+    return -1;
 }
-
-#define ZSTD_OPTION {"zstd", required_argument, 0, 'z'}
 
 /* ---- load ---- */
 
@@ -47,7 +52,7 @@ static const char load_usage[] =
     "Writes the model as a stream: header, tokenizer, embeddings, each block, head.\n"
     "  MODEL                 Hugging Face directory or .gguf file\n"
     "  --tokenizer FILE      tokenizer.json or llama2.c tokenizer.bin (default: the model's)\n"
-    SG_STAGE_ZSTD_HELP;
+    SG_HELP_ZSTD;
 
 /* The tokenizer as the fused run would copy it beside the sliced model:
  * the file given, else the model directory's, else (GGUF) the model's own
@@ -136,27 +141,13 @@ static int load_model(sg_stage *st, const char *model, const char *tok_path)
 
 int sg_cmd_load(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"tokenizer", required_argument, 0, 'k'}, ZSTD_OPTION, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    const char *tok = NULL;
-    int c, bad = 0, zstd = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (common_option(c, &zstd, &bad))
-            continue;
-        switch (c) {
-        case 'k': tok = optarg; break;
-        case 'h': fputs(load_usage, stdout); return SG_EXIT_OK;
-        default: bad = 1;
-        }
-    }
-    if (bad || optind != argc - 1) {
-        fputs(load_usage, stderr);
-        return SG_EXIT_USAGE;
-    }
+    sg_cli_job j;
+    int status = stage_options(argc, argv, SG_OPT_TOKENIZER | SG_OPT_ZSTD, load_usage, &j, 1);
+    if (status >= 0)
+        return status;
     sg_stage st;
-    int err = sg_stage_open(&st, "load", 0, 1, zstd);
-    err = err ? err : load_model(&st, argv[optind], tok);
+    int err = sg_stage_open(&st, "load", 0, 1, j.zstd);
+    err = err ? err : load_model(&st, argv[optind], j.tokenizer);
     return sg_stage_finish(&st, err);
 }
 
@@ -164,7 +155,7 @@ int sg_cmd_load(int argc, char **argv)
 
 static const char fold_usage[] =
     "usage: ... | slicegpt-stream fold [--zstd LEVEL] | ...\n"
-    "Folds every norm into the linear layers that read it (after load).\n" SG_STAGE_ZSTD_HELP;
+    "Folds every norm into the linear layers that read it (after load).\n" SG_HELP_ZSTD;
 
 static int fold_section(sg_stage *st, sg_section *sec)
 {
@@ -192,22 +183,12 @@ static int fold_one(sg_stage *st, sg_section *sec, void *ctx) { return fold_sect
 
 int sg_cmd_fold(int argc, char **argv)
 {
-    static const struct option opts[] = {ZSTD_OPTION, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int c, bad = 0, zstd = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
-        if (!common_option(c, &zstd, &bad)) {
-            if (c == 'h') {
-                fputs(fold_usage, stdout);
-                return SG_EXIT_OK;
-            }
-            bad = 1;
-        }
-    if (bad || optind != argc) {
-        fputs(fold_usage, stderr);
-        return SG_EXIT_USAGE;
-    }
+    sg_cli_job j;
+    int status = stage_options(argc, argv, SG_OPT_ZSTD, fold_usage, &j, 0);
+    if (status >= 0)
+        return status;
     sg_stage st;
-    int err = sg_stage_open(&st, "fold", 1, 1, zstd);
+    int err = sg_stage_open(&st, "fold", 1, 1, j.zstd);
     err = err ? err : sg_stage_read_header(&st, "load");
     err = err ? err : sg_stage_write_header(&st);
     err = err ? err : sg_stage_loop(&st, fold_one, NULL, NULL, 0);
@@ -219,7 +200,7 @@ int sg_cmd_fold(int argc, char **argv)
 static const char cov_usage[] =
     "usage: ... | slicegpt-stream cov [--zstd LEVEL] | ...\n"
     "Accumulates each captured signal's covariance from the chunks capture names\n"
-    "(after capture).\n" SG_STAGE_ZSTD_HELP;
+    "(after capture).\n" SG_HELP_COV SG_HELP_ZSTD;
 
 typedef struct {
     sg_act_store *reader; /* lends its machinery to read chunk files */
@@ -282,28 +263,21 @@ static int cov_record(sg_stage *st, void *ctx)
 
 int sg_cmd_cov(int argc, char **argv)
 {
-    static const struct option opts[] = {ZSTD_OPTION, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int c, bad = 0, zstd = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
-        if (!common_option(c, &zstd, &bad)) {
-            if (c == 'h') {
-                fputs(cov_usage, stdout);
-                return SG_EXIT_OK;
-            }
-            bad = 1;
-        }
-    if (bad || optind != argc) {
-        fputs(cov_usage, stderr);
+    sg_cli_job j;
+    int status = stage_options(argc, argv, SG_OPT_COV | SG_OPT_ZSTD, cov_usage, &j, 0);
+    int mixed = 0;
+    if (status >= 0)
+        return status;
+    if (sg_cli_cov(j.cov, sg_backend_cpu(), &mixed))
         return SG_EXIT_USAGE;
-    }
     sg_stage st;
     cov_state cs = {0};
-    int err = sg_stage_open(&st, "cov", 1, 1, zstd);
+    int err = sg_stage_open(&st, "cov", 1, 1, j.zstd);
     err = err ? err : sg_stage_read_header(&st, "capture");
     if (!err && !st.store[0])
         err = sg_fail(SG_EFORMAT, "stdin: the stream header names no store directory");
     err = err ? err : sg_act_store_open(0, NULL, &cs.reader);
-    err = err ? err : sg_slice_cov_init(&cs.cov, sg_backend_cpu(), st.orig.dim, 0);
+    err = err ? err : sg_slice_cov_init(&cs.cov, sg_backend_cpu(), st.orig.dim, mixed);
     err = err ? err : sg_stage_write_header(&st);
     /* sections pass through as records: nothing here works on weights */
     int got;
@@ -326,15 +300,18 @@ int sg_cmd_cov(int argc, char **argv)
 /* ---- eig ---- */
 
 static const char eig_usage[] =
-    "usage: ... | slicegpt-stream eig [--random-rotation [--seed N]] [--zstd LEVEL] | ...\n"
+    "usage: ... | slicegpt-stream eig [--damp F] [--eigh f64|mixed] [--random-rotation\n"
+    "                                 [--seed N]] [--zstd LEVEL] | ...\n"
     "Eigendecomposes each covariance: its principal axes go downstream as a rotation\n"
     "record and back to capture through the store (after cov).\n"
-    "  --random-rotation     control experiment: a random orthogonal Q instead of PCA\n"
-    "  --seed N              seed of the random rotation (default 42)\n" SG_STAGE_ZSTD_HELP;
+    "  --seed N              seed of the random rotation (default 42)\n" SG_HELP_AXES
+    SG_HELP_ZSTD;
 
 typedef struct {
     sg_rotation_kind kind;
     uint64_t seed;
+    double damp_frac;
+    sg_eigh_mode eigh;
     double *h, *q, *eig;
     int64_t D;
 } eig_state;
@@ -356,8 +333,8 @@ static int eig_record(sg_stage *st, void *ctx)
     char signal[SG_FRAME_NAME_MAX + 1];
     snprintf(signal, sizeof signal, "%s", r->name);
     sg_rotation q = {e->q, e->q};
-    err = sg_slice_axes(sg_backend_cpu(), e->h, e->D, m.layer, e->kind, e->seed, 0.01,
-                        SG_EIGH_F64, &q, e->eig);
+    err = sg_slice_axes(sg_backend_cpu(), e->h, e->D, m.layer, e->kind, e->seed, e->damp_frac,
+                        e->eigh, &q, e->eig);
     /* capture waits for the file: publish it before anything else */
     char file[SG_FRAME_NAME_MAX + 8];
     snprintf(file, sizeof file, "%s.rot", signal);
@@ -371,29 +348,15 @@ static int eig_record(sg_stage *st, void *ctx)
 
 int sg_cmd_eig(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"random-rotation", no_argument, 0, 'R'}, {"seed", required_argument, 0, 'S'},
-        ZSTD_OPTION, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int c, bad = 0, zstd = 0;
-    int64_t seed = 42;
-    eig_state e = {.kind = SG_ROTATION_PCA};
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (common_option(c, &zstd, &bad))
-            continue;
-        switch (c) {
-        case 'R': e.kind = SG_ROTATION_RANDOM; break;
-        case 'S': bad |= sg_cli_int("--seed", optarg, 0, INT64_MAX, &seed); break;
-        case 'h': fputs(eig_usage, stdout); return SG_EXIT_OK;
-        default: bad = 1;
-        }
-    }
-    if (bad || optind != argc) {
-        fputs(eig_usage, stderr);
+    sg_cli_job j;
+    int status = stage_options(argc, argv, SG_OPT_AXES | SG_OPT_ZSTD, eig_usage, &j, 0);
+    if (status >= 0)
+        return status;
+    eig_state e = {.kind = j.rotation, .seed = (uint64_t)j.seed, .damp_frac = j.damp_frac};
+    if (sg_cli_eigh(j.eigh, sg_backend_cpu(), &e.eigh))
         return SG_EXIT_USAGE;
-    }
-    e.seed = (uint64_t)seed;
     sg_stage st;
-    int err = sg_stage_open(&st, "eig", 1, 1, zstd);
+    int err = sg_stage_open(&st, "eig", 1, 1, j.zstd);
     err = err ? err : sg_stage_read_header(&st, "cov");
     if (!err) {
         e.D = st.orig.dim;
@@ -425,10 +388,7 @@ static const char slice_usage[] =
     "usage: ... | slicegpt-stream slice --sparsity S [--round-interval N] [--slice-head]\n"
     "                                   [--zstd LEVEL] | ...\n"
     "Rotates and slices the weights by the rotations eig sends (after eig); plans the\n"
-    "sliced widths, which capture reads from the store.\n"
-    "  --sparsity S          fraction of the hidden dimension removed (default 0.25)\n"
-    "  --round-interval N    sliced width is a multiple of N (default 8)\n"
-    "  --slice-head          also slice the last block's output and the head\n" SG_STAGE_ZSTD_HELP;
+    "sliced widths, which capture reads from the store.\n" SG_HELP_PLAN SG_HELP_ZSTD;
 
 /* The pipeline (stages/pipeline.h) with slicing on and capture off: the
  * sections come in model order, each followed by the rotations of its
@@ -559,42 +519,24 @@ static const sg_pipeline_io slice_io = {
 
 int sg_cmd_slice(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"sparsity", required_argument, 0, 's'}, {"round-interval", required_argument, 0, 'r'},
-        {"slice-head", no_argument, 0, 'H'}, ZSTD_OPTION, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    int c, bad = 0, zstd = 0, slice_head = 0;
-    double sparsity = 0.25;
-    int64_t round_interval = 8;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (common_option(c, &zstd, &bad))
-            continue;
-        switch (c) {
-        case 's': bad |= sg_cli_double("--sparsity", optarg, 0, 0.9, &sparsity); break;
-        case 'r': bad |= sg_cli_int("--round-interval", optarg, 1, 1 << 16, &round_interval); break;
-        case 'H': slice_head = 1; break;
-        case 'h': fputs(slice_usage, stdout); return SG_EXIT_OK;
-        default: bad = 1;
-        }
-    }
-    if (bad || optind != argc) {
-        fputs(slice_usage, stderr);
-        return SG_EXIT_USAGE;
-    }
+    sg_cli_job j;
+    int status = stage_options(argc, argv, SG_OPT_PLAN | SG_OPT_ZSTD, slice_usage, &j, 0);
+    if (status >= 0)
+        return status;
     sg_stage st;
     slice_state s = {.st = &st};
     sg_pipeline p = {.io = &slice_io, .ctx = &s, .be = sg_backend_cpu(), .slice = 1};
-    int err = sg_stage_open(&st, "slice", 1, 1, zstd);
+    int err = sg_stage_open(&st, "slice", 1, 1, j.zstd);
     err = err ? err : sg_stage_read_header(&st, "eig");
     if (!err && !st.store[0])
         err = sg_fail(SG_EFORMAT, "stdin: the stream header names no store directory");
     if (!err) {
         p.orig = &st.orig;
-        int64_t d = sg_slice_plan(&st.orig, sparsity, round_interval, slice_head, &s.sliced);
+        int64_t d = sg_slice_plan(&st.orig, j.sparsity, j.round_interval, j.slice_head, &s.sliced);
         cJSON *plan = cJSON_AddObjectToObject(st.header, "slicing");
-        cJSON_AddNumberToObject(plan, "sparsity", sparsity);
-        cJSON_AddNumberToObject(plan, "round_interval", (double)round_interval);
-        cJSON_AddBoolToObject(plan, "slice_head", slice_head);
+        cJSON_AddNumberToObject(plan, "sparsity", j.sparsity);
+        cJSON_AddNumberToObject(plan, "round_interval", (double)j.round_interval);
+        cJSON_AddBoolToObject(plan, "slice_head", j.slice_head);
         cJSON_AddNumberToObject(plan, "d", (double)d);
         cJSON_AddItemToObject(plan, "config", sg_config_to_json(&s.sliced));
     }
@@ -629,7 +571,7 @@ static const char write_usage[] =
     "usage: ... | slicegpt-stream write OUT [--dtype f32|f16|bf16]\n"
     "Writes the sliced model to the directory OUT (after slice): OUT.tmp first,\n"
     "renamed to OUT once the stream ended well.\n"
-    "  --dtype f32|f16|bf16  dtype of the written weights (default f32)\n";
+    SG_HELP_DTYPE;
 
 typedef struct {
     sg_model_config sliced;
@@ -701,33 +643,11 @@ static int write_record(sg_stage *st, void *ctx)
 
 int sg_cmd_write(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"dtype", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int c, bad = 0;
-    sg_dtype dtype = SG_DT_F32;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'd':
-            if (!strcmp(optarg, "f32"))
-                dtype = SG_DT_F32;
-            else if (!strcmp(optarg, "f16"))
-                dtype = SG_DT_F16;
-            else if (!strcmp(optarg, "bf16"))
-                dtype = SG_DT_BF16;
-            else {
-                fprintf(stderr, "slicegpt-stream: --dtype: expected f32, f16 or bf16, got '%s'\n",
-                        optarg);
-                bad = 1;
-            }
-            break;
-        case 'h': fputs(write_usage, stdout); return SG_EXIT_OK;
-        default: bad = 1;
-        }
-    }
-    if (bad || optind != argc - 1) {
-        fputs(write_usage, stderr);
-        return SG_EXIT_USAGE;
-    }
+    sg_cli_job j;
+    int status = stage_options(argc, argv, SG_OPT_DTYPE, write_usage, &j, 1);
+    if (status >= 0)
+        return status;
+    sg_dtype dtype = j.dtype;
     const char *out = argv[optind];
     sg_stage st;
     write_state s = {0};

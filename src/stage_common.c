@@ -126,15 +126,6 @@ int sg_stage_finish(sg_stage *st, int err)
     return err ? SG_EXIT_FAIL : SG_EXIT_OK;
 }
 
-int sg_stage_parse_zstd(const char *arg, int *level)
-{
-    int64_t v;
-    if (sg_cli_int("--zstd", arg, 0, 19, &v))
-        return -1;
-    *level = (int)v;
-    return 0;
-}
-
 int sg_stage_next_section(sg_stage *st, sg_section *sec, sg_stage_record_fn on_record,
                           void *ctx, int forward_sections)
 {

@@ -76,9 +76,4 @@ int sg_stage_loop(sg_stage *st, sg_stage_section_fn on_section, sg_stage_record_
 int sg_stage_next_section(sg_stage *st, sg_section *sec, sg_stage_record_fn on_record,
                           void *ctx, int forward_sections);
 
-/* --zstd LEVEL, shared by the stages that write a stream. */
-#define SG_STAGE_ZSTD_HELP                                                                    \
-    "  --zstd LEVEL          compress record payloads with zstd (1..19; default 0: off)\n"
-int sg_stage_parse_zstd(const char *arg, int *level);
-
 #endif

@@ -87,12 +87,19 @@ check $? "models prepared (stories260K converted, OPT and Phi-2 synthesized)"
 
 compare stories "$work/stories" "" "" "" "--sparsity 0.25" "" "--sparsity 0.25" ""
 # zstd between the stages, the head sliced too, bf16 weights
-compare opt "$work/opt" "--tokenizer $tok" "" "" "--sparsity 0.3 --slice-head" "--dtype bf16" \
-    "--sparsity 0.3 --slice-head --dtype bf16" "--zstd 3"
+# and another damping, given to eig as to run
+compare opt "$work/opt" "--tokenizer $tok" "" "--damp 0.05" "--sparsity 0.3 --slice-head" \
+    "--dtype bf16" "--sparsity 0.3 --slice-head --dtype bf16 --damp 0.05" "--zstd 3"
 # the random-rotation control, another seed, another rounding
 compare phi "$work/phi" "--tokenizer $tok" "--seed 7" "--random-rotation --seed 7" \
     "--sparsity 0.5 --round-interval 16" "" \
     "--seed 7 --random-rotation --sparsity 0.5 --round-interval 16" ""
+
+# plan's width is the one run used (one function chooses it)
+ran=$(sed -n 's/^sliced width d = \([0-9]*\) .*/\1/p' "$work/stories-run.log")
+planned=$("$sgs" plan --model "$work/stories" --sparsity 0.25 | sed -n 's/^sliced width: d = \([0-9]*\) .*/\1/p')
+[ -n "$ran" ] && [ "$ran" = "$planned" ]
+check $? "plan gives the width run used: d = $planned (run: $ran)"
 
 # The stream between each pair of stages, kept for dump.
 "$sgs" load "$work/stories" | "$sgs" fold | tee "$work/folded.sgs" | "$sgs" capture $calib |

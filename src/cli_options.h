@@ -1,0 +1,93 @@
+/* The options `run` and the stage filters share: one struct, one meaning,
+ * one parser. Each command takes the groups it needs (a filter the ones of
+ * its stage, `run` all of them) plus options of its own; an option means
+ * the same wherever it is taken, so `run --damp 0.02` and `eig --damp
+ * 0.02` compute the same rotations. */
+#ifndef SG_CLI_OPTIONS_H
+#define SG_CLI_OPTIONS_H
+
+#include <getopt.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "slicer.h"
+
+enum {
+    SG_OPT_CALIB = 1 << 0,     /* --calib --calib-tokens --nsamples --seqlen --seed
+                                  --chunk-tokens --spill-dir */
+    SG_OPT_PLAN = 1 << 1,      /* --sparsity --round-interval --slice-head */
+    SG_OPT_AXES = 1 << 2,      /* --random-rotation --seed --damp --eigh */
+    SG_OPT_COV = 1 << 3,       /* --cov */
+    SG_OPT_DTYPE = 1 << 4,     /* --dtype */
+    SG_OPT_TOKENIZER = 1 << 5, /* --tokenizer */
+    SG_OPT_ZSTD = 1 << 6,      /* --zstd */
+    SG_OPT_DEVICE = 1 << 7,    /* --device --gpu-mem --host-mem */
+};
+
+typedef struct {
+    /* calibration */
+    const char *calib, *calib_tokens;
+    int64_t nsamples, seqlen, seed, chunk_tokens;
+    const char *spill_dir;
+    /* the widths */
+    double sparsity;
+    int64_t round_interval;
+    int slice_head;
+    /* the axes and covariances */
+    sg_rotation_kind rotation;
+    double damp_frac;
+    const char *eigh, *cov; /* "auto", "f64", "mixed": sg_cli_eigh, sg_cli_cov */
+    /* output and transport */
+    sg_dtype dtype;
+    const char *tokenizer;
+    int zstd;
+    /* where */
+    const char *device;
+    int64_t gpu_mem, host_mem;
+} sg_cli_job;
+
+void sg_cli_job_default(sg_cli_job *job);
+
+/* A command's own option c (its val in `own`) with its argument: 0, or
+ * -1 after printing why. */
+typedef int (*sg_cli_own_fn)(void *ctx, int c, const char *arg);
+
+/* getopt_long over argv with the shared options of `groups`, the
+ * command's own options (own, may be NULL; vals below 256) handled by
+ * own_fn, and --help. Returns 0 when parsed (optind: the first operand),
+ * SG_CLI_HELP when --help printed usage on stdout, SG_CLI_BAD after a
+ * message (an unknown option also prints usage on stderr). */
+enum { SG_CLI_HELP = 1, SG_CLI_BAD = 2 };
+int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *own,
+                 sg_cli_own_fn own_fn, void *ctx, const char *usage, sg_cli_job *job);
+
+/* The usage lines of the shared options, for usage texts. */
+#define SG_HELP_CALIB                                                                         \
+    "  --calib FILE          calibration text (documents separated by blank lines)\n"        \
+    "  --calib-tokens FILE   or pre-tokenized calibration: little-endian uint32 ids\n"       \
+    "  --nsamples N          calibration samples (default 128)\n"                            \
+    "  --seqlen N            tokens per sample (default 2048, capped at the context)\n"      \
+    "  --seed N              calibration sampling seed (default 42)\n"                       \
+    "  --chunk-tokens N      calibration tokens per activation chunk (default 8192)\n"
+#define SG_HELP_PLAN                                                                          \
+    "  --sparsity S          fraction of the hidden dimension removed (default 0.25)\n"      \
+    "  --round-interval N    sliced width is a multiple of N (default 8)\n"                  \
+    "  --slice-head          also slice the last block's output and the head\n"
+#define SG_HELP_AXES                                                                          \
+    "  --damp F              eigensolver damping, F x mean diagonal (default 0.01)\n"        \
+    "  --random-rotation     control experiment: a random orthogonal Q instead of PCA\n"     \
+    "                        (seeded by --seed)\n"                                           \
+    "  --eigh auto|f64|mixed eigensolver: float64 dsyevd, or a float32 solve refined to\n"   \
+    "                        float64 accuracy (default auto: mixed on a GPU, f64 on the CPU)\n"
+#define SG_HELP_COV                                                                           \
+    "  --cov auto|f64|mixed  covariance products: float64, or float32 slices of 1024 rows\n" \
+    "                        summed in float64 (default auto: mixed where the GPU's float64\n" \
+    "                        is under 1/8 of its float32, as on consumer cards)\n"
+#define SG_HELP_DTYPE                                                                         \
+    "  --dtype f32|f16|bf16  dtype of the written weights (default f32)\n"
+#define SG_HELP_TOKENIZER                                                                     \
+    "  --tokenizer FILE      tokenizer.json or llama2.c tokenizer.bin (default: the model's)\n"
+#define SG_HELP_ZSTD                                                                          \
+    "  --zstd LEVEL          compress record payloads with zstd (1..19; default 0: off)\n"
+
+#endif
