@@ -13,10 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "covariance.h"
-#include "eigensolve.h"
+#include "cpu_kernels.h"
 #include "evaluate.h"
-#include "rotate_slice.h"
 
 static double frand(uint64_t *s)
 {

@@ -35,7 +35,7 @@
 #include "rope.cuh"
 
 extern "C" {
-#include "covariance.h" /* SG_COV_MIXED_ROWS */
+#include "cpu_kernels.h"
 }
 
 #define CHUNK_BYTES ((size_t)256 << 20) /* float64 staging of cov and rotate */

@@ -13,11 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "covariance.h"
-#include "eigensolve.h"
+#include "cpu_kernels.h"
 #include "eigh_pair.h"
 #include "forward.h"
-#include "rotate_slice.h"
 #include "sg_error.h"
 
 /* ===================================================================

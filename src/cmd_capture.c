@@ -25,7 +25,7 @@
 #include "fold.h"
 #include "pipeline.h"
 #include "sg_error.h"
-#include "slice_steps.h"
+#include "stages.h"
 #include "stage_common.h"
 #include "stream_store.h"
 #include "text.h"

@@ -12,7 +12,7 @@
 
 #include "cli.h"
 #include "cli_options.h"
-#include "slice_steps.h"
+#include "stages.h"
 #include "forward.h"
 #include "gguf.h"
 #include "hf_config.h"

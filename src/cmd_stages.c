@@ -22,7 +22,7 @@
 #include "model_files.h"
 #include "pipeline.h"
 #include "sg_error.h"
-#include "slice_steps.h"
+#include "stages.h"
 #include "stage_common.h"
 #include "stream_model.h"
 #include "stream_records.h"

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "act_store.h"
+#include "capture.h"
 #include "covariance.h"
 #include "evaluate.h"
 #include "fold.h"
@@ -15,11 +16,9 @@
 #include "forward_ops.h"
 #include "pipeline.h"
 #include "sg_error.h"
-#include "slice_steps.h"
+#include "load.h"
+#include "rotate_slice.h"
 #include "write_model.h"
-
-const char *const sg_stage_names[SG_N_STAGES] = {"load", "fold", "capture", "covariance",
-                                                 "eigensolve", "rotate/slice", "write"};
 
 void sg_slice_options_default(sg_slice_options *o)
 {
@@ -29,41 +28,6 @@ void sg_slice_options_default(sg_slice_options *o)
     o->seed = 42;
     o->damp_frac = 0.01;
     o->out_dtype = SG_DT_F32;
-}
-
-int64_t sg_model_param_count(const sg_model_config *c)
-{
-    int64_t n = c->vocab_size * c->embed_dim;
-    if (c->rope == SG_ROPE_NONE)
-        n += (c->max_positions + c->pos_offset) * c->embed_dim;
-    for (int64_t l = 0; l < c->n_layers; l++)
-        n += sg_block_param_count(c, l);
-    if (!c->sliced)
-        n += c->head_in_dim * (c->norm == SG_NORM_LAYER ? 2 : 1);
-    if (!c->tied_embeddings)
-        n += c->vocab_size * c->head_in_dim;
-    if (c->lm_head_bias)
-        n += c->vocab_size;
-    return n;
-}
-
-void sg_slice_memory_estimate(const sg_model_config *c, int64_t block_raw_bytes,
-                              int64_t chunk_tokens, int64_t max_seq, sg_slice_memory *m)
-{
-    int64_t D = c->dim, f32 = sizeof(float), f64 = sizeof(double);
-    memset(m, 0, sizeof *m);
-    /* the block being sliced (float32) and, while it is, the next one's
-     * raw bytes in flight plus the current one's being served */
-    m->block_f32 = sg_block_param_count(c, 0) * f32 + D * (D + D) * f32; /* + shortcuts */
-    m->block_raw = 2 * block_raw_bytes;
-    m->chunk_buffers = 3 * chunk_tokens * D * f32;
-    m->forward_scratch = sg_forward_scratch_bytes(c, max_seq, chunk_tokens);
-    m->covariance = D * D * f64 + SG_COV_CHUNK * D * f64 + 3 * D * D * f64; /* H, chunk, dsyevd work */
-    m->rotations = 3 * D * D * f64;
-    int64_t pos = c->rope == SG_ROPE_NONE ? (c->max_positions + c->pos_offset) * D : 0;
-    m->globals = (2 * c->vocab_size * D + pos) * f32; /* embeddings + untied head copy */
-    m->total = m->block_raw + m->block_f32 + m->chunk_buffers + m->forward_scratch +
-               m->covariance + m->rotations + m->globals;
 }
 
 /* The next block, prepared while the GPU works on the current one

@@ -10,22 +10,22 @@
  *   The shortcuts are Q_prevᵀQ_mid and Q_midᵀQ_out restricted to kept
  *   dims, and the next block's inputs are this block's sliced outputs.
  *
- * Each of those steps is a function of slice_steps.h; sg_slice calls them
- * in order in one process, and the stage filters (slicegpt-stream load |
- * fold | capture | cov | eig | slice | write, slicegpt-stream(5)) call the
- * same ones in the same order across processes, writing the same bytes. */
+ * The schedule is stages/pipeline.c; this is its transport in one
+ * process (the stage filters, slicegpt-stream(5), are the other),
+ * writing the same bytes. */
 #ifndef SG_SLICER_H
 #define SG_SLICER_H
 
 #include <stdint.h>
 
 #include "backend.h"
+#include "eigensolve.h"
+#include "pipeline.h"
+#include "plan.h"
 #include "dtype.h"
 #include "model_files.h"
 #include "text.h"
 #include "tokenizer.h"
-
-typedef enum { SG_ROTATION_PCA, SG_ROTATION_RANDOM } sg_rotation_kind;
 
 typedef struct {
     double sparsity;          /* 0 .. 0.9 */
@@ -56,9 +56,6 @@ typedef struct {
     int cov_mixed;
 } sg_slice_options;
 
-enum { SG_STAGE_LOAD, SG_STAGE_FOLD, SG_STAGE_CAPTURE, SG_STAGE_COV, SG_STAGE_EIG,
-       SG_STAGE_ROTATE, SG_STAGE_WRITE, SG_N_STAGES };
-extern const char *const sg_stage_names[SG_N_STAGES];
 
 typedef struct {
     double seconds[SG_N_STAGES];
@@ -78,20 +75,5 @@ void sg_slice_options_default(sg_slice_options *o);
 
 int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_options *o,
              sg_slice_report *rep);
-
-/* Bytes the driver holds besides the activation store, for cfg sliced with
- * chunks of chunk_tokens tokens (max_seq: the longest sequence): one
- * block's weights as stored and as float32, the chunk buffers, the
- * covariance and rotations, and the larger of embeddings and head. The
- * plan command prints it; the memory-bound test holds the driver to it. */
-typedef struct {
-    int64_t block_raw, block_f32, chunk_buffers, forward_scratch, covariance, rotations,
-        globals, total;
-} sg_slice_memory;
-void sg_slice_memory_estimate(const sg_model_config *cfg, int64_t block_raw_bytes,
-                              int64_t chunk_tokens, int64_t max_seq, sg_slice_memory *mem);
-
-/* Parameter count of a model as cfg describes it. */
-int64_t sg_model_param_count(const sg_model_config *cfg);
 
 #endif

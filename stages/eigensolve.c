@@ -1,68 +1,77 @@
+/* Stage "eigensolve": the principal axes of each signal's covariance. */
 #include "eigensolve.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
-#include <lapacke.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_kernels.h"
 #include "sg_error.h"
 
-int sg_eigh_descending(double *h, int64_t d, double damp_frac, double *q, double *eigenvalues)
+int sg_slice_axes(sg_backend *be, double *h, int64_t D, int64_t layer, sg_rotation_kind kind,
+                  uint64_t seed, double damp_frac, sg_eigh_mode mode, sg_rotation *q,
+                  double *eig)
 {
-    double mean_diag = 0;
-    for (int64_t i = 0; i < d; i++)
-        mean_diag += h[i * d + i];
-    mean_diag /= d;
-    for (int64_t i = 0; i < d; i++) {
-        if (!isfinite(h[i * d + i]))
-            return sg_fail(SG_ENUMERIC, "covariance has a non-finite diagonal entry at %lld",
-                           (long long)i);
-        h[i * d + i] += damp_frac * mean_diag;
+    size_t bytes = D * D * sizeof(double);
+    int err;
+    if (kind == SG_ROTATION_RANDOM) {
+        memset(eig, 0, D * sizeof(double));
+        err = sg_random_orthogonal(D, seed + 7919 * (uint64_t)(layer + 2), q->host);
+        return err || q->dev == q->host ? err : be->ops->upload(be, q->dev, q->host, bytes);
     }
-    double *w = malloc(d * sizeof(double));
-    if (!w)
-        return sg_fail(-ENOMEM, "out of memory for eigenvalues");
-    /* dsyevd leaves eigenvectors in the columns of h, eigenvalues ascending */
-    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)d, h, (lapack_int)d, w);
-    if (info != 0) {
-        free(w);
-        return sg_fail(SG_ENUMERIC, "dsyevd failed (info %d) on a %lld x %lld covariance",
-                       (int)info, (long long)d, (long long)d);
+    err = be->ops->eigh(be, h, D, damp_frac, mode, q->dev, eig);
+    return err || q->dev == q->host ? err : be->ops->download(be, q->host, q->dev, bytes);
+}
+
+struct sg_spectra {
+    cJSON *list;
+};
+
+sg_spectra *sg_spectra_new(void)
+{
+    sg_spectra *s = malloc(sizeof *s);
+    if (s && !(s->list = cJSON_CreateArray())) {
+        free(s);
+        s = NULL;
     }
-    for (int64_t j = 0; j < d; j++) {
-        int64_t src = d - 1 - j;
-        eigenvalues[j] = w[src];
-        for (int64_t i = 0; i < d; i++)
-            q[i * d + j] = h[i * d + src];
-    }
-    free(w);
+    return s;
+}
+
+int sg_spectra_add(sg_spectra *s, const char *signal, int64_t layer, const double *eig,
+                   int64_t n)
+{
+    cJSON *item = cJSON_CreateObject();
+    if (!item)
+        return sg_fail(-ENOMEM, "out of memory");
+    cJSON_AddStringToObject(item, "signal", signal);
+    cJSON_AddNumberToObject(item, "layer", (double)layer);
+    cJSON_AddItemToObject(item, "eigenvalues", cJSON_CreateDoubleArray(eig, (int)n));
+    cJSON_AddItemToArray(s->list, item);
     return 0;
 }
 
-static uint64_t splitmix(uint64_t *s)
+int sg_spectra_write(const sg_spectra *s, const char *out_dir)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/eigenvalues.json", out_dir);
+    char *json = cJSON_PrintUnformatted(s->list);
+    if (!json)
+        return sg_fail(-ENOMEM, "out of memory");
+    FILE *f = fopen(path, "w");
+    int err = 0, bad = !f || fputs(json, f) < 0;
+    if ((f && fclose(f) != 0) || bad)
+        err = sg_fail(-EIO, "%s: cannot write eigenvalue spectra", path);
+    free(json);
+    return err;
 }
 
-int sg_random_orthogonal(int64_t d, uint64_t seed, double *q)
+void sg_spectra_free(sg_spectra *s)
 {
-    double *tau = malloc(d * sizeof(double));
-    if (!tau)
-        return sg_fail(-ENOMEM, "out of memory for a random rotation");
-    for (int64_t i = 0; i < d * d; i++) {
-        double u1 = ((splitmix(&seed) >> 11) + 1.0) / 9007199254740993.0;
-        double u2 = (splitmix(&seed) >> 11) / 9007199254740992.0;
-        q[i] = sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
-    }
-    lapack_int info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)d, (lapack_int)d, q,
-                                     (lapack_int)d, tau);
-    if (!info)
-        info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (lapack_int)d, (lapack_int)d, (lapack_int)d, q,
-                              (lapack_int)d, tau);
-    free(tau);
-    return info ? sg_fail(SG_ENUMERIC, "QR of a random matrix failed (info %d)", (int)info) : 0;
+    if (!s)
+        return;
+    cJSON_Delete(s->list);
+    free(s);
 }

@@ -2,21 +2,33 @@
  *
  * SliceGPT takes Q = eigenvectors of H + δI with δ = 1% of mean(diag H)
  * (damping, so a rank-deficient H still has a well-defined basis), sorted
- * by eigenvalue, largest first. Solved in float64 by LAPACK's divide and
- * conquer dsyevd, as the reference does: float32 eigenvectors cost real
- * perplexity on large models. */
+ * by eigenvalue, largest first, in float64 (the backend's eigh: dsyevd on
+ * the CPU, cuSOLVER or the mixed solver refined to float64 on a GPU):
+ * float32 eigenvectors cost real perplexity on large models. */
 #ifndef SG_STAGE_EIGENSOLVE_H
 #define SG_STAGE_EIGENSOLVE_H
 
 #include <stdint.h>
 
-/* h: (d, d) symmetric, row-major, overwritten. On return q (d, d) row-major
- * holds eigenvector j in column j, eigenvalues (d) descending (damping
- * included, as the reference reports them). damp_frac: 0.01 for SliceGPT. */
-int sg_eigh_descending(double *h, int64_t d, double damp_frac, double *q, double *eigenvalues);
+#include "backend.h"
+#include "rotate_slice.h"
 
-/* A random orthogonal (d, d) matrix (QR of a Gaussian matrix, seeded): the
- * control that shows what PCA buys over any rotation. */
-int sg_random_orthogonal(int64_t d, uint64_t seed, double *q);
+typedef enum { SG_ROTATION_PCA, SG_ROTATION_RANDOM } sg_rotation_kind;
+
+/* The principal axes of a finished covariance h (D, D, backend memory),
+ * overwritten: PCA (damped, descending, by the backend's eigensolver in
+ * the given mode), or the random control seeded by seed and layer
+ * (eigenvalues then 0). q gets both copies, eig (host) the spectrum. */
+int sg_slice_axes(sg_backend *be, double *h, int64_t D, int64_t layer, sg_rotation_kind kind,
+                  uint64_t seed, double damp_frac, sg_eigh_mode mode, sg_rotation *q,
+                  double *eig);
+
+/* Eigenvalues per signal, written as eigenvalues.json beside the model. */
+typedef struct sg_spectra sg_spectra;
+sg_spectra *sg_spectra_new(void);
+int sg_spectra_add(sg_spectra *s, const char *signal, int64_t layer, const double *eig,
+                   int64_t n);
+int sg_spectra_write(const sg_spectra *s, const char *out_dir);
+void sg_spectra_free(sg_spectra *s);
 
 #endif

@@ -144,3 +144,24 @@ int sg_fold_block(const sg_model_config *orig, sg_block *b)
     b->attn_norm_w = b->attn_norm_b = b->ffn_norm_w = b->ffn_norm_b = NULL;
     return 0;
 }
+
+int sg_slice_embeddings_fold(sg_model *m) { return sg_fold_globals(m); }
+
+int sg_slice_head_fold(sg_model *m)
+{
+    /* sg_fold_globals unties the head, folds the final norm into it, and
+     * for a LayerNorm model also centres the embeddings. The head needs
+     * none of the latter (the embeddings were sliced long ago), so fold it
+     * as if the norm were RMS: the head comes out the same, and no copy of
+     * the embeddings is needed to be centred and thrown away. */
+    sg_model_config orig = m->cfg;
+    m->cfg.norm = SG_NORM_RMS;
+    int err = sg_fold_globals(m);
+    m->cfg = orig;
+    if (m->tok_embd != m->lm_head)
+        free(m->tok_embd);
+    m->tok_embd = NULL;
+    free(m->pos_embd);
+    m->pos_embd = NULL;
+    return err;
+}

@@ -27,4 +27,9 @@ int sg_fold_globals(sg_model *m);
 /* Folds block b of a model whose original config is orig, in place. */
 int sg_fold_block(const sg_model_config *orig, sg_block *b);
 
+/* The embeddings as sg_slice_embeddings_load returns them, folded. */
+int sg_slice_embeddings_fold(sg_model *m);
+/* Folds the final norm into an untied head; m keeps lm_head (+ lm_head_b). */
+int sg_slice_head_fold(sg_model *m);
+
 #endif

@@ -4,8 +4,12 @@
 #include <string.h>
 
 #include "forward_ops.h"
+#include "plan.h"
 #include "sg_error.h"
 #include "evaluate.h"
+
+const char *const sg_stage_names[SG_N_STAGES] = {"load", "fold", "capture", "covariance",
+                                                 "eigensolve", "rotate/slice", "write"};
 
 void sg_pipeline_tick(sg_pipeline *p, int stage)
 {

@@ -30,8 +30,12 @@
 
 #include "backend.h"
 #include "model.h"
-#include "slice_steps.h"
-#include "slicer.h"
+#include "capture.h"
+#include "rotate_slice.h"
+
+enum { SG_STAGE_LOAD, SG_STAGE_FOLD, SG_STAGE_CAPTURE, SG_STAGE_COV, SG_STAGE_EIG,
+       SG_STAGE_ROTATE, SG_STAGE_WRITE, SG_N_STAGES };
+extern const char *const sg_stage_names[SG_N_STAGES];
 
 typedef struct sg_pipeline sg_pipeline;
 

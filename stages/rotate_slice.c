@@ -1,48 +1,67 @@
+/* Stage "rotate/slice" on a backend: the steps that rotate a block's
+ * weights by the signals' axes and cut them, build the shortcuts, and
+ * rotate the embeddings and the head. The arithmetic is the backend's
+ * (rotate_reader, rotate_writer); on a host-memory backend the weights
+ * are rotated where they are, by the CPU kernels the backend's ops are. */
 #include "rotate_slice.h"
 
-#include <cblas.h>
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_kernels.h"
 #include "sg_error.h"
 
-#define ROW_CHUNK 512
-
-static int oom(const char *what) { return sg_fail(-ENOMEM, "out of memory rotating %s", what); }
-
-int sg_rotate_reader_into(const float *w, int64_t rows, int64_t D, const double *q, int64_t d,
-                          float *out)
+int sg_rotation_alloc(sg_backend *be, int64_t D, sg_rotation *q)
 {
-    int64_t chunk = rows < ROW_CHUNK ? rows : ROW_CHUNK;
-    double *a = malloc(chunk * D * sizeof(double)), *c = malloc(chunk * d * sizeof(double));
-    if (!a || !c) {
-        free(a);
-        free(c);
-        return oom("a reader");
+    q->dev = NULL;
+    if (!(q->host = malloc(D * D * sizeof(double))))
+        return sg_fail(-ENOMEM, "out of memory for a rotation of width %lld", (long long)D);
+    if (be->ops->host_memory) {
+        q->dev = q->host;
+        return 0;
     }
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
-        for (int64_t i = 0; i < n * D; i++)
-            a[i] = w[r0 * D + i];
-        /* C (n, d) = A (n, D) · Q[:, :d] (D, d); Q's leading dimension is D */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)D, 1.0, a,
-                    (int)D, q, (int)D, 0.0, c, (int)d);
-        for (int64_t i = 0; i < n * d; i++)
-            out[r0 * d + i] = (float)c[i];
+    int err = be->ops->alloc(be, D * D * sizeof(double), (void **)&q->dev);
+    if (err) {
+        free(q->host);
+        q->host = NULL;
     }
-    free(a);
-    free(c);
-    return 0;
+    return err;
 }
 
-int sg_rotate_reader(float **w, int64_t rows, int64_t D, const double *q, int64_t d)
+void sg_rotation_free(sg_backend *be, sg_rotation *q)
 {
-    float *out = malloc(rows * d * sizeof(float));
+    if (q->dev && q->dev != q->host)
+        be->ops->release(be, q->dev);
+    free(q->host);
+    q->host = q->dev = NULL;
+}
+
+/* A reader's rows go through the device this many bytes at a time, so an
+ * embedding matrix of any vocabulary fits beside one block. */
+#define READER_STAGING_BYTES ((int64_t)256 << 20)
+
+/* A reader rotated on the backend from the host and back, *w (rows, D)
+ * -> (rows, d) = W·Q_d in row chunks (its rows are independent). */
+static int rotate_through(sg_backend *be, float **w, int64_t rows, int64_t D,
+                          const sg_rotation *q, int64_t d)
+{
+    int64_t chunk = READER_STAGING_BYTES / (D * (int64_t)sizeof(float));
+    chunk = chunk < 1 ? 1 : chunk > rows ? rows : chunk;
+    float *out = malloc(rows * d * sizeof(float)), *din = NULL, *dout = NULL;
     if (!out)
-        return oom("a reader");
-    int err = sg_rotate_reader_into(*w, rows, D, q, d, out);
+        return sg_fail(-ENOMEM, "out of memory rotating a (%lld, %lld) reader", (long long)rows,
+                       (long long)D);
+    int err = be->ops->alloc(be, chunk * D * sizeof(float), (void **)&din);
+    err = err ? err : be->ops->alloc(be, chunk * d * sizeof(float), (void **)&dout);
+    for (int64_t r0 = 0; r0 < rows && !err; r0 += chunk) {
+        int64_t m = rows - r0 < chunk ? rows - r0 : chunk;
+        err = be->ops->upload(be, din, *w + r0 * D, m * D * sizeof(float));
+        err = err ? err : be->ops->rotate_reader(be, din, m, D, q->dev, d, dout);
+        err = err ? err : be->ops->download(be, out + r0 * d, dout, m * d * sizeof(float));
+    }
+    be->ops->release(be, din);
+    be->ops->release(be, dout);
     if (err) {
         free(out);
         return err;
@@ -52,101 +71,152 @@ int sg_rotate_reader(float **w, int64_t rows, int64_t D, const double *q, int64_
     return 0;
 }
 
-int sg_rotate_writer(float **w, float **bias, int64_t D, int64_t cols, const double *q,
-                     int64_t d)
+/* A global (embeddings, head: host memory) *w (rows, D) -> (rows, d) =
+ * W·Q_d, rotated on the backend. */
+static int global_reader(sg_backend *be, float **w, int64_t rows, int64_t D,
+                         const sg_rotation *q, int64_t d)
 {
-    double *a = malloc(D * cols * sizeof(double)), *c = malloc(d * cols * sizeof(double));
-    float *out = malloc(d * cols * sizeof(float));
-    if (!a || !c || !out) {
-        free(a);
-        free(c);
-        free(out);
-        return oom("a writer");
+    if (be->ops->host_memory)
+        return sg_rotate_reader(w, rows, D, q->host, d);
+    return rotate_through(be, w, rows, D, q, d);
+}
+
+/* A block's tensors live in backend memory (sg_block_to_backend) while it
+ * is sliced: each rotation makes a new tensor there and drops the old. */
+
+/* In backend memory: a reader *w (n, D) -> (n, d) = W·Q_d, or a writer
+ * *w (D, n) -> (d, n) = Q_dᵀ·W; the new tensor replaces the old. */
+static int rotate_in_backend(sg_backend *be, int is_writer, float **w, int64_t n, int64_t D,
+                             const sg_rotation *q, int64_t d)
+{
+    float *out = NULL;
+    int err = be->ops->alloc(be, n * d * sizeof(float), (void **)&out);
+    if (!err && is_writer)
+        err = be->ops->rotate_writer(be, *w, D, n, q->dev, d, out);
+    else if (!err)
+        err = be->ops->rotate_reader(be, *w, n, D, q->dev, d, out);
+    if (err) {
+        if (out)
+            be->ops->release(be, out);
+        return err;
     }
-    for (int64_t i = 0; i < D * cols; i++)
-        a[i] = (*w)[i];
-    /* C (d, cols) = Q[:, :d]ᵀ (d, D) · W (D, cols) */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)cols, (int)D, 1.0, q,
-                (int)D, a, (int)cols, 0.0, c, (int)cols);
-    for (int64_t i = 0; i < d * cols; i++)
-        out[i] = (float)c[i];
-    free(*w);
+    be->ops->release(be, *w);
     *w = out;
-    if (bias && *bias) {
-        float *b = malloc(d * sizeof(float));
-        if (!b) {
-            free(a);
-            free(c);
-            return oom("a bias");
-        }
-        for (int64_t j = 0; j < d; j++) {
-            double acc = 0;
-            for (int64_t i = 0; i < D; i++)
-                acc += q[i * D + j] * (*bias)[i];
-            b[j] = (float)acc;
-        }
-        free(*bias);
-        *bias = b;
-    }
-    free(a);
-    free(c);
     return 0;
 }
 
-int sg_shortcut_matrix(const double *q_a, int64_t d_a, const double *q_b, int64_t d_b,
-                       int64_t D, float **out)
+/* *w (rows, D) -> (rows, d) = W·Q_d */
+static int reader(sg_backend *be, float **w, int64_t rows, int64_t D, const sg_rotation *q,
+                  int64_t d)
 {
-    int64_t cols = q_b ? d_b : D;
-    float *s = malloc(d_a * cols * sizeof(float));
-    if (!s)
-        return oom("a shortcut");
-    if (!q_b) {
-        for (int64_t i = 0; i < d_a; i++)
-            for (int64_t j = 0; j < D; j++)
-                s[i * D + j] = (float)q_a[j * D + i];
+    if (be->ops->host_memory)
+        return sg_rotate_reader(w, rows, D, q->host, d);
+    return rotate_in_backend(be, 0, w, rows, D, q, d);
+}
+
+/* The shortcut Q[:, :d]ᵀ (d, D), built on the host (a transpose) and
+ * moved into backend memory. */
+static int shortcut_matrix(sg_backend *be, const sg_rotation *q, int64_t d, int64_t D,
+                           float **out)
+{
+    float *s;
+    int err = sg_shortcut_matrix(q->host, d, NULL, 0, D, &s);
+    if (err || be->ops->host_memory) {
+        *out = err ? NULL : s;
+        return err;
+    }
+    err = be->ops->alloc(be, d * D * sizeof(float), (void **)out);
+    err = err ? err : be->ops->upload(be, *out, s, d * D * sizeof(float));
+    /* the upload reads s (pageable) before it returns */
+    free(s);
+    return err;
+}
+
+/* A writer and its bias (when there is one). */
+static int writer(sg_backend *be, float **w, float **bias, int64_t D, int64_t cols,
+                  const sg_rotation *q, int64_t d)
+{
+    if (be->ops->host_memory)
+        return sg_rotate_writer(w, bias, D, cols, q->host, d);
+    int err = rotate_in_backend(be, 1, w, cols, D, q, d);
+    return err || !bias || !*bias ? err : rotate_in_backend(be, 1, bias, 1, D, q, d);
+}
+
+/* *s (d_a, D) -> (d_a, d_b) = S·Q_b[:, :d_b]: a reader rotation of its rows */
+static int shortcut_extend(sg_backend *be, float **s, int64_t d_a, int64_t D,
+                           const sg_rotation *q, int64_t d_b)
+{
+    return reader(be, s, d_a, D, q, d_b);
+}
+
+int sg_slice_embeddings_rotate(sg_backend *be, sg_model *m, const sg_model_config *orig,
+                               const sg_model_config *sliced, const sg_rotation *q0)
+{
+    int64_t D = orig->dim, d = sliced->embed_dim;
+    int err = global_reader(be, &m->tok_embd, orig->vocab_size, D, q0, d);
+    if (!err && m->pos_embd)
+        err = global_reader(be, &m->pos_embd, orig->max_positions + orig->pos_offset, D, q0, d);
+    m->cfg = *sliced;
+    return err;
+}
+
+int sg_slice_head_rotate(sg_backend *be, sg_model *m, const sg_model_config *orig,
+                         const sg_model_config *sliced, const sg_rotation *q_last)
+{
+    int err = global_reader(be, &m->lm_head, orig->vocab_size, orig->dim, q_last,
+                            sliced->head_in_dim);
+    m->cfg = *sliced;
+    return err;
+}
+
+int sg_slice_block_input(sg_backend *be, const sg_model_config *o, sg_block *b,
+                         const sg_rotation *q_prev, int64_t d_in)
+{
+    int64_t D = o->dim, qd = o->n_heads * o->head_dim, kvd = o->n_kv_heads * o->head_dim;
+    int64_t F = o->ffn_dim;
+    int err = reader(be, &b->wq, qd, D, q_prev, d_in);
+    err = err ? err : reader(be, &b->wk, kvd, D, q_prev, d_in);
+    err = err ? err : reader(be, &b->wv, kvd, D, q_prev, d_in);
+    if (o->parallel_block) {
+        err = err ? err : reader(be, &b->w_up, F, D, q_prev, d_in);
+        if (o->gated_mlp)
+            err = err ? err : reader(be, &b->w_gate, F, D, q_prev, d_in);
+    }
+    err = err ? err : shortcut_matrix(be, q_prev, d_in, D, &b->attn_shortcut);
+    b->d_in = d_in;
+    b->d_mid = D;
+    b->d_out = D;
+    return err;
+}
+
+int sg_slice_block_mid(sg_backend *be, const sg_model_config *o, sg_block *b,
+                       const sg_rotation *q_mid, int64_t d_in, int64_t d_mid)
+{
+    int64_t D = o->dim, qd = o->n_heads * o->head_dim, F = o->ffn_dim;
+    int err = writer(be, &b->wo, &b->bo, D, qd, q_mid, d_mid);
+    err = err ? err : shortcut_extend(be, &b->attn_shortcut, d_in, D, q_mid, d_mid);
+    err = err ? err : reader(be, &b->w_up, F, D, q_mid, d_mid);
+    if (o->gated_mlp)
+        err = err ? err : reader(be, &b->w_gate, F, D, q_mid, d_mid);
+    err = err ? err : shortcut_matrix(be, q_mid, d_mid, D, &b->mlp_shortcut);
+    b->d_mid = d_mid;
+    return err;
+}
+
+int sg_slice_block_output(sg_backend *be, const sg_model_config *o, sg_block *b,
+                          const sg_rotation *q_out, int64_t d_in, int64_t d_mid, int64_t d_out)
+{
+    int64_t D = o->dim, qd = o->n_heads * o->head_dim, F = o->ffn_dim;
+    int err;
+    if (o->parallel_block) {
+        err = writer(be, &b->wo, &b->bo, D, qd, q_out, d_out);
+        err = err ? err : writer(be, &b->w_down, &b->b_down, D, F, q_out, d_out);
+        err = err ? err : shortcut_extend(be, &b->attn_shortcut, d_in, D, q_out, d_out);
+        b->d_mid = d_out; /* a parallel block's attention writes the output directly */
     } else {
-        double *c = malloc(d_a * d_b * sizeof(double));
-        if (!c) {
-            free(s);
-            return oom("a shortcut");
-        }
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_a, (int)d_b, (int)D, 1.0,
-                    q_a, (int)D, q_b, (int)D, 0.0, c, (int)d_b);
-        for (int64_t i = 0; i < d_a * d_b; i++)
-            s[i] = (float)c[i];
-        free(c);
+        err = writer(be, &b->w_down, &b->b_down, D, F, q_out, d_out);
+        err = err ? err : shortcut_extend(be, &b->mlp_shortcut, d_mid, D, q_out, d_out);
     }
-    *out = s;
-    return 0;
-}
-
-int sg_shortcut_extend(float **s, int64_t d_a, int64_t D, const double *q_b, int64_t d_b)
-{
-    /* (d_a, D)·Q_b[:, :d_b] is a reader rotation of the shortcut's rows */
-    return sg_rotate_reader(s, d_a, D, q_b, d_b);
-}
-
-int sg_project_rows(const float *x, int64_t T, int64_t D, const double *q, int64_t d, float *out)
-{
-    float *qf = malloc(D * d * sizeof(float));
-    if (!qf)
-        return oom("activations");
-    for (int64_t i = 0; i < D; i++)
-        for (int64_t j = 0; j < d; j++)
-            qf[i * d + j] = (float)q[i * D + j];
-    for (int64_t r0 = 0; r0 < T; r0 += 8192) {
-        int64_t n = T - r0 < 8192 ? T - r0 : 8192;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)D, 1.0f,
-                    x + r0 * D, (int)D, qf, (int)d, 0.0f, out + r0 * d, (int)d);
-    }
-    free(qf);
-    return 0;
-}
-
-int64_t sg_sliced_dim(int64_t D, double sparsity, int64_t round_interval)
-{
-    int64_t d = (int64_t)floor((1.0 - sparsity) * D / round_interval) * round_interval;
-    if (d < round_interval)
-        d = round_interval;
-    return d > D ? D : d;
+    b->d_out = d_out;
+    return err;
 }

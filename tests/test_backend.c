@@ -12,9 +12,8 @@
 
 #include "backend.h"
 #include "compare.h"
-#include "eigensolve.h"
+#include "cpu_kernels.h"
 #include "forward.h"
-#include "rotate_slice.h"
 #include "sg_error.h"
 #include "tap.h"
 

@@ -39,7 +39,7 @@
 #include <time.h>
 
 #include "backend.h"
-#include "eigensolve.h"
+#include "cpu_kernels.h"
 #include "forward.h"
 #include "model.h"
 #include "model_files.h"

@@ -13,7 +13,7 @@
 #include "compare.h"
 #include "forward_ops.h"
 #include "random_model.h"
-#include "rotate_slice.h"
+#include "cpu_kernels.h"
 #include "sg_error.h"
 #include "tap.h"
 

@@ -19,14 +19,12 @@
 #include <unistd.h>
 
 #include "compare.h"
-#include "covariance.h"
+#include "cpu_kernels.h"
 #include "device_sim.h"
-#include "eigensolve.h"
 #include "evaluate.h"
 #include "fold.h"
 #include "llama2c.h"
 #include "random_model.h"
-#include "rotate_slice.h"
 #include "sg_error.h"
 #include "slicer.h"
 #include "synth_model.h"
