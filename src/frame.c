@@ -191,8 +191,6 @@ int sg_frame_write_end(sg_frame_writer *w)
     return err;
 }
 
-uint64_t sg_frame_writer_records(const sg_frame_writer *w) { return w->seq; }
-
 void sg_frame_writer_free(sg_frame_writer *w)
 {
     if (!w)
@@ -414,8 +412,6 @@ void *sg_frame_reader_take_payload(sg_frame_reader *r)
     r->payload_cap = 0;
     return p;
 }
-
-uint64_t sg_frame_reader_records(const sg_frame_reader *r) { return r->seq; }
 
 void sg_frame_reader_free(sg_frame_reader *r)
 {
