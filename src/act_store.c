@@ -16,6 +16,7 @@
 #include <zstd_errors.h>
 
 #include "cleanup.h"
+#include "fd_io.h"
 #include "sg_error.h"
 #include "uring_io.h"
 
@@ -217,39 +218,14 @@ static int write_fail(const char *path, int err, const char *what)
 
 static int write_all(int fd, const void *buf, size_t len, const char *path)
 {
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return write_fail(path, errno, "write");
-        }
-        if (w == 0)
-            return write_fail(path, EIO, "write");
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
+    int err = sg_write_all(fd, buf, len);
+    return err ? write_fail(path, -err, "write") : 0;
 }
 
 static int pwrite_all(int fd, const void *buf, size_t len, off_t off, const char *path)
 {
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = pwrite(fd, p, len, off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return write_fail(path, errno, "write");
-        }
-        if (w == 0)
-            return write_fail(path, EIO, "write");
-        p += w;
-        len -= (size_t)w;
-        off += w;
-    }
-    return 0;
+    int err = sg_pwrite_all(fd, buf, len, (uint64_t)off);
+    return err ? write_fail(path, -err, "write") : 0;
 }
 
 static int zstd_fail(const char *path, const char *what, size_t ret)

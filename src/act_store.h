@@ -1,5 +1,5 @@
 /* Activation store: the calibration activations of the block being worked
- * on, by signal name ("input", "attn_residual", "next_input", ...) and
+ * on, by signal name (the slicer's "input", "residual" and "output") and
  * chunk index.
  *
  * Activations are the one thing that grows with the work (tokens x D
@@ -108,9 +108,8 @@ int64_t sg_act_store_chunks(const sg_act_store *s, const char *name);
  * once a stage consumed it). SG_EMISSING if there is no such signal. */
 int sg_act_store_drop(sg_act_store *s, const char *name);
 
-/* Renames a signal ("next_input" becomes "input" for the next block)
- * without copying. SG_EMISSING if from does not exist, SG_EARG if to does
- * (drop it first). */
+/* Renames a signal without copying its chunks. SG_EMISSING if from does
+ * not exist, SG_EARG if to does (drop it first). */
 int sg_act_store_rename(sg_act_store *s, const char *from, const char *to);
 
 /* Counters for reports and the memory-bound tests. */

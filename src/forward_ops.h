@@ -5,10 +5,12 @@
  * hold to float64. A GPU cannot call it, so this file composes the same
  * steps from the backend's ops (norm_rows, sgemm, rope, attention,
  * activation, add) in the same order; the CUDA backend's block_forward is
- * sg_block_forward_ops. On the CPU backend the same composition runs on
- * host memory, which is how tests/test_backend.c checks it against
- * forward.c where no GPU is; the GPU half of that test then compares the
- * CUDA ops one by one and this composition on them. */
+ * sg_block_forward_ops. The CPU backend's block_forward is forward.c
+ * itself, but this composition also runs on the CPU backend's ops over
+ * host memory, which is how tests/test_forward_ops.c checks it against
+ * forward.c where no GPU is; with a GPU that test also holds the CUDA
+ * backend's block_forward to forward.c, and tests/test_backend.c compares
+ * the CUDA ops one by one with the CPU's. */
 #ifndef SG_FORWARD_OPS_H
 #define SG_FORWARD_OPS_H
 

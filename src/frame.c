@@ -11,6 +11,7 @@
 #include <zstd.h>
 
 #include "crc32c.h"
+#include "fd_io.h"
 #include "sg_error.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -63,20 +64,11 @@ struct sg_frame_writer {
 
 static int write_all(sg_frame_writer *w, const void *buf, uint64_t len)
 {
-    const char *p = buf;
-    while (len > 0) {
-        size_t chunk = len > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)len;
-        ssize_t k = write(w->fd, p, chunk);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0 && errno == EPIPE)
-            return sg_fail(-EPIPE, "%s: the next stage closed the pipe", w->what);
-        if (k <= 0)
-            return sg_fail(k < 0 ? -errno : -EIO, "%s: write failed: %s", w->what,
-                           strerror(k < 0 ? errno : EIO));
-        p += k;
-        len -= (uint64_t)k;
-    }
+    int err = sg_write_all(w->fd, buf, (size_t)len);
+    if (err == -EPIPE)
+        return sg_fail(-EPIPE, "%s: the next stage closed the pipe", w->what);
+    if (err)
+        return sg_fail(err, "%s: write failed: %s", w->what, strerror(-err));
     return 0;
 }
 
@@ -199,8 +191,6 @@ int sg_frame_write_end(sg_frame_writer *w)
     return err;
 }
 
-uint64_t sg_frame_writer_records(const sg_frame_writer *w) { return w->seq; }
-
 void sg_frame_writer_free(sg_frame_writer *w)
 {
     if (!w)
@@ -242,13 +232,10 @@ static int64_t read_upto(sg_frame_reader *r, void *dst, uint64_t n)
         }
         /* large reads go straight to the destination */
         int direct = n - got >= READ_BUF;
-        size_t want = direct ? (n - got > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)(n - got))
-                             : READ_BUF;
-        ssize_t k = read(r->fd, direct ? d + got : r->buf, want);
-        if (k < 0 && errno == EINTR)
-            continue;
+        size_t want = direct ? (size_t)(n - got) : READ_BUF;
+        ssize_t k = sg_read_some(r->fd, direct ? d + got : r->buf, want);
         if (k < 0)
-            return sg_fail(-errno, "%s: read failed: %s", r->what, strerror(errno));
+            return sg_fail((int)k, "%s: read failed: %s", r->what, strerror((int)-k));
         if (k == 0)
             break;
         if (direct) {
@@ -425,8 +412,6 @@ void *sg_frame_reader_take_payload(sg_frame_reader *r)
     r->payload_cap = 0;
     return p;
 }
-
-uint64_t sg_frame_reader_records(const sg_frame_reader *r) { return r->seq; }
 
 void sg_frame_reader_free(sg_frame_reader *r)
 {

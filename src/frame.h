@@ -76,8 +76,6 @@ int sg_frame_write(sg_frame_writer *w, int type, const char *name, const sg_fram
 /* The END record; nothing may follow. */
 int sg_frame_write_end(sg_frame_writer *w);
 
-/* Records written so far, END included. */
-uint64_t sg_frame_writer_records(const sg_frame_writer *w);
 void sg_frame_writer_free(sg_frame_writer *w);
 
 typedef struct {
@@ -105,8 +103,6 @@ int sg_frame_read(sg_frame_reader *r, sg_record *rec);
  * copied nor kept by the reader once used. */
 void *sg_frame_reader_take_payload(sg_frame_reader *r);
 
-/* Records read so far. */
-uint64_t sg_frame_reader_records(const sg_frame_reader *r);
 void sg_frame_reader_free(sg_frame_reader *r);
 
 #endif

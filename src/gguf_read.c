@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "sg_error.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -847,22 +848,12 @@ static int read_at(const sg_gguf *g, const sg_gguf_tensor *t, void *buf, uint64_
         snprintf(what, sizeof what, "%s: %s", g->path, t->name);
         return sg_io_read(g->io, g->fd, buf, (size_t)n, off, what);
     }
-    unsigned char *p = buf;
-    while (n > 0) {
-        size_t chunk = n > (1u << 30) ? (1u << 30) : (size_t)n;
-        ssize_t r = pread(g->fd, p, chunk, (off_t)off);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return sg_fail(-errno, "%s: %s: read: %s", g->path, t->name, strerror(errno));
-        }
-        if (r == 0)
-            return sg_fail(SG_EFORMAT, "%s: %s: unexpected end of file at byte %llu", g->path,
-                           t->name, (unsigned long long)off);
-        p += r;
-        off += (uint64_t)r;
-        n -= (uint64_t)r;
-    }
+    ssize_t got = sg_pread_full(g->fd, buf, (size_t)n, off);
+    if (got < 0)
+        return sg_fail((int)got, "%s: %s: read: %s", g->path, t->name, strerror((int)-got));
+    if ((uint64_t)got < n)
+        return sg_fail(SG_EFORMAT, "%s: %s: unexpected end of file at byte %llu", g->path,
+                       t->name, (unsigned long long)(off + (uint64_t)got));
     return 0;
 }
 

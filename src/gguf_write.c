@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "gguf.h"
 #include "sg_error.h"
 
@@ -294,18 +295,8 @@ static int plan_tensor(const char *path, const sg_model_config *c, const sg_name
 
 static int write_all(int fd, const void *buf, size_t n, const char *path, const char *what)
 {
-    const unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return sg_fail(-errno, "%s: %s: write: %s", path, what, strerror(errno));
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    int err = sg_write_all(fd, buf, n);
+    return err ? sg_fail(err, "%s: %s: write: %s", path, what, strerror(-err)) : 0;
 }
 
 static int write_padding(int fd, uint64_t pos, const char *path, const char *what)

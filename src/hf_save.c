@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "hf_config.h"
 #include "safetensors.h"
 #include "sg_error.h"
@@ -48,19 +49,9 @@ int sg_hf_file_write_atomic(const char *path, const void *data, size_t n)
         free(tmp);
         return rc;
     }
-    const unsigned char *p = data;
-    while (rc == 0 && n > 0) {
-        ssize_t put = write(fd, p, n);
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put <= 0) {
-            int e = put < 0 ? errno : EIO;
-            rc = sg_fail(-e, "%s: write failed: %s", tmp, strerror(e));
-        } else {
-            p += put;
-            n -= (size_t)put;
-        }
-    }
+    int werr = sg_write_all(fd, data, n);
+    if (werr)
+        rc = sg_fail(werr, "%s: write failed: %s", tmp, strerror(-werr));
     if (rc == 0 && fsync(fd) != 0) {
         int e = errno;
         rc = sg_fail(-e, "%s: fsync failed: %s", tmp, strerror(e));

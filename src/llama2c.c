@@ -11,27 +11,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "hf_save.h"
 #include "sg_error.h"
 
 /* Reads n bytes at offset off. */
 static int read_at(int fd, void *buf, size_t n, off_t off, const char *path)
 {
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t got = pread(fd, p, n, off);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            int e = errno;
-            return sg_fail(-e, "%s: read failed: %s", path, strerror(e));
-        }
-        if (got == 0)
-            return sg_fail(SG_EFORMAT, "%s: unexpected end of file", path);
-        p += got;
-        off += got;
-        n -= (size_t)got;
-    }
+    ssize_t got = sg_pread_full(fd, buf, n, (uint64_t)off);
+    if (got < 0)
+        return sg_fail((int)got, "%s: read failed: %s", path, strerror((int)-got));
+    if ((size_t)got < n)
+        return sg_fail(SG_EFORMAT, "%s: unexpected end of file", path);
     return 0;
 }
 

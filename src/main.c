@@ -30,13 +30,6 @@ static const struct {
 static void print_usage(FILE *f)
 {
     fprintf(f, "usage: slicegpt-stream COMMAND [options]   (COMMAND --help for its options)\n");
-    /* Blocks and chunks are allocated and freed in the same sizes over and
-     * over; keeping freed memory in the heap instead of returning each
-     * buffer to the kernel saves a page fault per page per block. */
-    mallopt(M_MMAP_THRESHOLD, 256 << 20);
-    mallopt(M_TRIM_THRESHOLD, 512 << 20);
-    /* spilled activations must not outlive a run stopped by a signal */
-    sg_act_store_install_signal_cleanup();
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].what);
 }

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "sg_error.h"
 
 int sg_read_file(const char *path, size_t max_bytes, char **buf, size_t *len)
@@ -27,26 +28,23 @@ int sg_read_file(const char *path, size_t max_bytes, char **buf, size_t *len)
             err = sg_fail(-ENOMEM, "%s: out of memory", path);
             break;
         }
-        ssize_t k = read(fd, b + n, cap - 1 - n);
-        if (k < 0 && errno == EINTR)
-            continue;
+        size_t want = cap - 1 - n;
+        ssize_t k = sg_read_full(fd, b + n, want);
         if (k < 0) {
-            err = sg_fail(-errno, "%s: read error: %s", path, strerror(errno));
+            err = sg_fail((int)k, "%s: read error: %s", path, strerror((int)-k));
             break;
         }
-        if (k == 0)
-            break;
         n += (size_t)k;
         if (max_bytes && n > max_bytes) {
             err = sg_fail(SG_EFORMAT, "%s: larger than %zu bytes", path, max_bytes);
             break;
         }
-        if (n == cap - 1) {
-            char *g = realloc(b, cap *= 2);
-            if (!g)
-                free(b);
-            b = g;
-        }
+        if ((size_t)k < want) /* end of file */
+            break;
+        char *g = realloc(b, cap *= 2); /* full: the file may go on */
+        if (!g)
+            free(b);
+        b = g;
     }
     close(fd);
     if (err) {

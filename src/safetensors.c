@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "read_file.h"
 #include "sg_error.h"
 
@@ -46,26 +47,16 @@ struct sg_safetensors {
 
 /* ---------------------------------------------------------------- reading */
 
-/* Reads n bytes at absolute offset off, retrying short reads and EINTR. A
- * file that ends early (changed after open) is SG_EFORMAT. */
+/* Reads n bytes at absolute offset off. A file that ends early (changed
+ * after open) is SG_EFORMAT. */
 static int st_read_at(int fd, void *buf, size_t n, uint64_t off, const char *path,
                       const char *what)
 {
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t got = pread(fd, p, n, (off_t)off);
-        if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            return sg_fail(-e, "%s: %s: read failed: %s", path, what, strerror(e));
-        }
-        if (got == 0)
-            return sg_fail(SG_EFORMAT, "%s: %s: unexpected end of file", path, what);
-        p += got;
-        n -= (size_t)got;
-        off += (uint64_t)got;
-    }
+    ssize_t got = sg_pread_full(fd, buf, n, off);
+    if (got < 0)
+        return sg_fail((int)got, "%s: %s: read failed: %s", path, what, strerror((int)-got));
+    if ((size_t)got < n)
+        return sg_fail(SG_EFORMAT, "%s: %s: unexpected end of file", path, what);
     return 0;
 }
 
@@ -582,18 +573,9 @@ struct sg_st_writer {
 
 static int st_write_all(sg_st_writer *w, const void *buf, size_t n, const char *what)
 {
-    const unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t put = write(w->fd, p, n);
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put <= 0) {
-            int e = put < 0 ? errno : EIO;
-            return sg_fail(-e, "%s: %s: write failed: %s", w->tmp, what, strerror(e));
-        }
-        p += put;
-        n -= (size_t)put;
-    }
+    int err = sg_write_all(w->fd, buf, n);
+    if (err)
+        return sg_fail(err, "%s: %s: write failed: %s", w->tmp, what, strerror(-err));
     return 0;
 }
 

@@ -856,14 +856,3 @@ int32_t sg_tokenizer_find(const sg_tokenizer *t, const char *piece)
     free(tmp);
     return id;
 }
-
-int sg_tokenizer_set_special(sg_tokenizer *t, int32_t bos, int32_t eos, int add_bos)
-{
-    if (bos >= (int32_t)t->n_vocab || eos >= (int32_t)t->n_vocab)
-        return sg_fail(SG_EARG, "tokenizer: special id %d/%d outside the vocabulary of %zu",
-                       bos, eos, t->n_vocab);
-    t->bos = bos < 0 ? -1 : bos;
-    t->eos = eos < 0 ? -1 : eos;
-    t->add_bos = add_bos;
-    return 0;
-}

@@ -80,8 +80,4 @@ sg_tokenizer_kind sg_tokenizer_get_kind(const sg_tokenizer *t);
  * or -1. */
 int32_t sg_tokenizer_find(const sg_tokenizer *t, const char *piece);
 
-/* Overrides BOS/EOS (-1: none) and whether encode() may add BOS, for
- * sources that keep them elsewhere (tokenizer_config.json, config.json). */
-int sg_tokenizer_set_special(sg_tokenizer *t, int32_t bos, int32_t eos, int add_bos);
-
 #endif

@@ -419,7 +419,7 @@ int sg_tokenizer_load_json(const char *path, sg_tokenizer **out)
     const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
     int32_t bos = template_bos(pp);
     spec.add_bos = bos >= 0 && (size_t)bos < n;
-    /* Otherwise by the usual names; sg_tokenizer_set_special overrides. */
+    /* Otherwise by the usual names. */
     static const char *const bos_names[] = {"<s>", "<|begin_of_text|>", "<|startoftext|>"};
     static const char *const eos_names[] = {"</s>", "<|end_of_text|>", "<|endoftext|>"};
     for (size_t i = 0; i < n; i++) {

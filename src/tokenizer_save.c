@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "sg_error.h"
 #include "tokenizer_internal.h"
 
@@ -316,17 +317,9 @@ int sg_tokenizer_save_json(const sg_tokenizer *t, const char *path)
         r = sg_fail(-errno, "%s: cannot create %s: %s", path, tmp, strerror(errno));
         goto out;
     }
-    size_t n = strlen(text), done = 0;
-    while (done < n) {
-        ssize_t w = write(fd, text + done, n - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            r = sg_fail(-errno, "%s: write failed: %s", tmp, strerror(errno));
-            break;
-        }
-        done += (size_t)w;
-    }
+    int werr = sg_write_all(fd, text, strlen(text));
+    if (werr)
+        r = sg_fail(werr, "%s: write failed: %s", tmp, strerror(-werr));
     /* the data must be on disk before the rename makes it visible */
     if (!r && fsync(fd) != 0)
         r = sg_fail(-errno, "%s: fsync failed: %s", tmp, strerror(errno));

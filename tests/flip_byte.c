@@ -3,11 +3,11 @@
  * pipe test puts it between two stages and expects the next stage to stop
  * with a checksum error naming the record. Exit 0, or 2 on bad usage, 1 if
  * the input is shorter than OFFSET + 1 bytes (nothing was flipped). */
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
+
+#include "fd_io.h"
 
 int main(int argc, char **argv)
 {
@@ -22,9 +22,7 @@ int main(int argc, char **argv)
     long long pos = 0;
     int flipped = 0;
     for (;;) {
-        ssize_t n = read(0, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
+        ssize_t n = sg_read_some(0, buf, sizeof buf);
         if (n <= 0)
             break;
         if (at >= pos && at < pos + n) {
@@ -32,14 +30,8 @@ int main(int argc, char **argv)
             flipped = 1;
         }
         pos += n;
-        for (ssize_t done = 0; done < n;) {
-            ssize_t k = write(1, buf + done, n - done);
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k < 0)
-                return flipped ? 0 : 1; /* reader gone */
-            done += k;
-        }
+        if (sg_write_all(1, buf, (size_t)n) != 0)
+            return flipped ? 0 : 1; /* reader gone */
     }
     return flipped ? 0 : 1;
 }
