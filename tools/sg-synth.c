@@ -1,4 +1,4 @@
-/* sg-synth: writes a deterministic random model (see src/synth_model.h) as a
+/* sg-synth: writes a deterministic random model (see src/formats/synth_model.h) as a
  * Hugging Face directory or a GGUF file.
  *
  *   sg-synth --arch llama|opt|phi --dim D --layers L --heads H [--kv-heads K]

@@ -19,17 +19,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "act_store.h"
+#include "slicegpt.h"
 #include "cli.h"
 #include "cli_options.h"
-#include "fold.h"
-#include "pipeline.h"
-#include "sg_error.h"
-#include "stages.h"
 #include "stage_common.h"
-#include "stream_store.h"
-#include "text.h"
-#include "tokenizer.h"
 
 static const char usage[] =
     "usage: ... | slicegpt-stream capture (--calib FILE | --calib-tokens FILE) [options] | ...\n"

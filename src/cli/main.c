@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "act_store.h"
+#include "slicegpt.h"
 #include "cli.h"
 
 static const struct {

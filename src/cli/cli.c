@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sg_error.h"
+#include "slicegpt.h"
 
 int sg_cli_report(int code)
 {

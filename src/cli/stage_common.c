@@ -8,9 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "sg_error.h"
-#include "stream_model.h"
-#include "stream_store.h"
+#include "slicegpt.h"
 
 int sg_stage_open(sg_stage *st, const char *name, int input, int output, int zstd_level)
 {

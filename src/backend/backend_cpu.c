@@ -1,7 +1,7 @@
 /* The CPU backend: the reference implementation of backend.h, on host
  * memory, with OpenBLAS and LAPACKE; plus the mixed-precision eigensolver
  * driver every backend shares (sg_eigh_run). The operations are the loops
- * of src/forward.c and the products of stages/, one op at a time. */
+ * of src/model/forward.c and the CPU kernels (cpu_*.c), one op at a time. */
 #include "backend.h"
 
 #include <cblas.h>

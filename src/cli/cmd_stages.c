@@ -5,30 +5,21 @@
  *     | slicegpt-stream eig | slicegpt-stream slice --sparsity S
  *     | slicegpt-stream write OUT
  *
- * Each calls the steps of slice_steps.h that the fused `run` calls, in
- * the same order, so the model written is the same to the byte. Records a
- * stage does not work on pass through unchanged. */
+ * load, fold, cov, eig and write call the stage functions (stages/) that
+ * the fused `run` calls, in the same order; slice (like capture) is a
+ * transport of the one schedule, stages/pipeline.c. So the model written
+ * is the same to the byte. Records a stage does not work on pass through
+ * unchanged. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "act_store.h"
+#include "slicegpt.h"
 #include "cli.h"
 #include "cli_options.h"
-#include "covariance.h"
-#include "fold.h"
-#include "model_files.h"
-#include "pipeline.h"
-#include "sg_error.h"
-#include "stages.h"
 #include "stage_common.h"
-#include "stream_model.h"
-#include "stream_records.h"
-#include "stream_store.h"
-#include "text.h"
-#include "write_model.h"
 
 /* The stages' option parsing: the shared options of `groups` only. */
 static int stage_options(int argc, char **argv, unsigned groups, const char *usage,

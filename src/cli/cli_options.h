@@ -9,8 +9,7 @@
 #include <getopt.h>
 #include <stdint.h>
 
-#include "dtype.h"
-#include "slicer.h"
+#include "slicegpt.h"
 
 enum {
     SG_OPT_CALIB = 1 << 0,     /* --calib --calib-tokens --nsamples --seqlen --seed

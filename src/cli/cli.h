@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 
-#include "backend.h"
+#include "slicegpt.h"
 
 /* Exit statuses, documented in slicegpt-stream(1). */
 enum { SG_EXIT_OK = 0, SG_EXIT_FAIL = 1, SG_EXIT_USAGE = 2 };

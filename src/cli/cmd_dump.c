@@ -13,9 +13,8 @@
 #include <string.h>
 
 #include "cli.h"
-#include "sg_error.h"
+#include "slicegpt.h"
 #include "stage_common.h"
-#include "stream_records.h"
 
 static const char usage[] =
     "usage: ... | slicegpt-stream dump [--header]\n"

@@ -6,10 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "evaluate.h"
-#include "model_files.h"
-#include "sg_error.h"
-#include "text.h"
+#include "slicegpt.h"
 
 static const char usage[] =
     "usage: slicegpt-stream ppl --model PATH --text FILE [options]\n"

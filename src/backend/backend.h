@@ -238,7 +238,7 @@ sg_backend *sg_backend_cuda_init(int device, size_t mem_cap_bytes);
  * CPU, where dsyevd's reduction is not the bottleneck; meant for GPUs,
  * whose float64 GEMMs are tens of TFLOP/s.
  *
- * The driver (src/backend_cpu.c) is written once against these
+ * The driver (src/backend/backend_cpu.c) is written once against these
  * primitives, which each backend provides on its own memory; the CPU
  * backend's copy is what tests/test_eigh_mixed.c measures. */
 enum { SG_COPY_H2D, SG_COPY_D2H, SG_COPY_D2D };

@@ -15,10 +15,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 
-#include "frame.h"
-#include "model_config.h"
-#include "stream_model.h"
-#include "stream_records.h"
+#include "slicegpt.h"
 
 /* A failure someone else has reported already (abort record, failed note). */
 #define SG_STAGE_QUIET (-ECANCELED)

@@ -8,11 +8,7 @@
 
 #include "cli.h"
 #include "cli_options.h"
-#include "evaluate.h"
-#include "model_files.h"
-#include "sg_error.h"
-#include "slicer.h"
-#include "text.h"
+#include "slicegpt.h"
 
 static const char usage[] =
     "usage: slicegpt-stream run --model PATH --calib FILE --out DIR [options]\n"

@@ -12,13 +12,7 @@
 
 #include "cli.h"
 #include "cli_options.h"
-#include "stages.h"
-#include "forward.h"
-#include "gguf.h"
-#include "hf_config.h"
-#include "model.h"
-#include "sg_error.h"
-#include "slicer.h"
+#include "slicegpt.h"
 
 static const char usage[] =
     "usage: slicegpt-stream plan --model PATH [options]\n"
@@ -159,7 +153,7 @@ int sg_cmd_plan(int argc, char **argv)
     else if (m.total <= host)
         printf(", activations stay in memory\n");
 
-    /* GPU (run --device cuda, slice_steps.c): one block's weights, one
+    /* GPU (run --device cuda, stages/): one block's weights, one
      * chunk's activations and forward scratch, the D x D work (H, three
      * rotations, the mixed eigensolver's four n x n matrices, cuSOLVER's
      * syevd workspace of about 2 n² and a float32 copy, the backend's 256
