@@ -238,7 +238,7 @@ sg_backend *sg_backend_cuda_init(int device, size_t mem_cap_bytes);
  * CPU, where dsyevd's reduction is not the bottleneck; meant for GPUs,
  * whose float64 GEMMs are tens of TFLOP/s.
  *
- * The driver (src/backend_cpu.c) is written once against these
+ * The driver (src/eigh_mixed.c) is written once against these
  * primitives, which each backend provides on its own memory; the CPU
  * backend's copy is what tests/test_eigh_mixed.c measures. */
 enum { SG_COPY_H2D, SG_COPY_D2H, SG_COPY_D2D };
@@ -271,7 +271,7 @@ typedef struct {
 } sg_eigh_prims;
 
 /* Damping, checks and the solve in the given mode, on backend memory:
- * the body of every backend's eigh. */
+ * the body of every backend's eigh (src/eigh_mixed.c). */
 int sg_eigh_run(sg_backend *be, const sg_eigh_prims *p, double *h, int64_t d, double damp_frac,
                 sg_eigh_mode mode, double *q, double *eigenvalues);
 
