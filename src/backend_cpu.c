@@ -109,42 +109,22 @@ static int cpu_sgemm(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64
     return 0;
 }
 
-static int cpu_dgemm(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k,
-                     double alpha, const double *a, int64_t lda, const double *b, int64_t ldb,
-                     double beta, double *c, int64_t ldc)
-{
-    if (too_big(m) || too_big(n) || too_big(k) || too_big(lda) || too_big(ldb) || too_big(ldc))
-        return sg_fail(SG_EARG, "dgemm sizes beyond 32 bits (%lld x %lld x %lld)",
-                       (long long)m, (long long)n, (long long)k);
-    if (m && n)
-        cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
-    return 0;
-}
-
-static int cpu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows)
+/* the stage's own sums (stages/covariance.c) into H's upper triangle,
+ * then mirrored: float64 products through a chunk of widened rows, or
+ * float32 products of SG_COV_MIXED_ROWS-row slices through S (d, d) */
+static int cpu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows,
+                              int mixed)
 {
     if (rows <= 0)
         return 0;
-    double *c = malloc(SG_COV_CHUNK * d * sizeof(double));
-    if (!c)
-        return sg_fail(-ENOMEM, "out of memory for a covariance chunk");
-    sg_cov_accumulate_upper(h, c, d, x, rows);
-    free(c);
-    sg_cov_mirror_upper(h, d);
-    return 0;
-}
-
-static int cpu_cov_accumulate_mixed(sg_backend *be, double *h, int64_t d, const float *x,
-                                    int64_t rows)
-{
-    if (rows <= 0)
-        return 0;
-    float *s = malloc(d * d * sizeof(float));
-    if (!s)
-        return sg_fail(-ENOMEM, "out of memory for a covariance slice");
-    sg_cov_accumulate_upper_mixed(h, s, d, x, rows);
-    free(s);
+    void *scratch = malloc(mixed ? d * d * sizeof(float) : SG_COV_CHUNK * d * sizeof(double));
+    if (!scratch)
+        return sg_fail(-ENOMEM, "out of memory for a covariance %s", mixed ? "slice" : "chunk");
+    if (mixed)
+        sg_cov_accumulate_upper_mixed(h, scratch, d, x, rows);
+    else
+        sg_cov_accumulate_upper(h, scratch, d, x, rows);
+    free(scratch);
     sg_cov_mirror_upper(h, d);
     return 0;
 }
@@ -255,6 +235,19 @@ static int cpu_add(sg_backend *be, float *y, const float *x, int64_t rows, int64
 }
 
 /* ---- the eigensolver primitives on host memory ---- */
+
+static int cpu_dgemm(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                     double alpha, const double *a, int64_t lda, const double *b, int64_t ldb,
+                     double beta, double *c, int64_t ldc)
+{
+    if (too_big(m) || too_big(n) || too_big(k) || too_big(lda) || too_big(ldb) || too_big(ldc))
+        return sg_fail(SG_EARG, "dgemm sizes beyond 32 bits (%lld x %lld x %lld)",
+                       (long long)m, (long long)n, (long long)k);
+    if (m && n)
+        cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    return 0;
+}
 
 static int cpu_eigh_f32(sg_backend *be, const double *a, int64_t n, int64_t lda, double *x,
                         double *w)
@@ -393,6 +386,7 @@ static int cpu_copy2d(sg_backend *be, double *dst, int64_t ldd, const double *sr
 }
 
 static const sg_eigh_prims cpu_prims = {
+    .dgemm = cpu_dgemm,
     .eigh_f32 = cpu_eigh_f32,
     .eigh_f64 = cpu_eigh_f64,
     .diag_get = cpu_diag_get,
@@ -446,9 +440,7 @@ static const sg_backend_ops cpu_ops = {
     .synchronize = cpu_sync,
     .memory = cpu_memory,
     .sgemm = cpu_sgemm,
-    .dgemm = cpu_dgemm,
     .cov_accumulate = cpu_cov_accumulate,
-    .cov_accumulate_mixed = cpu_cov_accumulate_mixed,
     .eigh = cpu_eigh,
     .rotate_reader = cpu_rotate_reader,
     .rotate_writer = cpu_rotate_writer,
@@ -465,3 +457,5 @@ static const sg_backend_ops cpu_ops = {
 static sg_backend cpu_backend = {&cpu_ops, NULL};
 
 sg_backend *sg_backend_cpu(void) { return &cpu_backend; }
+
+const sg_eigh_prims *sg_eigh_prims_cpu(void) { return &cpu_prims; }

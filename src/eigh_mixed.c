@@ -180,21 +180,21 @@ static int mix_refine(mixer *c, const double *a, int64_t n, int64_t lda, double 
          * shows as couplings λ·g, huge against the gaps, and Rayleigh–Ritz
          * in a non-orthonormal basis depends on the shift. */
         double stat[3];
-        err = o->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, cur, n, 0.0, g, n);
+        err = p->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, cur, n, 0.0, g, n);
         for (int k = 0; !err && k < MIX_POLISH; k++) {
             err = p->correction(be, s, g, n, n, NULL, tol->rule, stat);
             if (err || stat[2] <= MIX_PRE_ORTH)
                 break;
             err = o->copy(be, other, cur, n * n * sizeof(double));
-            err = err ? err : o->dgemm(be, 0, 0, n, n, n, 1.0, cur, n, s, n, 1.0, other, n);
+            err = err ? err : p->dgemm(be, 0, 0, n, n, n, 1.0, cur, n, s, n, 1.0, other, n);
             double *tmp = cur;
             cur = other;
             other = tmp;
-            err = err ? err : o->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, cur, n, 0.0, g, n);
+            err = err ? err : p->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, cur, n, 0.0, g, n);
         }
         /* P (n, n) = A·X;  S (n, n) = XᵀP */
-        err = err ? err : o->dgemm(be, 0, 0, n, n, n, 1.0, a, lda, cur, n, 0.0, pm, n);
-        err = err ? err : o->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, pm, n, 0.0, s, n);
+        err = err ? err : p->dgemm(be, 0, 0, n, n, n, 1.0, a, lda, cur, n, 0.0, pm, n);
+        err = err ? err : p->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, pm, n, 0.0, s, n);
         err = err ? err : p->diag_get(be, s, n, n, lam);
         err = err ? err : p->diag_get(be, g, n, n, dg);
         if (err)
@@ -216,12 +216,12 @@ static int mix_refine(mixer *c, const double *a, int64_t n, int64_t lda, double 
             /* the columns: M[:, c] (n, m) = M[:, c]·T (m, m), for X, S, G */
             double *mats[3] = {cur, s, g};
             for (int k = 0; !err && k < 3; k++) {
-                err = o->dgemm(be, 0, 0, n, m, m, 1.0, mats[k] + a0, n, t, m, 0.0, pm, m);
+                err = p->dgemm(be, 0, 0, n, m, m, 1.0, mats[k] + a0, n, t, m, 0.0, pm, m);
                 err = err ? err : p->copy2d(be, mats[k] + a0, n, pm, m, n, m, SG_COPY_D2D);
             }
             /* the rows: M[c, :] (m, n) = Tᵀ·M[c, :], for S and G */
             for (int k = 1; !err && k < 3; k++) {
-                err = o->dgemm(be, 1, 0, m, n, m, 1.0, t, m, mats[k] + a0 * n, n, 0.0, pm, n);
+                err = p->dgemm(be, 1, 0, m, n, m, 1.0, t, m, mats[k] + a0 * n, n, 0.0, pm, n);
                 err = err ? err : p->copy2d(be, mats[k] + a0 * n, n, pm, n, m, n, SG_COPY_D2D);
             }
             err = err ? err : p->diag_get(be, s + a0 * n + a0, m, n, lam + a0);
@@ -234,7 +234,7 @@ static int mix_refine(mixer *c, const double *a, int64_t n, int64_t lda, double 
         /* X ← X + X·E */
         err = p->correction(be, s, g, n, n, lam, tol->rule, stat);
         err = err ? err : o->copy(be, other, cur, n * n * sizeof(double));
-        err = err ? err : o->dgemm(be, 0, 0, n, n, n, 1.0, cur, n, s, n, 1.0, other, n);
+        err = err ? err : p->dgemm(be, 0, 0, n, n, n, 1.0, cur, n, s, n, 1.0, other, n);
         if (err)
             break;
         double *tmp = cur;
@@ -253,12 +253,12 @@ static int mix_refine(mixer *c, const double *a, int64_t n, int64_t lda, double 
      * loss of orthogonality of the last update, at most max|E|² */
     for (int k = 0; !err && converged && k < MIX_POLISH; k++) {
         double stat[3];
-        err = o->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, cur, n, 0.0, g, n);
+        err = p->dgemm(be, 1, 0, n, n, n, 1.0, cur, n, cur, n, 0.0, g, n);
         err = err ? err : p->correction(be, s, g, n, n, NULL, tol->rule, stat);
         if (err || stat[2] <= tol->orth)
             break;
         err = o->copy(be, other, cur, n * n * sizeof(double));
-        err = err ? err : o->dgemm(be, 0, 0, n, n, n, 1.0, cur, n, s, n, 1.0, other, n);
+        err = err ? err : p->dgemm(be, 0, 0, n, n, n, 1.0, cur, n, s, n, 1.0, other, n);
         double *tmp = cur;
         cur = other;
         other = tmp;

@@ -136,9 +136,12 @@ static void ref_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, double alp
         }
 }
 
-/* C (m, n) on each transpose pair, A and B stored with padded rows. */
+/* C (m, n) on each transpose pair, A and B stored with padded rows:
+ * the table's sgemm, or with f64 the eigensolver primitives' dgemm on the
+ * same memory. */
 static void t_gemm(sg_backend *be, int f64)
 {
+    const sg_eigh_prims *prims = be == cpu ? sg_eigh_prims_cpu() : sg_eigh_prims_cuda();
     const int64_t m = 37, n = 29, k = 41, pad = 3;
     double worst = 0;
     for (int ta = 0; ta < 2; ta++)
@@ -153,7 +156,7 @@ static void t_gemm(sg_backend *be, int f64)
             if (f64) {
                 double *da = put(be, a, ar * lda * 8), *db = put(be, b, br * ldb * 8);
                 double *dc = put(be, c, m * ldc * 8);
-                int err = be->ops->dgemm(be, ta, tb, m, n, k, 0.75, da, lda, db, ldb, 0.5, dc, ldc);
+                int err = prims->dgemm(be, ta, tb, m, n, k, 0.75, da, lda, db, ldb, 0.5, dc, ldc);
                 double *out = get(be, dc, m * ldc * 8);
                 e = err ? INFINITY : drel(out, ref, m * ldc);
                 drop(be, da), drop(be, db), drop(be, dc), free(out);
@@ -200,8 +203,8 @@ static void t_cov(sg_backend *be)
         }
     double *dh = put(be, h0, d * d * 8);
     float *dx = put(be, x, (r1 + r2) * d * 4);
-    int err = be->ops->cov_accumulate(be, dh, d, dx, r1);
-    err = err ? err : be->ops->cov_accumulate(be, dh, d, dx + r1 * d, r2);
+    int err = be->ops->cov_accumulate(be, dh, d, dx, r1, 0);
+    err = err ? err : be->ops->cov_accumulate(be, dh, d, dx + r1 * d, r2, 0);
     double *h = get(be, dh, d * d * 8);
     double e = err ? INFINITY : drel(h, ref, d * d);
     tap_ok(e < 1e-14, "%s: covariance H += XᵀX in two calls, float64 sums, symmetric (%.1e)",
@@ -233,8 +236,8 @@ static void t_cov_mixed(sg_backend *be)
     double *dh = put(be, NULL, d * d * 8);
     float *dx = put(be, x, rows * d * 4);
     int err = be->ops->zero(be, dh, d * d * 8);
-    err = err ? err : be->ops->cov_accumulate_mixed(be, dh, d, dx, 5000);
-    err = err ? err : be->ops->cov_accumulate_mixed(be, dh, d, dx + 5000 * d, rows - 5000);
+    err = err ? err : be->ops->cov_accumulate(be, dh, d, dx, 5000, 1);
+    err = err ? err : be->ops->cov_accumulate(be, dh, d, dx + 5000 * d, rows - 5000, 1);
     double *h = get(be, dh, d * d * 8);
     double e = err ? INFINITY : drel(h, ref, d * d);
     int symmetric = !err;
@@ -269,7 +272,7 @@ static double *random_cov(int64_t n)
         for (int64_t j = 0; j < n; j++)
             x[t * n + j] *= (float)(1.0 + 30.0 / (1 + j));
     double *h = calloc(n * n, sizeof(double));
-    cpu->ops->cov_accumulate(cpu, h, n, x, rows);
+    cpu->ops->cov_accumulate(cpu, h, n, x, rows, 0);
     free(x);
     return h;
 }
