@@ -33,6 +33,7 @@
  * Exits 77 (skip) when there is no GPU or no CUDA in the build. --cpu runs
  * the same program on the CPU backend instead: a dry run at small sizes
  * that checks the program itself where no GPU is. */
+#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -172,17 +173,23 @@ static void *upload(const void *host, size_t bytes)
 
 /* ---- the block ---- */
 
-/* ‖Y[:, d:]ᵀ·X[:, :d]‖_F on the GPU: how far apart two leading-d subspaces are */
+/* ‖Y[:, d:]ᵀ·X[:, :d]‖_F for Y and X (D, D) in backend memory: how far
+ * apart two leading-d subspaces are. A report outside the timed stages,
+ * so the float64 product runs on the host (the table has no dgemm). */
 static double subspace_gap(const double *y, const double *x, int64_t D, int64_t d)
 {
-    double *c = dev((D - d) * d * sizeof(double));
-    TRY(be->ops->dgemm(be, 1, 0, D - d, d, D, 1.0, y + d, D, x, D, 0.0, c, d));
-    double *h = malloc((D - d) * d * sizeof(double)), e = 0;
-    TRY(be->ops->download(be, h, c, (D - d) * d * sizeof(double)));
+    double *hy = malloc(D * D * sizeof(double)), *hx = malloc(D * D * sizeof(double));
+    double *c = malloc((D - d) * d * sizeof(double)), e = 0;
+    if (!hy || !hx || !c)
+        die("out of host memory for a subspace comparison");
+    TRY(be->ops->download(be, hy, y, D * D * sizeof(double)));
+    TRY(be->ops->download(be, hx, x, D * D * sizeof(double)));
+    /* C (D - d, d) = Y[:, d:]ᵀ (D - d, D)·X[:, :d] (D, d) */
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(D - d), (int)d, (int)D, 1.0,
+                hy + d, (int)D, hx, (int)D, 0.0, c, (int)d);
     for (int64_t i = 0; i < (D - d) * d; i++)
-        e += h[i] * h[i];
-    free(h);
-    be->ops->release(be, c);
+        e += c[i] * c[i];
+    free(hy), free(hx), free(c);
     return sqrt(e);
 }
 
@@ -348,7 +355,7 @@ int main(int argc, char **argv)
         TRY(be->ops->block_forward(be, &cfg, &w, x, NULL, mid, &chunk));
         stage_end(ST_ATTN, t0);
         t0 = now();
-        TRY(be->ops->cov_accumulate(be, hmid, D, mid, cs));
+        TRY(be->ops->cov_accumulate(be, hmid, D, mid, cs, 0));
         stage_end(ST_COV_MID, t0);
         t0 = now();
         TRY(be->ops->download(be, store + c0 * D, mid, cs * D * 4));
@@ -381,12 +388,16 @@ int main(int argc, char **argv)
             TRY(be->ops->download(be, host_out, outp, n_out * 4));
             be->ops->release(be, outp);
         }
-        double *sc = dev(d * d * 8);
-        TRY(be->ops->dgemm(be, 1, 0, d, d, D, 1.0, qmid, D, qmid, D, 0.0, sc, d));
-        double *hsc = malloc(d * d * 8);
-        TRY(be->ops->download(be, hsc, sc, d * d * 8));
+        /* the shortcut as slice_steps.c extends it: S (d, D), built on the
+         * host from Q_prev, times Q_out[:, :d] by a reader rotation (S's
+         * values do not change the time) */
+        float *sc = dev(d * D * 4), *sco = dev(d * d * 4), *hsc = malloc(d * d * 4);
+        TRY(be->ops->zero(be, sc, d * D * 4));
+        TRY(be->ops->rotate_reader(be, sc, d, D, qmid, d, sco));
+        TRY(be->ops->download(be, hsc, sco, d * d * 4));
         free(hsc);
         be->ops->release(be, sc);
+        be->ops->release(be, sco);
         free(host_out);
     }
     stage_end(ST_ROTATE, t0);
@@ -402,7 +413,7 @@ int main(int argc, char **argv)
         TRY(be->ops->block_forward_mlp(be, &cfg, &w, mid, out, cs));
         stage_end(ST_MLP, t0);
         t0 = now();
-        TRY(be->ops->cov_accumulate(be, hout, D, out, cs));
+        TRY(be->ops->cov_accumulate(be, hout, D, out, cs, 0));
         stage_end(ST_COV_OUT, t0);
         t0 = now();
         TRY(be->ops->download(be, store + c0 * D, out, cs * D * 4));

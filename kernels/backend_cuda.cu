@@ -1,20 +1,30 @@
 /* The CUDA backend: backend.h's table on one GPU.
  *
  * Dense products go to cuBLAS, eigensolves to cuSOLVER, the rest to our
- * kernels (one op per .cu/.cuh pair in kernels/). Everything is queued on
- * one stream; download and synchronize wait for it. Matrices are
- * row-major like the CPU backend's: cuBLAS, column-major, sees each as
- * its transpose, so C = op(A)·op(B) is issued as Cᵀ = op(B)ᵀ·op(A)ᵀ,
- * i.e. with A and B swapped.
+ * kernels (one op per .cu/.cuh pair in kernels/). Matrices are row-major
+ * like the CPU backend's: cuBLAS, column-major, sees each as its
+ * transpose, so C = op(A)·op(B) is issued as Cᵀ = op(B)ᵀ·op(A)ᵀ, i.e.
+ * with A and B swapped.
  *
- * Covariance: the float32 rows are widened to float64 in chunks and added
- * with cublasDsyrk (one triangle, half a GEMM's work), then the triangle
- * is mirrored. The alternative, cublasSgemm into a float32 partial sum
- * plus cublasDgeam to add it in float64, is faster on GPUs with little
- * float64 throughput but sums each chunk in float32 (relative error
- * ~1e-7·√rows), which is what the design's "float64 accumulation" rules
- * out; on A100/H100/H200 FP64 runs on tensor cores at 20-67 TFLOP/s and
- * the covariance of a 70B block takes well under a second.
+ * Streams: every op is queued on the main stream, except upload_async,
+ * which goes on a second (side) stream after an event recorded on the
+ * main one (so a buffer just allocated there is ready) and overlaps the
+ * work queued after it; await_uploads makes the main stream wait for the
+ * side one. download and synchronize wait for the main stream only: a
+ * side upload is waited for through await_uploads (sg_backend_drain
+ * calls both).
+ *
+ * Covariance: either mode adds into H's lower triangle (column-major;
+ * the row-major upper one), then mirrors it.
+ *   mixed 0: the float32 rows widened to float64 in chunks and added with
+ *            cublasDsyrk (one triangle, half a GEMM's work): as exact as a
+ *            float64 accumulation; with FP64 on tensor cores (A100, H100,
+ *            H200: 20-67 TFLOP/s) a 70B block's takes well under a second.
+ *   mixed 1: each slice of SG_COV_MIXED_ROWS rows multiplied in float32
+ *            by cublasSsyrk into a (d, d) float32 scratch, which a kernel
+ *            adds into H in float64: the scheme of stages/covariance.c's
+ *            mixed sum, for GPUs whose float64 runs at 1/32-1/64 of
+ *            float32 (the caller chooses; --cov auto by f64_ratio).
  *
  * Allocations go through the stream-ordered allocator and are counted
  * against the cap given at init; the scratch workspace (covariance
@@ -214,13 +224,9 @@ static int64_t chunk_rows(int64_t per_row_doubles, int64_t total, int64_t at_lea
     return r < total ? r : total;
 }
 
-static int cu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows)
+/* H += Xᵀ·X with float64 products (mixed 0) */
+static int cov_f64(sg_cuda *c, double *h, int64_t d, const float *x, int64_t rows)
 {
-    sg_cuda *c = sg_cuda_of(be);
-    if (rows <= 0)
-        return 0;
-    if (!fits(d))
-        return sg_fail(SG_EARG, "covariance of width %lld", (long long)d);
     int64_t chunk = chunk_rows(d, rows, 256);
     double *wide;
     int err = sg_cuda_scratch(c, chunk * d * sizeof(double), (void **)&wide);
@@ -233,17 +239,12 @@ static int cu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float *
         err = err ? err : CUBLAS(cublasDsyrk(c->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, (int)d,
                                              (int)n, &one, wide, (int)d, &one, h, (int)d));
     }
-    return err ? err : sg_cuda_mirror_upper(c->stream, h, d);
+    return err;
 }
 
-static int cu_cov_accumulate_mixed(sg_backend *be, double *h, int64_t d, const float *x,
-                                   int64_t rows)
+/* H += Xᵀ·X, float32 slices added in float64 (mixed 1) */
+static int cov_mixed(sg_cuda *c, double *h, int64_t d, const float *x, int64_t rows)
 {
-    sg_cuda *c = sg_cuda_of(be);
-    if (rows <= 0)
-        return 0;
-    if (!fits(d))
-        return sg_fail(SG_EARG, "covariance of width %lld", (long long)d);
     float *s;
     int err = sg_cuda_scratch(c, d * d * sizeof(float), (void **)&s);
     const float one = 1.0f, zero = 0.0f;
@@ -255,6 +256,18 @@ static int cu_cov_accumulate_mixed(sg_backend *be, double *h, int64_t d, const f
                                  &one, x + r0 * d, (int)d, &zero, s, (int)d));
         err = err ? err : sg_cuda_add_upper_f32(c->stream, h, s, d);
     }
+    return err;
+}
+
+static int cu_cov_accumulate(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows,
+                             int mixed)
+{
+    sg_cuda *c = sg_cuda_of(be);
+    if (rows <= 0)
+        return 0;
+    if (!fits(d))
+        return sg_fail(SG_EARG, "covariance of width %lld", (long long)d);
+    int err = mixed ? cov_mixed(c, h, d, x, rows) : cov_f64(c, h, d, x, rows);
     return err ? err : sg_cuda_mirror_upper(c->stream, h, d);
 }
 
@@ -502,9 +515,17 @@ static int cu_copy2d(sg_backend *be, double *dst, int64_t ldd, const double *src
     return err || kind != SG_COPY_D2H ? err : CU(cudaStreamSynchronize(c->stream));
 }
 
+/* designated initializers (C++20): in backend.h's order, as C++ requires */
 static const sg_eigh_prims cuda_prims = {
-    cu_eigh_f32, cu_eigh_f64, cu_diag_get, cu_diag_add, cu_set_identity,
-    cu_couple,   cu_correction, cu_copy2d,
+    .dgemm = cu_dgemm,
+    .eigh_f32 = cu_eigh_f32,
+    .eigh_f64 = cu_eigh_f64,
+    .diag_get = cu_diag_get,
+    .diag_add = cu_diag_add,
+    .set_identity = cu_set_identity,
+    .couple = cu_couple,
+    .correction = cu_correction,
+    .copy2d = cu_copy2d,
 };
 
 static int cu_eigh(sg_backend *be, double *h, int64_t d, double damp_frac, sg_eigh_mode mode,
@@ -517,22 +538,42 @@ static int cu_eigh(sg_backend *be, double *h, int64_t d, double damp_frac, sg_ei
 
 static void cu_free(sg_backend *be);
 
-/* In backend.h's order (C++17 has no designated initializers). The
+/* Designated initializers (C++20) must follow backend.h's order. The
  * block forward is forward_ops.c's composition of the ops below it. */
 static const sg_backend_ops cuda_ops = {
-    "cuda",            0 /* host_memory */,  cu_free,
-    cu_alloc,          cu_release,           cu_host_alloc,
-    cu_host_free,      cu_upload,            cu_upload_async,
-    cu_await_uploads,
-    cu_download,       cu_copy,              cu_zero,
-    cu_sync,           cu_memory,            cu_sgemm,
-    cu_dgemm,          cu_cov_accumulate,    cu_cov_accumulate_mixed,
-    cu_eigh,
-    cu_rotate_reader,  cu_rotate_writer,     cu_project_rows,
-    sg_block_forward_ops, sg_block_forward_mlp_ops,
-    cu_norm_rows,      cu_rope,              cu_attention,
-    cu_activation,     cu_add,
+    .name = "cuda",
+    .host_memory = 0,
+    .free = cu_free,
+    .alloc = cu_alloc,
+    .release = cu_release,
+    .host_alloc = cu_host_alloc,
+    .host_free = cu_host_free,
+    .upload = cu_upload,
+    .upload_async = cu_upload_async,
+    .await_uploads = cu_await_uploads,
+    .download = cu_download,
+    .copy = cu_copy,
+    .zero = cu_zero,
+    .synchronize = cu_sync,
+    .memory = cu_memory,
+    .sgemm = cu_sgemm,
+    .cov_accumulate = cu_cov_accumulate,
+    .eigh = cu_eigh,
+    .rotate_reader = cu_rotate_reader,
+    .rotate_writer = cu_rotate_writer,
+    .project_rows = cu_project_rows,
+    .block_forward = sg_block_forward_ops,
+    .block_forward_mlp = sg_block_forward_mlp_ops,
+    .norm_rows = cu_norm_rows,
+    .rope = cu_rope,
+    .attention = cu_attention,
+    .activation = cu_activation,
+    .add = cu_add,
 };
+
+const sg_backend_ops *sg_backend_cuda_ops(void) { return &cuda_ops; }
+
+const sg_eigh_prims *sg_eigh_prims_cuda(void) { return &cuda_prims; }
 
 static void cu_free(sg_backend *be)
 {

@@ -29,8 +29,7 @@ int sg_slice_cov_begin(sg_slice_cov *cov)
 int sg_slice_cov_add(sg_slice_cov *cov, const float *x, int64_t rows)
 {
     sg_backend *be = cov->be;
-    int err = cov->mixed ? be->ops->cov_accumulate_mixed(be, cov->h, cov->d, x, rows)
-                         : be->ops->cov_accumulate(be, cov->h, cov->d, x, rows);
+    int err = be->ops->cov_accumulate(be, cov->h, cov->d, x, rows, cov->mixed);
     if (!err)
         cov->tokens += rows;
     return err;

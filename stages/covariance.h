@@ -17,7 +17,7 @@
 typedef struct {
     sg_backend *be;
     int64_t d;
-    int mixed;       /* 1: float32 slices added in float64 (cov_accumulate_mixed) */
+    int mixed;       /* 1: float32 slices added in float64 (cov_accumulate mixed) */
     double *h;       /* backend memory */
     int64_t tokens;  /* rows accumulated since begin */
 } sg_slice_cov;

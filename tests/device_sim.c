@@ -333,28 +333,11 @@ static int s_sgemm(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t
     return err ? err : cpu()->ops->sgemm(cpu(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-static int s_dgemm(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k, double alpha,
-                   const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
-                   double *c, int64_t ldc)
-{
-    int err = dev(be, a, ta ? extent(k, m, lda, 8) : extent(m, k, lda, 8), "dgemm A");
-    err = err ? err : dev(be, b, tb ? extent(n, k, ldb, 8) : extent(k, n, ldb, 8), "dgemm B");
-    err = err ? err : dev(be, c, extent(m, n, ldc, 8), "dgemm C");
-    return err ? err : cpu()->ops->dgemm(cpu(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-static int s_cov(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows)
+static int s_cov(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows, int mixed)
 {
     int err = dev(be, h, d * d * 8, "cov_accumulate H");
     err = err ? err : dev(be, x, rows * d * 4, "cov_accumulate X");
-    return err ? err : cpu()->ops->cov_accumulate(cpu(), h, d, x, rows);
-}
-
-static int s_cov_mixed(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows)
-{
-    int err = dev(be, h, d * d * 8, "cov_accumulate_mixed H");
-    err = err ? err : dev(be, x, rows * d * 4, "cov_accumulate_mixed X");
-    return err ? err : cpu()->ops->cov_accumulate_mixed(cpu(), h, d, x, rows);
+    return err ? err : cpu()->ops->cov_accumulate(cpu(), h, d, x, rows, mixed);
 }
 
 static int s_eigh(sg_backend *be, double *h, int64_t d, double damp, sg_eigh_mode mode, double *q,
@@ -477,9 +460,7 @@ sg_backend *device_sim_new(size_t cap)
         .synchronize = s_sync,
         .memory = s_memory,
         .sgemm = s_sgemm,
-        .dgemm = s_dgemm,
         .cov_accumulate = s_cov,
-        .cov_accumulate_mixed = s_cov_mixed,
         .eigh = s_eigh,
         .rotate_reader = s_reader,
         .rotate_writer = s_writer,

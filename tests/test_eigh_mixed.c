@@ -369,7 +369,7 @@ static void check_real(void)
     }
     double *h = calloc(D * D, sizeof(double));
     sg_backend *cpu = sg_backend_cpu();
-    err = err ? err : cpu->ops->cov_accumulate(cpu, h, D, x, T);
+    err = err ? err : cpu->ops->cov_accumulate(cpu, h, D, x, T, 0);
     if (err) {
         tap_skip("covariance of real activations", sg_last_error());
     } else {

@@ -105,21 +105,16 @@ typedef struct sg_backend_ops {
     int (*sgemm)(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                  int64_t ldc);
-    /* The same in float64. */
-    int (*dgemm)(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k, double alpha,
-                 const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
-                 double *c, int64_t ldc);
 
     /* ---- the SliceGPT stages ---- */
-    /* H (d, d) float64 += Xᵀ·X for X (rows, d) float32; each row widened to
-     * float64 before it is multiplied, so the sum is as exact as a float64
-     * accumulation. H stays fully symmetric. */
-    int (*cov_accumulate)(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows);
-    /* The same sum with each slice of SG_COV_MIXED_ROWS rows multiplied
-     * in float32 and the slices added in float64 (covariance.h): for GPUs
-     * whose float64 runs at 1/32-1/64 of float32. */
-    int (*cov_accumulate_mixed)(sg_backend *be, double *h, int64_t d, const float *x,
-                                int64_t rows);
+    /* H (d, d) float64 += Xᵀ·X for X (rows, d) float32. H stays fully
+     * symmetric. mixed 0: each row widened to float64 before it is
+     * multiplied, so the sum is as exact as a float64 accumulation.
+     * mixed 1: each slice of SG_COV_MIXED_ROWS rows multiplied in float32
+     * and the slices added in float64 (covariance.h): for GPUs whose
+     * float64 runs at 1/32-1/64 of float32. */
+    int (*cov_accumulate)(sg_backend *be, double *h, int64_t d, const float *x, int64_t rows,
+                          int mixed);
     /* Eigenvectors of H + δI, δ = damp_frac·mean(diag H): Q (d, d) float64
      * with eigenvector j in column j, eigenvalues (host, d) descending,
      * damping included (as stages/eigensolve.c). H is destroyed. */
@@ -193,6 +188,11 @@ sg_backend *sg_backend_cpu(void);
  * left in sg_last_error(). */
 sg_backend *sg_backend_cuda_init(int device, size_t mem_cap_bytes);
 
+/* The CUDA backend's table itself, for tests that check every slot is
+ * filled: there wherever CUDA was built, GPU or not; NULL in a build
+ * without CUDA. */
+const sg_backend_ops *sg_backend_cuda_ops(void);
+
 /* ---------------------------------------------------------------------
  * The mixed eigensolver (for backend implementations; callers use eigh).
  *
@@ -238,12 +238,18 @@ sg_backend *sg_backend_cuda_init(int device, size_t mem_cap_bytes);
  * CPU, where dsyevd's reduction is not the bottleneck; meant for GPUs,
  * whose float64 GEMMs are tens of TFLOP/s.
  *
- * The driver (src/backend/backend_cpu.c) is written once against these
+ * The driver (src/backend/eigh_mixed.c) is written once against these
  * primitives, which each backend provides on its own memory; the CPU
  * backend's copy is what tests/test_eigh_mixed.c measures. */
 enum { SG_COPY_H2D, SG_COPY_D2H, SG_COPY_D2D };
 
 typedef struct {
+    /* C (m, n) = alpha·op(A)·op(B) + beta·C in float64, as sgemm: op(A)
+     * (m, k), op(B) (k, n); ta/tb non-zero: the stored matrix is
+     * transposed; lda, ldb, ldc are row strides. */
+    int (*dgemm)(sg_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k, double alpha,
+                 const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
+                 double *c, int64_t ldc);
     /* X (n, n; ld n) = eigenvectors of A (n, n; ld lda) in columns and
      * w (host, n) descending: float32 (cast down) or float64. A is kept. */
     int (*eigh_f32)(sg_backend *be, const double *a, int64_t n, int64_t lda, double *x,
@@ -271,9 +277,15 @@ typedef struct {
 } sg_eigh_prims;
 
 /* Damping, checks and the solve in the given mode, on backend memory:
- * the body of every backend's eigh. */
+ * the body of every backend's eigh (src/eigh_mixed.c). */
 int sg_eigh_run(sg_backend *be, const sg_eigh_prims *p, double *h, int64_t d, double damp_frac,
                 sg_eigh_mode mode, double *q, double *eigenvalues);
+
+/* Each backend's primitives, for tests (dgemm on its own memory, every
+ * slot filled): the CPU's always, CUDA's wherever CUDA was built (no GPU
+ * needed), else NULL. */
+const sg_eigh_prims *sg_eigh_prims_cpu(void);
+const sg_eigh_prims *sg_eigh_prims_cuda(void);
 
 /* Statistics of the last mixed solve in this thread (for tests/bench). */
 typedef struct {

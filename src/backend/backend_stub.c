@@ -10,3 +10,7 @@ sg_backend *sg_backend_cuda_init(int device, size_t mem_cap_bytes)
     sg_fail(SG_EUNSUPPORTED, "built without CUDA (configure --with-cuda)");
     return NULL;
 }
+
+const sg_backend_ops *sg_backend_cuda_ops(void) { return NULL; }
+
+const sg_eigh_prims *sg_eigh_prims_cuda(void) { return NULL; }
