@@ -1,24 +1,7 @@
 #include "cpu_kernels.h"
 
 #include <cblas.h>
-#include <errno.h>
-#include <stdlib.h>
 
-#include "sg_error.h"
-
-int sg_cov_init(sg_cov *cov, int64_t d)
-{
-    cov->d = d;
-    cov->tokens = 0;
-    cov->h = calloc(d * d, sizeof(double));
-    cov->chunk = malloc(SG_COV_CHUNK * d * sizeof(double));
-    if (!cov->h || !cov->chunk) {
-        sg_cov_free(cov);
-        return sg_fail(-ENOMEM, "out of memory for a %lld x %lld covariance", (long long)d,
-                       (long long)d);
-    }
-    return 0;
-}
 
 void sg_cov_accumulate_upper(double *h, double *chunk, int64_t d, const float *x, int64_t rows)
 {
@@ -46,13 +29,6 @@ void sg_cov_accumulate_upper_mixed(double *h, float *s, int64_t d, const float *
     }
 }
 
-int sg_cov_accumulate(sg_cov *cov, const float *x, int64_t rows)
-{
-    sg_cov_accumulate_upper(cov->h, cov->chunk, cov->d, x, rows);
-    cov->tokens += rows;
-    return 0;
-}
-
 void sg_cov_mirror_upper(double *h, int64_t d)
 {
     for (int64_t i = 0; i < d; i++)
@@ -60,12 +36,4 @@ void sg_cov_mirror_upper(double *h, int64_t d)
             h[i * d + j] = h[j * d + i];
 }
 
-void sg_cov_finish(sg_cov *cov) { sg_cov_mirror_upper(cov->h, cov->d); }
 
-void sg_cov_free(sg_cov *cov)
-{
-    free(cov->h);
-    free(cov->chunk);
-    cov->h = NULL;
-    cov->chunk = NULL;
-}

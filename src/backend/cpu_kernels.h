@@ -9,26 +9,11 @@
 #include <stdint.h>
 
 /* ---- covariance ---- */
-/* Stage "covariance": H = Σ xᵀx over every calibration token x of a signal.
- * Fed chunk by chunk, so no stage needs all of a block's activations at
- * once; each chunk is widened to float64 and added with dsyrk, so the sum
- * is as exact as the reference's float64 accumulation. */
 
-
-typedef struct {
-    int64_t d;      /* signal width */
-    double *h;      /* (d, d) row-major, upper triangle accumulated */
-    double *chunk;  /* scratch: (SG_COV_CHUNK, d) */
-    int64_t tokens; /* rows accumulated so far */
-} sg_cov;
-
+/* H (d, d) upper triangle += Xᵀ·X for x (rows, d) float32 row-major, each
+ * SG_COV_CHUNK rows widened to float64 in chunk (SG_COV_CHUNK, d) and
+ * added with dsyrk: as exact as a float64 accumulation. */
 #define SG_COV_CHUNK 1024
-
-int sg_cov_init(sg_cov *cov, int64_t d);
-/* H += Xᵀ X for x (rows, d) float32 row-major. */
-int sg_cov_accumulate(sg_cov *cov, const float *x, int64_t rows);
-/* The same into a caller's h (d, d), upper triangle, with scratch chunk
- * (SG_COV_CHUNK, d) float64: what the CPU backend's op calls. */
 void sg_cov_accumulate_upper(double *h, double *chunk, int64_t d, const float *x, int64_t rows);
 /* Mixed precision, for hardware whose float64 is slow: every slice of
  * SG_COV_MIXED_ROWS rows multiplied in float32 (ssyrk) into s (d, d)
@@ -40,12 +25,8 @@ void sg_cov_accumulate_upper(double *h, double *chunk, int64_t d, const float *x
 #define SG_COV_MIXED_ROWS 1024
 void sg_cov_accumulate_upper_mixed(double *h, float *s, int64_t d, const float *x,
                                    int64_t rows);
-
-/* Mirrors the upper triangle so h is a full symmetric matrix. */
-void sg_cov_finish(sg_cov *cov);
-/* The same on a caller's h (d, d): what the CPU backend's ops end with. */
+/* Mirrors h's upper triangle so it is a full symmetric matrix. */
 void sg_cov_mirror_upper(double *h, int64_t d);
-void sg_cov_free(sg_cov *cov);
 
 /* ---- eigensolve ---- */
 /* Stage "eigensolve": the principal directions of a covariance.
@@ -94,9 +75,6 @@ int sg_rotate_writer(float **w, float **bias, int64_t D, int64_t cols, const dou
  * the target is the original basis: (d_a, D) = Q_a[:, :d_a]ᵀ. */
 int sg_shortcut_matrix(const double *q_a, int64_t d_a, const double *q_b, int64_t d_b,
                        int64_t D, float **out);
-
-/* Right-multiplies a shortcut (d_a, D) by Q_b[:, :d_b], in place. */
-int sg_shortcut_extend(float **s, int64_t d_a, int64_t D, const double *q_b, int64_t d_b);
 
 /* out (T, d) = X (T, D)·Q_d, for activations. */
 int sg_project_rows(const float *x, int64_t T, int64_t D, const double *q, int64_t d,

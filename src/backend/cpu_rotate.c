@@ -120,12 +120,6 @@ int sg_shortcut_matrix(const double *q_a, int64_t d_a, const double *q_b, int64_
     return 0;
 }
 
-int sg_shortcut_extend(float **s, int64_t d_a, int64_t D, const double *q_b, int64_t d_b)
-{
-    /* (d_a, D)·Q_b[:, :d_b] is a reader rotation of the shortcut's rows */
-    return sg_rotate_reader(s, d_a, D, q_b, d_b);
-}
-
 int sg_project_rows(const float *x, int64_t T, int64_t D, const double *q, int64_t d, float *out)
 {
     float *qf = malloc(D * d * sizeof(float));
