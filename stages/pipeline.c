@@ -28,15 +28,6 @@ static int axes(sg_pipeline *p, const char *signal, int64_t layer, sg_rotation *
     return err;
 }
 
-/* A block the transport put in backend memory goes back there. */
-static void drop_block(sg_backend *be, sg_block *b)
-{
-    if (be->ops->host_memory)
-        sg_block_free(b);
-    else
-        sg_block_backend_release(be, b);
-}
-
 static int embeddings(sg_pipeline *p, sg_rotation *q0)
 {
     sg_model m;
@@ -66,9 +57,9 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     const sg_model_config *o = p->orig;
     int64_t d_in = p->sliced.d_in[l], d_mid = p->sliced.d_mid[l], d_out = p->sliced.d_out[l];
     sg_backend *be = p->be;
-    sg_block b, host;
+    sg_block b;
     sg_model_config work;
-    memset(&host, 0, sizeof host);
+    int on_host = 0; /* b brought back for put_block */
     if (p->verbose)
         fprintf(stderr, "%s: block %lld/%lld\n", p->who, (long long)l + 1,
                 (long long)o->n_layers);
@@ -106,18 +97,17 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     if (!err && p->capture)
         err = sg_capture_advance(&p->cap, q_out, d_out);
     if (!err && p->slice) {
-        sg_block *done = &b;
-        if (!be->ops->host_memory) {
-            err = sg_block_from_backend(be, o, &b, &host);
-            done = &host;
-        }
+        err = sg_block_to_host(be, o, &b);
+        on_host = !err;
         sg_pipeline_tick(p, SG_STAGE_ROTATE);
-        err = err ? err : p->io->put_block(p, l, done);
+        err = err ? err : p->io->put_block(p, l, &b);
         sg_pipeline_tick(p, SG_STAGE_WRITE);
     }
 out:
-    drop_block(be, &b);
-    sg_block_free(&host);
+    if (on_host)
+        sg_block_free(&b);
+    else
+        sg_block_drop(be, &b);
     return err;
 }
 

@@ -223,8 +223,8 @@ static int fused_block(sg_pipeline *p, int64_t l, sg_block *b)
     }
     if (!err && !on_host && l + 1 < o->n_layers)
         err = next_block_start(&f->next, be, f->files, o, l + 1);
-    if (err && !on_host)
-        sg_block_backend_release(be, b);
+    if (err)
+        sg_block_drop(be, b);
     return err;
 }
 
@@ -232,7 +232,7 @@ static int fused_block(sg_pipeline *p, int64_t l, sg_block *b)
 static int fused_halfway(sg_pipeline *p, int64_t l)
 {
     fused *f = p->ctx;
-    return !p->be->ops->host_memory && f->next.l == l + 1 ? next_block_upload(&f->next) : 0;
+    return f->next.l == l + 1 ? next_block_upload(&f->next) : 0; /* started on a GPU only */
 }
 
 static int fused_head(sg_pipeline *p, sg_model *m)

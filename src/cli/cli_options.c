@@ -7,17 +7,20 @@
 
 void sg_cli_job_default(sg_cli_job *j)
 {
+    /* the method's defaults are the library's (sg_slice_options_default) */
+    sg_slice_options o;
+    sg_slice_options_default(&o);
     memset(j, 0, sizeof *j);
     j->nsamples = 128;
     j->seqlen = 2048;
-    j->seed = 42;
-    j->sparsity = 0.25;
-    j->round_interval = 8;
-    j->rotation = SG_ROTATION_PCA;
-    j->damp_frac = 0.01;
+    j->seed = (int64_t)o.seed;
+    j->sparsity = o.sparsity;
+    j->round_interval = o.round_interval;
+    j->rotation = o.rotation;
+    j->damp_frac = o.damp_frac;
     j->eigh = "auto";
     j->cov = "auto";
-    j->dtype = SG_DT_F32;
+    j->dtype = o.out_dtype;
     j->device = "auto";
 }
 

@@ -309,3 +309,24 @@ void sg_block_backend_release(sg_backend *be, sg_block *dev)
     }
     memset(dev, 0, sizeof *dev);
 }
+
+void sg_block_drop(sg_backend *be, sg_block *b)
+{
+    if (be->ops->host_memory)
+        sg_block_free(b); /* its tensors are the host buffers it was loaded into */
+    else
+        sg_block_backend_release(be, b);
+}
+
+int sg_block_to_host(sg_backend *be, const sg_model_config *cfg, sg_block *b)
+{
+    if (be->ops->host_memory)
+        return 0;
+    sg_block host;
+    int err = sg_block_from_backend(be, cfg, b, &host);
+    if (err)
+        return err;
+    sg_block_backend_release(be, b);
+    *b = host;
+    return 0;
+}

@@ -57,6 +57,14 @@ int sg_block_from_backend(sg_backend *be, const sg_model_config *cfg, const sg_b
 /* Releases what sg_block_to_backend allocated (nothing on the CPU). */
 void sg_block_backend_release(sg_backend *be, sg_block *dev);
 
+/* A block the caller owns in backend memory (on a host-memory backend:
+ * the host buffers it was loaded into) goes: released, or freed. */
+void sg_block_drop(sg_backend *be, sg_block *b);
+
+/* b, in backend memory, brought to the host in place (new host buffers,
+ * the backend's released); nothing to do on a host-memory backend. */
+int sg_block_to_host(sg_backend *be, const sg_model_config *cfg, sg_block *b);
+
 #ifdef __cplusplus
 }
 #endif
