@@ -96,9 +96,9 @@ static int keep(sg_capture *c, const char *stored_as, const char *signal, int64_
                 int64_t i, int64_t rows)
 {
     int err = sg_act_store_put(c->store, stored_as, i, c->out, rows, c->D);
-    return err ? err
-               : c->sink(c->sink_ctx, signal, layer, stored_as, i, c->n_chunks, c->out, c->dout,
-                         rows);
+    if (err || !c->sink)
+        return err;
+    return c->sink(c->sink_ctx, signal, layer, stored_as, i, c->n_chunks, c->out, c->dout, rows);
 }
 
 int sg_capture_embeddings(sg_capture *c, const sg_model *m)

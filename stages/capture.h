@@ -36,7 +36,7 @@ typedef struct {
     sg_backend *be;
     float *din, *dmid, *dout; /* the same in backend memory (aliases on the CPU) */
     sg_act_store *store;   /* set by the driver after init */
-    sg_capture_sink sink;
+    sg_capture_sink sink;     /* NULL: a signal whose axes are known (kept embeddings) */
     void *sink_ctx;
 } sg_capture;
 

@@ -1,8 +1,10 @@
 #include "pipeline.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "fold.h"
 #include "forward_ops.h"
 #include "plan.h"
 #include "sg_error.h"
@@ -28,25 +30,59 @@ static int axes(sg_pipeline *p, const char *signal, int64_t layer, sg_rotation *
     return err;
 }
 
+/* Runs a capture whose signal needs no axes (kept in the original basis):
+ * its chunks go to the store, not to the covariance. */
+static int capture_unsunk(sg_pipeline *p, int (*run)(sg_pipeline *p, void *arg), void *arg)
+{
+    sg_capture_sink sink = p->cap.sink;
+    p->cap.sink = NULL;
+    int err = run(p, arg);
+    p->cap.sink = sink;
+    return err;
+}
+
+static int capture_embeddings(sg_pipeline *p, void *m)
+{
+    return sg_capture_embeddings(&p->cap, m);
+}
+
 static int embeddings(sg_pipeline *p, sg_rotation *q0)
 {
+    int kept = sg_embeddings_kept(&p->sliced);
     sg_model m;
     int err = p->io->embeddings(p, &m);
     if (err)
         return err;
     if (p->capture)
-        err = sg_capture_embeddings(&p->cap, &m);
-    err = err ? err : axes(p, "embeddings", -1, q0);
+        err = kept ? capture_unsunk(p, capture_embeddings, &m) : capture_embeddings(p, &m);
+    if (!err)
+        err = kept ? sg_rotation_identity(p->be, p->orig->dim, q0)
+                   : axes(p, "embeddings", -1, q0);
     if (!err && p->capture)
         err = sg_capture_advance(&p->cap, q0, p->sliced.embed_dim);
     if (!err && p->slice) {
-        err = sg_slice_embeddings_rotate(p->be, &m, p->orig, &p->sliced, q0);
+        if (kept)
+            m.cfg = p->sliced; /* the table as it was */
+        else
+            err = sg_slice_embeddings_rotate(p->be, &m, p->orig, &p->sliced, q0);
         sg_pipeline_tick(p, SG_STAGE_ROTATE);
         err = err ? err : p->io->put_embeddings(p, &m);
         sg_pipeline_tick(p, SG_STAGE_WRITE);
     }
     sg_model_free(&m);
     return err;
+}
+
+typedef struct {
+    const sg_model_config *work;
+    const sg_block *b;
+    int64_t l;
+} capture_step;
+
+static int capture_attention(sg_pipeline *p, void *arg)
+{
+    capture_step *a = arg;
+    return sg_capture_attention(&p->cap, a->work, a->b, a->l);
 }
 
 /* Block l: rotated by q_prev (known) on its input side; finds q_mid and
@@ -56,6 +92,9 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
 {
     const sg_model_config *o = p->orig;
     int64_t d_in = p->sliced.d_in[l], d_mid = p->sliced.d_mid[l], d_out = p->sliced.d_out[l];
+    /* with the embeddings kept the last block writes the original basis:
+     * its output needs no axes, so no capture of its output either */
+    int last = l == o->n_layers - 1, out_kept = last && sg_embeddings_kept(&p->sliced);
     sg_backend *be = p->be;
     sg_block b;
     sg_model_config work;
@@ -73,8 +112,13 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
 
     /* first capture: the residual after attention (sequential blocks) or
      * the whole block's output (parallel blocks), in the original basis */
-    if (p->capture && (err = sg_capture_attention(&p->cap, &work, &b, l)))
-        goto out;
+    if (p->capture) {
+        capture_step a = {&work, &b, l};
+        err = out_kept && o->parallel_block ? capture_unsunk(p, capture_attention, &a)
+                                            : capture_attention(p, &a);
+        if (err)
+            goto out;
+    }
     if (p->io->halfway && (err = p->io->halfway(p, l)))
         goto out;
     if (!o->parallel_block) {
@@ -85,16 +129,19 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
         work.d_mid[l] = d_mid;
         sg_pipeline_tick(p, SG_STAGE_ROTATE);
         /* second capture: the block output */
-        if (p->capture && (err = sg_capture_mlp(&p->cap, &work, &b, q_mid, d_mid, l)))
+        if (p->capture && !out_kept && (err = sg_capture_mlp(&p->cap, &work, &b, q_mid, d_mid, l)))
+            goto out;
+        if (p->capture && out_kept && (err = sg_act_store_drop(p->cap.store, "residual")))
             goto out;
     }
-    if ((err = axes(p, "block_output", l, q_out)))
+    err = out_kept ? sg_rotation_identity(be, o->dim, q_out) : axes(p, "block_output", l, q_out);
+    if (err)
         goto out;
     if (p->slice)
         err = sg_slice_block_output(be, o, &b, q_out, d_in, d_mid, d_out);
     sg_pipeline_tick(p, SG_STAGE_ROTATE);
     /* the next block's inputs: this block's output in the new basis, cut */
-    if (!err && p->capture)
+    if (!err && p->capture && !last)
         err = sg_capture_advance(&p->cap, q_out, d_out);
     if (!err && p->slice) {
         err = sg_block_to_host(be, o, &b);
@@ -111,13 +158,26 @@ out:
     return err;
 }
 
+/* The head: folded with the final norm and rotated by the last Q, or,
+ * with the embeddings kept, the final norm alone (the head is the table). */
 static int head(sg_pipeline *p, const sg_rotation *q_last)
 {
     sg_model m;
     int err = p->io->head(p, &m);
     if (err)
         return err;
-    err = sg_slice_head_rotate(p->be, &m, p->orig, &p->sliced, q_last);
+    m.cfg = *p->orig;
+    if (sg_embeddings_kept(&p->sliced)) {
+        if (m.lm_head != m.tok_embd)
+            free(m.lm_head);
+        free(m.tok_embd);
+        m.lm_head = m.tok_embd = NULL;
+        m.cfg = p->sliced;
+    } else {
+        err = sg_slice_head_fold(&m);
+        sg_pipeline_tick(p, SG_STAGE_FOLD);
+        err = err ? err : sg_slice_head_rotate(p->be, &m, p->orig, &p->sliced, q_last);
+    }
     sg_pipeline_tick(p, SG_STAGE_ROTATE);
     err = err ? err : p->io->put_head(p, &m);
     sg_pipeline_tick(p, SG_STAGE_WRITE);

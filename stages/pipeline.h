@@ -51,7 +51,8 @@ typedef struct {
     /* Block l is half done (its first capture is over): a transport that
      * prepares block l+1 meanwhile may queue its upload now. May be NULL. */
     int (*halfway)(sg_pipeline *p, int64_t l);
-    /* The final norm and head, loaded and folded (host memory). */
+    /* The final norm and head as the model has them, loaded, not folded
+     * (host memory): how they fold depends on the plan. */
     int (*head)(sg_pipeline *p, sg_model *m);
     /* The principal axes of a signal ("embeddings" layer -1,
      * "attention_output", "block_output"), into both copies of q. With

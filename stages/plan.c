@@ -8,6 +8,7 @@
 #include "forward.h"
 #include "forward_ops.h"
 #include "cpu_kernels.h"
+#include "sg_error.h"
 
 int64_t sg_sliced_dim(int64_t D, double sparsity, int64_t round_interval)
 {
@@ -17,24 +18,99 @@ int64_t sg_sliced_dim(int64_t D, double sparsity, int64_t round_interval)
     return d > D ? D : d;
 }
 
-int64_t sg_slice_plan(const sg_model_config *orig, double sparsity, int64_t round_interval,
-                      int slice_head, sg_model_config *c)
+void sg_plan_options_default(sg_plan_options *o)
 {
-    int64_t D = orig->dim, d = sg_sliced_dim(D, sparsity, round_interval);
+    o->sparsity = 0.25;
+    o->round_interval = 8;
+    o->slice_head = 0;
+    o->embeddings = SG_EMBED_AUTO;
+    o->target_size = 0;
+}
+
+const char *sg_embed_mode_name(sg_embed_mode m)
+{
+    return m == SG_EMBED_KEEP ? "keep" : m == SG_EMBED_SLICE ? "slice" : "auto";
+}
+
+/* Whether the embeddings stay as they are (see plan.h); refuses what
+ * cannot be done exactly. */
+static int embeddings_kept(const sg_model_config *orig, const sg_plan_options *o, int *kept)
+{
+    int can = orig->tied_embeddings && orig->norm == SG_NORM_RMS && !o->slice_head;
+    *kept = o->embeddings == SG_EMBED_KEEP || (o->embeddings == SG_EMBED_AUTO && can);
+    if (!*kept || can)
+        return 0;
+    if (!orig->tied_embeddings)
+        return sg_fail(SG_EARG, "--embeddings keep: the model's head is not tied to its "
+                                "embeddings (nothing to keep tied); use --embeddings slice");
+    if (orig->norm != SG_NORM_RMS)
+        return sg_fail(SG_EARG, "--embeddings keep: a LayerNorm model's embeddings must be "
+                                "centred to fold its norms, which would change its tied head; "
+                                "use --embeddings slice");
+    return sg_fail(SG_EARG, "--embeddings keep leaves the last block's output in the original "
+                            "basis: it cannot go with --slice-head");
+}
+
+/* The plan at width d. */
+static void plan_at(const sg_model_config *orig, const sg_plan_options *o, int kept, int64_t d,
+                    sg_model_config *c)
+{
+    int64_t D = orig->dim, L = orig->n_layers;
     *c = sg_fold_config(orig);
     c->embed_dim = d;
-    for (int64_t l = 0; l < c->n_layers; l++) {
+    for (int64_t l = 0; l < L; l++) {
         c->d_in[l] = d;
         c->d_mid[l] = d;
         c->d_out[l] = d;
     }
-    if (!slice_head)
-        c->d_out[c->n_layers - 1] = D;
+    if (!o->slice_head)
+        c->d_out[L - 1] = D;
+    if (kept) {
+        /* the table and the head stay as they were: block 0 reads, and
+         * the last block writes, the original basis at full width */
+        c->tied_embeddings = 1;
+        c->embed_dim = D;
+        c->d_in[0] = D;
+    }
     if (c->parallel_block)
-        for (int64_t l = 0; l < c->n_layers; l++)
+        for (int64_t l = 0; l < L; l++)
             c->d_mid[l] = c->d_out[l];
-    c->head_in_dim = c->d_out[c->n_layers - 1];
-    return d;
+    c->head_in_dim = c->d_out[L - 1];
+}
+
+int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
+                      sg_model_config *c)
+{
+    int64_t D = orig->dim, r = o->round_interval;
+    int kept, err = embeddings_kept(orig, o, &kept);
+    if (err)
+        return err;
+    if (!(o->target_size > 0)) {
+        int64_t d = sg_sliced_dim(D, o->sparsity, r);
+        plan_at(orig, o, kept, d, c);
+        return d;
+    }
+    /* the widest d whose stored parameters fit: stored size grows with d */
+    double budget = o->target_size * (double)sg_model_param_count(orig);
+    for (int64_t d = D / r * r; d >= r; d -= r) {
+        plan_at(orig, o, kept, d, c);
+        if ((double)sg_model_param_count(c) <= budget)
+            return d;
+    }
+    return sg_fail(SG_EARG, "--target-size %g: even d = %lld stores more than %g of the dense "
+                            "model's %lld parameters",
+                   o->target_size, (long long)r, o->target_size,
+                   (long long)sg_model_param_count(orig));
+}
+
+double sg_plan_sparsity(const sg_plan_options *o, int64_t D, int64_t d)
+{
+    return o->target_size > 0 ? 1.0 - (double)d / (double)D : o->sparsity;
+}
+
+int sg_embeddings_kept(const sg_model_config *sliced)
+{
+    return sliced->sliced && sliced->tied_embeddings;
 }
 
 void sg_slice_work_config(const sg_model_config *sliced, int64_t l, int64_t d_mid,
@@ -54,6 +130,8 @@ int64_t sg_model_param_count(const sg_model_config *c)
         n += sg_block_param_count(c, l);
     if (!c->sliced)
         n += c->head_in_dim * (c->norm == SG_NORM_LAYER ? 2 : 1);
+    else if (sg_embeddings_kept(c))
+        n += c->head_in_dim; /* the final norm keeps its scale beside the tied head */
     if (!c->tied_embeddings)
         n += c->vocab_size * c->head_in_dim;
     if (c->lm_head_bias)

@@ -14,11 +14,49 @@
 /* d = floor((1 − sparsity)·D / round)·round, at least round (and ≤ D). */
 int64_t sg_sliced_dim(int64_t D, double sparsity, int64_t round_interval);
 
-/* The sliced model's config: orig folded, every width d = sg_sliced_dim,
+/* What to do with the token embeddings.
+ *   SG_EMBED_SLICE: rotate and cut them like every signal (the published
+ *     method); a tied head is untied, with the final norm folded into it.
+ *   SG_EMBED_KEEP: leave the table in the original basis and unsliced, and
+ *     the head tied to it: block 0 reads the embedded tokens at full width
+ *     (its q/k/v keep D inputs, its attention shortcut maps D to the mid
+ *     basis), the last block writes back to the original basis (its output
+ *     rotation is the identity), and the final norm keeps its scale. The
+ *     same function as SLICE except that the embedding signal is not
+ *     truncated before block 0. Tied RMSNorm models only.
+ *   SG_EMBED_AUTO: KEEP where it can be done (tied RMSNorm models, head not
+ *     sliced), else SLICE. */
+typedef enum { SG_EMBED_AUTO, SG_EMBED_KEEP, SG_EMBED_SLICE } sg_embed_mode;
+const char *sg_embed_mode_name(sg_embed_mode m);
+
+typedef struct {
+    double sparsity;          /* 0 .. 0.9 */
+    int64_t round_interval;   /* sliced widths are multiples of this (default 8) */
+    int slice_head;           /* also slice the last block's output and the head */
+    sg_embed_mode embeddings;
+    /* 0 < F < 1: instead of sparsity, the widest width (a multiple of the
+     * round interval) whose stored parameters, shortcuts and heads
+     * included, are at most F x the dense model's; 0: use sparsity */
+    double target_size;
+} sg_plan_options;
+void sg_plan_options_default(sg_plan_options *o);
+
+/* The sliced model's config: orig folded, every width d = sg_sliced_dim
+ * (or the width --target-size chooses),
  * except the last block's output and the head, which stay D unless
- * slice_head. Returns d. */
-int64_t sg_slice_plan(const sg_model_config *orig, double sparsity, int64_t round_interval,
-                      int slice_head, sg_model_config *sliced);
+ * slice_head, and with the embeddings kept, the embeddings and block 0's
+ * input (D). Returns d, or a negative code when the options cannot apply
+ * to this model (--embeddings keep on an untied model). */
+int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
+                      sg_model_config *sliced);
+
+/* The sparsity a plan stands for: the option, or with a target size the
+ * fraction of D that width d removes (written to the sliced config). */
+double sg_plan_sparsity(const sg_plan_options *o, int64_t D, int64_t d);
+
+/* 1 when a sliced config keeps the embeddings (SG_EMBED_KEEP): sliced and
+ * still tied. */
+int sg_embeddings_kept(const sg_model_config *sliced);
 
 /* What the forward pass runs block l with while it is being sliced: the
  * sliced config with d_in[l] cut, d_mid[l] = d_mid (D before Q_mid is

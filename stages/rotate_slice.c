@@ -37,6 +37,14 @@ void sg_rotation_free(sg_backend *be, sg_rotation *q)
     q->host = q->dev = NULL;
 }
 
+int sg_rotation_identity(sg_backend *be, int64_t D, sg_rotation *q)
+{
+    memset(q->host, 0, D * D * sizeof(double));
+    for (int64_t i = 0; i < D; i++)
+        q->host[i * D + i] = 1.0;
+    return q->dev == q->host ? 0 : be->ops->upload(be, q->dev, q->host, D * D * sizeof(double));
+}
+
 /* A reader's rows go through the device this many bytes at a time, so an
  * embedding matrix of any vocabulary fits beside one block. */
 #define READER_STAGING_BYTES ((int64_t)256 << 20)

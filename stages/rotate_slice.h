@@ -29,6 +29,9 @@ typedef struct {
 } sg_rotation;
 int sg_rotation_alloc(sg_backend *be, int64_t D, sg_rotation *q);
 void sg_rotation_free(sg_backend *be, sg_rotation *q);
+/* q = I (D, D), in both copies: the rotation of a signal kept in the
+ * original basis. */
+int sg_rotation_identity(sg_backend *be, int64_t D, sg_rotation *q);
 
 /* Rotates the folded embeddings by Q₀ and cuts them to sliced->embed_dim;
  * m->cfg becomes *sliced, ready for the writer. */

@@ -23,8 +23,7 @@
 void sg_slice_options_default(sg_slice_options *o)
 {
     memset(o, 0, sizeof *o);
-    o->sparsity = 0.25;
-    o->round_interval = 8;
+    sg_plan_options_default(&o->plan);
     o->seed = 42;
     o->damp_frac = 0.01;
     o->out_dtype = SG_DT_F32;
@@ -240,11 +239,6 @@ static int fused_head(sg_pipeline *p, sg_model *m)
     fused *f = p->ctx;
     int err = sg_slice_head_load(f->files, m);
     sg_pipeline_tick(p, SG_STAGE_LOAD);
-    if (err)
-        return err;
-    if ((err = sg_slice_head_fold(m)))
-        sg_model_free(m);
-    sg_pipeline_tick(p, SG_STAGE_FOLD);
     return err;
 }
 
@@ -294,7 +288,10 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
         return sg_fail(SG_EARG, "%s: model is already sliced", sg_model_files_path(files));
     int64_t D = p.orig->dim;
     rep->calib_tokens = calib->offsets[calib->n_seq];
-    rep->d = sg_slice_plan(p.orig, o->sparsity, o->round_interval, o->slice_head, &f.sliced);
+    rep->d = sg_slice_plan(p.orig, &o->plan, &f.sliced);
+    if (rep->d < 0)
+        return (int)rep->d;
+    rep->embeddings_kept = sg_embeddings_kept(&f.sliced);
     rep->params_dense = sg_model_param_count(p.orig);
     rep->params_stored = sg_model_param_count(&f.sliced);
 
@@ -328,7 +325,8 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     err = err ? err : sg_pipeline_run(&p);
     if (err)
         goto out;
-    err = sg_model_writer_finish(f.w, o->sparsity, o->tokenizer_src, o->tok);
+    err = sg_model_writer_finish(f.w, sg_plan_sparsity(&o->plan, p.orig->dim, rep->d),
+                                 o->tokenizer_src, o->tok);
     f.w = NULL;
     err = err ? err : sg_spectra_write(f.spectra, o->out_dir);
     sg_pipeline_tick(&p, SG_STAGE_WRITE);

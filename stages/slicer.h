@@ -28,9 +28,7 @@
 #include "tokenizer.h"
 
 typedef struct {
-    double sparsity;          /* 0 .. 0.9 */
-    int64_t round_interval;   /* sliced widths are multiples of this (default 8) */
-    int slice_head;           /* also slice the last block's output and the head */
+    sg_plan_options plan;     /* the widths: sparsity or target size, embeddings (plan.h) */
     sg_rotation_kind rotation;/* PCA, or a random orthogonal control */
     uint64_t seed;            /* for the random control */
     double damp_frac;         /* eigensolver damping (0.01) */
@@ -64,6 +62,7 @@ typedef struct {
     int64_t params_stored;         /* everything written: shortcuts, untied head */
     int64_t calib_tokens;
     int64_t d;                     /* the sliced width */
+    int embeddings_kept;           /* plan.h, SG_EMBED_KEEP */
     int64_t chunks;                /* calibration chunks per signal */
     int64_t store_budget;          /* bytes the activation store may keep resident */
     int64_t store_peak;            /* most it held at once */

@@ -170,7 +170,8 @@ int sg_model_writer_head(sg_model_writer *w, const sg_model *m)
         t[n++] = (out_tensor)VEC("output_norm.weight", m->out_norm_w, c->head_in_dim);
     if (m->out_norm_b)
         t[n++] = (out_tensor)VEC("output_norm.bias", m->out_norm_b, c->head_in_dim);
-    t[n++] = (out_tensor)MAT("output.weight", m->lm_head, c->vocab_size, c->head_in_dim);
+    if (!c->tied_embeddings) /* else the head is the embedding table */
+        t[n++] = (out_tensor)MAT("output.weight", m->lm_head, c->vocab_size, c->head_in_dim);
     if (m->lm_head_b)
         t[n++] = (out_tensor)VEC("output.bias", m->lm_head_b, c->vocab_size);
     return write_shard(w, t, n);

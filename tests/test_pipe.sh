@@ -85,7 +85,11 @@ compare() {
         --seed 4 --format hf --out "$work/phi"
 check $? "models prepared (stories260K converted, OPT and Phi-2 synthesized)"
 
+# stories260K ties its head to its embeddings: by default both are kept
 compare stories "$work/stories" "" "" "" "--sparsity 0.25" "" "--sparsity 0.25" ""
+# the published method, and a width chosen by size
+compare stories-slice "$work/stories" "" "" "" "--target-size 0.95 --embeddings slice" "" \
+    "--target-size 0.95 --embeddings slice" ""
 # zstd between the stages, the head sliced too, bf16 weights
 # and another damping, given to eig as to run
 compare opt "$work/opt" "--tokenizer $tok" "" "--damp 0.05" "--sparsity 0.3 --slice-head" \
@@ -209,6 +213,15 @@ status=$?
 [ $status -ne 0 ] && grep -q "waited 1 s for .*/plan from slice" "$work/bad.err" &&
     [ -z "$(ls "$TMPDIR")" ]
 check $? "capture with nothing downstream to answer gives up: $(head -1 "$work/bad.err")"
+
+# ---- what cannot be done exactly is refused before any work ----
+
+"$sgs" run --device cpu --model "$work/opt" --tokenizer "$tok" $calib --embeddings keep \
+    --out "$work/bad" --quiet >/dev/null 2>"$work/bad.err"
+status=$?
+[ $status -eq 1 ] && [ "$(wc -l <"$work/bad.err")" -eq 1 ] && [ ! -e "$work/bad" ] &&
+    [ ! -e "$work/bad.tmp" ] && grep -q "^slicegpt-stream: --embeddings keep: " "$work/bad.err"
+check $? "--embeddings keep on a LayerNorm model: $(cat "$work/bad.err")"
 
 # ---- the fused run's device choice ----
 

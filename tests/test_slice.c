@@ -25,6 +25,7 @@
 #include "fold.h"
 #include "llama2c.h"
 #include "random_model.h"
+#include "safetensors.h"
 #include "sg_error.h"
 #include "slicer.h"
 #include "synth_model.h"
@@ -66,10 +67,11 @@ static void test_fold(sg_model_config cfg, const char *arch)
 }
 
 /* Slices model_dir at sparsity into out_dir with calibration batch calib,
- * on backend be (NULL: the CPU) with eigensolver eigh. */
-static int slice_on(sg_backend *be, sg_eigh_mode eigh, int cov_mixed, const char *model_dir,
-                    const char *out_dir, const sg_token_batch *calib, double sparsity,
-                    sg_rotation_kind rotation)
+ * on backend be (NULL: the CPU) with eigensolver eigh, the embeddings as
+ * embed says; *rep (when not NULL) gets the report. */
+static int slice_with(sg_backend *be, sg_eigh_mode eigh, int cov_mixed, const char *model_dir,
+                      const char *out_dir, const sg_token_batch *calib, double sparsity,
+                      sg_rotation_kind rotation, sg_embed_mode embed, sg_slice_report *rep)
 {
     sg_model_files *f;
     int err = sg_model_files_open(model_dir, &f);
@@ -77,17 +79,26 @@ static int slice_on(sg_backend *be, sg_eigh_mode eigh, int cov_mixed, const char
         return err;
     sg_slice_options o;
     sg_slice_options_default(&o);
-    o.sparsity = sparsity;
+    o.plan.sparsity = sparsity;
     o.rotation = rotation;
     o.out_dir = out_dir;
     o.backend = be;
     o.eigh = eigh;
     o.cov_mixed = cov_mixed;
     o.chunk_tokens = 100; /* several chunks per signal */
-    sg_slice_report rep;
-    err = sg_slice(f, calib, &o, &rep);
+    o.plan.embeddings = embed;
+    sg_slice_report own;
+    err = sg_slice(f, calib, &o, rep ? rep : &own);
     sg_model_files_close(f);
     return err;
+}
+
+static int slice_on(sg_backend *be, sg_eigh_mode eigh, int cov_mixed, const char *model_dir,
+                    const char *out_dir, const sg_token_batch *calib, double sparsity,
+                    sg_rotation_kind rotation)
+{
+    return slice_with(be, eigh, cov_mixed, model_dir, out_dir, calib, sparsity, rotation,
+                      SG_EMBED_AUTO, NULL);
 }
 
 static int slice(const char *model_dir, const char *out_dir, const sg_token_batch *calib,
@@ -272,6 +283,123 @@ static void test_device_truncated(const char *tmp)
     sg_token_batch_free(&calib);
 }
 
+/* Elements of every tensor written in dir (its safetensors shards). */
+static int64_t stored_elements(const char *dir)
+{
+    sg_safetensors *st;
+    if (sg_safetensors_open(dir, &st))
+        return -1;
+    int64_t n = 0;
+    for (int i = 0; i < sg_safetensors_count(st); i++)
+        n += sg_safetensors_at(st, i)->numel;
+    sg_safetensors_close(st);
+    return n;
+}
+
+/* What run prints as stored is what the files hold, for each way of
+ * treating the embeddings that applies to the model. */
+static void test_stored_count(const char *model_dir, const char *what,
+                              const sg_token_batch *calib, sg_embed_mode embed, const char *tmp)
+{
+    char out[4096];
+    snprintf(out, sizeof out, "%s/%s-count-%s", tmp, what, sg_embed_mode_name(embed));
+    sg_slice_report rep;
+    int err = slice_with(NULL, SG_EIGH_F64, 0, model_dir, out, calib, 0.25, SG_ROTATION_PCA,
+                         embed, &rep);
+    int64_t n = err ? -1 : stored_elements(out);
+    tap_ok(!err && n == rep.params_stored,
+           "%s, embeddings %s: the files hold the %lld parameters reported as stored (%lld)",
+           what, sg_embed_mode_name(embed), (long long)rep.params_stored, (long long)n);
+}
+
+/* Embeddings kept (tied RMSNorm models): at sparsity 0 the dense logits;
+ * the table is written as it was and no head at all; sliced, it stores
+ * less than the published method at the same width. */
+static void test_embeddings_kept(const char *model_dir, const char *what,
+                                 const sg_token_batch *calib, const sg_token_batch *eval,
+                                 int64_t vocab, const char *tmp)
+{
+    char keep0[4096], keep[4096], cut[4096];
+    snprintf(keep0, sizeof keep0, "%s/%s-keep0", tmp, what);
+    snprintf(keep, sizeof keep, "%s/%s-keep25", tmp, what);
+    snprintf(cut, sizeof cut, "%s/%s-slice25", tmp, what);
+    int64_t T = eval->offsets[eval->n_seq];
+    float *dense = malloc(T * vocab * sizeof(float)), *kept = malloc(T * vocab * sizeof(float));
+    sg_slice_report rk, rs;
+    int err = slice_with(NULL, SG_EIGH_F64, 0, model_dir, keep0, calib, 0.0, SG_ROTATION_PCA,
+                         SG_EMBED_KEEP, NULL);
+    err = err ? err : logits_of(model_dir, eval, dense, NULL);
+    err = err ? err : logits_of(keep0, eval, kept, NULL);
+    double rel = err ? INFINITY : test_rel_diff(kept, dense, T * vocab);
+    if (err)
+        tap_diag("%s", sg_last_error());
+    tap_ok(!err && rel < 2e-5, "%s, embeddings kept, rotated and unsliced: the dense logits "
+           "(relative %.2g)", what, rel);
+    err = slice_with(NULL, SG_EIGH_F64, 0, model_dir, keep, calib, 0.25, SG_ROTATION_PCA,
+                     SG_EMBED_KEEP, &rk);
+    err = err ? err : slice_with(NULL, SG_EIGH_F64, 0, model_dir, cut, calib, 0.25,
+                                 SG_ROTATION_PCA, SG_EMBED_SLICE, &rs);
+    /* the table is the original's, to the bit; the head is that table */
+    sg_safetensors *a = NULL, *b = NULL;
+    int same = 0, headless = 0;
+    if (!err && !sg_safetensors_open(model_dir, &a) && !sg_safetensors_open(keep, &b)) {
+        /* both written as Hugging Face names */
+        const sg_st_tensor *ta = sg_safetensors_find(a, "model.embed_tokens.weight"),
+                           *tb = sg_safetensors_find(b, "model.embed_tokens.weight");
+        if (ta && tb && ta->numel == tb->numel) {
+            float *x = malloc(ta->numel * sizeof(float)), *y = malloc(tb->numel * sizeof(float));
+            same = !sg_safetensors_read_f32(a, ta, x) && !sg_safetensors_read_f32(b, tb, y) &&
+                   !memcmp(x, y, ta->numel * sizeof(float));
+            free(x);
+            free(y);
+        }
+        headless = !sg_safetensors_find(b, "lm_head.weight") &&
+                   sg_safetensors_find(b, "model.norm.weight");
+    }
+    sg_safetensors_close(a);
+    sg_safetensors_close(b);
+    tap_ok(!err && same && headless, "%s, embeddings kept: the table written is the original, "
+           "bit for bit, with the final norm and no separate head", what);
+    tap_ok(!err && rk.params_stored < rs.params_stored,
+           "%s at 25%%: embeddings kept store %lld parameters, sliced ones %lld", what,
+           (long long)rk.params_stored, (long long)rs.params_stored);
+    free(dense);
+    free(kept);
+}
+
+/* SmolLM2-135M's shape (the default model), from its config alone: kept
+ * embeddings store less than dense at 25%, the published method more. */
+static void test_smollm2_shape(void)
+{
+    sg_model_config c;
+    int err = sg_synth_config(SG_ARCH_LLAMA, 576, 30, 9, 3, 64, 1536, 49152, &c);
+    c.tied_embeddings = 1;
+    sg_model_config keep, cut;
+    sg_plan_options o;
+    sg_plan_options_default(&o);
+    int64_t dk = err ? -1 : sg_slice_plan(&c, &o, &keep);
+    o.embeddings = SG_EMBED_SLICE;
+    int64_t ds = err ? -1 : sg_slice_plan(&c, &o, &cut);
+    int64_t dense = sg_model_param_count(&c), pk = sg_model_param_count(&keep),
+            ps = sg_model_param_count(&cut);
+    tap_ok(dk == 432 && ds == 432 && pk < dense && ps > dense,
+           "SmolLM2-135M's shape at 25%%: embeddings kept store %.1f%% of dense, sliced %.1f%%",
+           100.0 * pk / dense, 100.0 * ps / dense);
+    /* --target-size: the widest width within the budget */
+    o.embeddings = SG_EMBED_AUTO;
+    o.target_size = 0.8;
+    sg_model_config t, wider;
+    int64_t dt = sg_slice_plan(&c, &o, &t);
+    o.target_size = 0;
+    o.sparsity = 1.0 - (double)(dt + 8) / 576;
+    sg_slice_plan(&c, &o, &wider);
+    tap_ok(dt > 0 && sg_model_param_count(&t) <= 0.8 * dense &&
+               sg_model_param_count(&wider) > 0.8 * dense,
+           "--target-size 0.8 on SmolLM2-135M's shape: d = %lld stores %.1f%%, d + 8 would store "
+           "%.1f%%", (long long)dt, 100.0 * sg_model_param_count(&t) / dense,
+           100.0 * sg_model_param_count(&wider) / dense);
+}
+
 static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
 {
     sg_model_config cfg;
@@ -287,6 +415,23 @@ static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
     sg_token_batch eval = random_batch(3, 24, cfg.vocab_size, 2);
     test_rotation_invariance(dir, what, &calib, &eval, cfg.vocab_size, tmp);
     test_device_path(dir, what, &calib, &eval, cfg.vocab_size, tmp);
+    test_stored_count(dir, what, &calib, SG_EMBED_SLICE, tmp);
+    if (arch == SG_ARCH_LLAMA) {
+        /* the same model with its head tied to the embeddings */
+        char tied[4200];
+        snprintf(tied, sizeof tied, "%s-tied", dir);
+        cfg.tied_embeddings = 1;
+        err = sg_synth_save_hf(tied, &cfg, 5, SG_DT_F32, 2);
+        if (err)
+            tap_ok(0, "%s-tied: synthetic model written (%s)", what, sg_last_error());
+        else {
+            char name[128];
+            snprintf(name, sizeof name, "%s-tied", what);
+            test_embeddings_kept(tied, name, &calib, &eval, cfg.vocab_size, tmp);
+            test_stored_count(tied, name, &calib, SG_EMBED_KEEP, tmp);
+            test_device_path(tied, name, &calib, &eval, cfg.vocab_size, tmp);
+        }
+    }
     sg_token_batch_free(&calib);
     sg_token_batch_free(&eval);
 }
@@ -481,6 +626,7 @@ int main(void)
     test_fold(test_config_opt(), "OPT");
     test_fold(test_config_phi(), "Phi-2");
     test_pca_known();
+    test_smollm2_shape();
     test_synthetic(SG_ARCH_LLAMA, "synthetic-llama", tmp);
     test_synthetic(SG_ARCH_OPT, "synthetic-opt", tmp);
     test_synthetic(SG_ARCH_PHI, "synthetic-phi", tmp);

@@ -14,8 +14,7 @@ void sg_cli_job_default(sg_cli_job *j)
     j->nsamples = 128;
     j->seqlen = 2048;
     j->seed = (int64_t)o.seed;
-    j->sparsity = o.sparsity;
-    j->round_interval = o.round_interval;
+    j->plan = o.plan;
     j->rotation = o.rotation;
     j->damp_frac = o.damp_frac;
     j->eigh = "auto";
@@ -27,7 +26,7 @@ void sg_cli_job_default(sg_cli_job *j)
 /* The shared options; vals from 256 up, so they never meet a command's own. */
 enum {
     O_CALIB = 256, O_CALIB_TOKENS, O_NSAMPLES, O_SEQLEN, O_SEED, O_CHUNK_TOKENS, O_SPILL_DIR,
-    O_SPARSITY, O_ROUND, O_SLICE_HEAD, O_RANDOM, O_DAMP, O_EIGH, O_COV, O_DTYPE, O_TOKENIZER,
+    O_SPARSITY, O_TARGET_SIZE, O_ROUND, O_SLICE_HEAD, O_EMBEDDINGS, O_RANDOM, O_DAMP, O_EIGH, O_COV, O_DTYPE, O_TOKENIZER,
     O_ZSTD, O_DEVICE, O_GPU_MEM, O_HOST_MEM, O_HELP
 };
 
@@ -43,8 +42,10 @@ static const struct {
     {SG_OPT_CALIB, {"chunk-tokens", required_argument, 0, O_CHUNK_TOKENS}},
     {SG_OPT_CALIB, {"spill-dir", required_argument, 0, O_SPILL_DIR}},
     {SG_OPT_PLAN, {"sparsity", required_argument, 0, O_SPARSITY}},
+    {SG_OPT_PLAN, {"target-size", required_argument, 0, O_TARGET_SIZE}},
     {SG_OPT_PLAN, {"round-interval", required_argument, 0, O_ROUND}},
     {SG_OPT_PLAN, {"slice-head", no_argument, 0, O_SLICE_HEAD}},
+    {SG_OPT_PLAN, {"embeddings", required_argument, 0, O_EMBEDDINGS}},
     {SG_OPT_AXES, {"random-rotation", no_argument, 0, O_RANDOM}},
     {SG_OPT_AXES, {"damp", required_argument, 0, O_DAMP}},
     {SG_OPT_AXES, {"eigh", required_argument, 0, O_EIGH}},
@@ -74,6 +75,8 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
 {
     static const char *const modes[] = {"auto", "f64", "mixed"};
     static const char *const dtypes[] = {"f32", "f16", "bf16"};
+    /* in sg_embed_mode order */
+    static const char *const embed_modes[] = {"auto", "keep", "slice"};
     static const sg_dtype dtype_of[] = {SG_DT_F32, SG_DT_F16, SG_DT_BF16};
     int64_t v;
     int i;
@@ -85,9 +88,22 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
     case O_SEED: return sg_cli_int("--seed", arg, 0, INT64_MAX, &j->seed);
     case O_CHUNK_TOKENS: return sg_cli_int("--chunk-tokens", arg, 1, INT64_MAX, &j->chunk_tokens);
     case O_SPILL_DIR: j->spill_dir = arg; return 0;
-    case O_SPARSITY: return sg_cli_double("--sparsity", arg, 0, 0.9, &j->sparsity);
-    case O_ROUND: return sg_cli_int("--round-interval", arg, 1, 1 << 16, &j->round_interval);
-    case O_SLICE_HEAD: j->slice_head = 1; return 0;
+    case O_SPARSITY: return sg_cli_double("--sparsity", arg, 0, 0.9, &j->plan.sparsity);
+    case O_TARGET_SIZE:
+        if (sg_cli_double("--target-size", arg, 0, 1, &j->plan.target_size))
+            return -1;
+        if (j->plan.target_size > 0 && j->plan.target_size < 1)
+            return 0;
+        fprintf(stderr, "slicegpt-stream: --target-size: expected a fraction 0 < F < 1, got '%s'\n",
+                arg);
+        return -1;
+    case O_ROUND: return sg_cli_int("--round-interval", arg, 1, 1 << 16, &j->plan.round_interval);
+    case O_SLICE_HEAD: j->plan.slice_head = 1; return 0;
+    case O_EMBEDDINGS:
+        if ((i = one_of("--embeddings", arg, embed_modes, 3)) < 0)
+            return -1;
+        j->plan.embeddings = (sg_embed_mode)i;
+        return 0;
     case O_RANDOM: j->rotation = SG_ROTATION_RANDOM; return 0;
     case O_DAMP: return sg_cli_double("--damp", arg, 0, 1e6, &j->damp_frac);
     case O_EIGH:

@@ -14,7 +14,8 @@
 enum {
     SG_OPT_CALIB = 1 << 0,     /* --calib --calib-tokens --nsamples --seqlen --seed
                                   --chunk-tokens --spill-dir */
-    SG_OPT_PLAN = 1 << 1,      /* --sparsity --round-interval --slice-head */
+    SG_OPT_PLAN = 1 << 1,      /* --sparsity --target-size --round-interval --slice-head
+                                  --embeddings */
     SG_OPT_AXES = 1 << 2,      /* --random-rotation --seed --damp --eigh */
     SG_OPT_COV = 1 << 3,       /* --cov */
     SG_OPT_DTYPE = 1 << 4,     /* --dtype */
@@ -29,9 +30,7 @@ typedef struct {
     int64_t nsamples, seqlen, seed, chunk_tokens;
     const char *spill_dir;
     /* the widths */
-    double sparsity;
-    int64_t round_interval;
-    int slice_head;
+    sg_plan_options plan;
     /* the axes and covariances */
     sg_rotation_kind rotation;
     double damp_frac;
@@ -70,8 +69,13 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
     "  --chunk-tokens N      calibration tokens per activation chunk (default 8192)\n"
 #define SG_HELP_PLAN                                                                          \
     "  --sparsity S          fraction of the hidden dimension removed (default 0.25)\n"      \
+    "  --target-size F       instead: the widest width whose stored parameters (shortcuts\n"  \
+    "                        and heads included) are at most F x the dense model's\n"        \
     "  --round-interval N    sliced width is a multiple of N (default 8)\n"                  \
-    "  --slice-head          also slice the last block's output and the head\n"
+    "  --slice-head          also slice the last block's output and the head\n"                \
+    "  --embeddings auto|keep|slice  keep the token embeddings as they are and the head\n"  \
+    "                        tied to them, or rotate and cut them (the published method;\n" \
+    "                        default auto: keep for tied RMSNorm models, else slice)\n"
 #define SG_HELP_AXES                                                                          \
     "  --damp F              eigensolver damping, F x mean diagonal (default 0.01)\n"        \
     "  --random-rotation     control experiment: a random orthogonal Q instead of PCA\n"     \

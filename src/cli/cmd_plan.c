@@ -19,7 +19,8 @@ static const char usage[] =
     "  --model PATH        config.json, a directory holding one, or a .gguf file\n"
     "  --nsamples N        calibration samples (default 128)\n"
     "  --seqlen N          tokens per sample (default 2048)\n"
-    "  --sparsity S, --round-interval N, --slice-head   the widths, as `run` takes them\n"
+    "  --sparsity S, --target-size F, --round-interval N, --slice-head, --embeddings M\n"
+    "                      the widths, as `run` takes them\n"
     "  --chunk-tokens N    tokens per activation chunk (default 8192)\n"
     "  --host-mem SIZE     host budget (default: half of RAM)\n"
     "  --gpu-mem SIZE      GPU budget (default 24G)\n"
@@ -117,7 +118,9 @@ int sg_cmd_plan(int argc, char **argv)
     sg_slice_memory m;
     sg_slice_memory_estimate(&cfg, (int64_t)(block_params * wbytes), chunk_tokens, maxseq, &m);
     sg_model_config sliced;
-    int64_t d = sg_slice_plan(&cfg, j.sparsity, j.round_interval, j.slice_head, &sliced);
+    int64_t d = sg_slice_plan(&cfg, &j.plan, &sliced);
+    if (d < 0)
+        return sg_cli_report((int)d);
     /* the store's peak: block input (width d), the captured residual and
      * the block output (width D) at once */
     int64_t store_peak = T * (d + 2 * D) * (int64_t)sizeof(float);
@@ -131,7 +134,12 @@ int sg_cmd_plan(int argc, char **argv)
     printf("calibration: %lld samples x %lld tokens = %lld tokens, chunks of %lld tokens\n",
            (long long)nsamples, (long long)maxseq, (long long)T, (long long)chunk_tokens);
     printf("sliced width: d = %lld of D = %lld at sparsity %.2f (multiple of %lld), the width "
-           "run uses\n", (long long)d, (long long)D, j.sparsity, (long long)j.round_interval);
+           "run uses; embeddings %s\n", (long long)d, (long long)D,
+           sg_plan_sparsity(&j.plan, D, d), (long long)j.plan.round_interval,
+           sg_embeddings_kept(&sliced) ? "kept" : "rotated and cut");
+    printf("parameters: dense %lld, stored when sliced %lld (%.1f%%)\n",
+           (long long)sg_model_param_count(&cfg), (long long)sg_model_param_count(&sliced),
+           100.0 * sg_model_param_count(&sliced) / sg_model_param_count(&cfg));
     printf("\nhost, held at once (GiB):\n");
     printf("  load        block weights as stored, current + prefetched  %8.2f\n", gib(m.block_raw));
     printf("  fold/slice  one block in float32 (+ shortcuts)             %8.2f\n", gib(m.block_f32));

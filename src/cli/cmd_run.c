@@ -1,10 +1,13 @@
 /* slicegpt-stream run: the main job. Slice a model with SliceGPT, write
  * it, and report dense and sliced perplexity, sizes and time per stage. */
+#include <dirent.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "cli_options.h"
@@ -46,6 +49,22 @@ static int run_option(void *ctx, int c, const char *arg)
     case 'q': a->quiet = 1; return 0;
     }
     return -1;
+}
+
+/* Bytes of the regular files in dir (the written model). */
+static int64_t dir_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int64_t sum = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        struct stat sb;
+        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode))
+            sum += sb.st_size;
+    }
+    if (d)
+        closedir(d);
+    return sum;
 }
 
 static int eval_ppl(sg_backend *be, const char *model, const sg_tokenizer *tok, const char *text,
@@ -95,9 +114,7 @@ int sg_cmd_run(int argc, char **argv)
     sg_slice_options_default(&o);
     o.verbose = !a.quiet;
     o.out_dir = a.out;
-    o.sparsity = j.sparsity;
-    o.round_interval = j.round_interval;
-    o.slice_head = j.slice_head;
+    o.plan = j.plan;
     o.out_dtype = j.dtype;
     o.rotation = j.rotation;
     o.seed = (uint64_t)j.seed;
@@ -165,23 +182,34 @@ int sg_cmd_run(int argc, char **argv)
             }
         }
         o.tok = tok;
-        printf("slicing %s (%s, D = %lld, %lld layers) at sparsity %.2f on %lld calibration "
+        char goal[64];
+        if (o.plan.target_size > 0)
+            snprintf(goal, sizeof goal, "to at most %.3g of the dense size", o.plan.target_size);
+        else
+            snprintf(goal, sizeof goal, "at sparsity %.2f", o.plan.sparsity);
+        printf("slicing %s (%s, D = %lld, %lld layers) %s on %lld calibration "
                "tokens (%lld x %lld), on the %s backend, %s covariance, %s eigensolver\n",
                model, sg_arch_name(cfg->arch), (long long)cfg->dim, (long long)cfg->n_layers,
-               o.sparsity, (long long)batch.offsets[batch.n_seq], (long long)batch.n_seq,
+               goal, (long long)batch.offsets[batch.n_seq], (long long)batch.n_seq,
                (long long)seqlen, o.backend->ops->name, o.cov_mixed ? "mixed" : "float64",
                o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
         fflush(stdout);
         err = sg_slice(files, &batch, &o, &rep);
     }
     if (!err) {
-        printf("sliced width d = %lld of D = %lld; written to %s\n", (long long)rep.d,
-               (long long)cfg->dim, o.out_dir);
-        printf("parameters: dense %lld, sliced %lld (%.1f%% of dense), stored with shortcuts "
-               "and untied head %lld (%.1f%%)\n",
-               (long long)rep.params_dense, (long long)rep.params_sliced,
-               100.0 * rep.params_sliced / rep.params_dense, (long long)rep.params_stored,
-               100.0 * rep.params_stored / rep.params_dense);
+        printf("sliced width d = %lld of D = %lld, embeddings %s; written to %s\n",
+               (long long)rep.d, (long long)cfg->dim,
+               rep.embeddings_kept ? "kept (head tied to them)" : "rotated and cut", o.out_dir);
+        int64_t bytes = dir_bytes(o.out_dir);
+        printf("stored: %lld parameters, %.1f%% of dense %lld (shortcuts and heads included); "
+               "%.2f MiB on disk as %s, dense at %s %.2f MiB\n",
+               (long long)rep.params_stored, 100.0 * rep.params_stored / rep.params_dense,
+               (long long)rep.params_dense, bytes / 1048576.0, sg_dtype_name(o.out_dtype),
+               sg_dtype_name(o.out_dtype),
+               sg_dtype_bytes(o.out_dtype, rep.params_dense) / 1048576.0);
+        printf("parameters as the paper counts them (no shortcuts, head as before): %lld "
+               "(%.1f%% of dense)\n",
+               (long long)rep.params_sliced, 100.0 * rep.params_sliced / rep.params_dense);
         printf("activations: %lld chunks, store budget %.1f MiB, peak resident %.1f MiB, "
                "spilled %.1f MiB as %.1f MiB zstd\n",
                (long long)rep.chunks, rep.store_budget / 1048576.0, rep.store_peak / 1048576.0,

@@ -159,14 +159,14 @@ static int fold_section(sg_stage *st, sg_section *sec)
         err = sg_fold_block(o, &sec->b);
         return err ? err : sg_section_write_block(st->out, &folded, sec->sec.layer, &sec->b);
     }
-    /* the models sg_slice_embeddings_load and sg_slice_head_load return */
+    /* the models sg_slice_embeddings_load and sg_slice_head_load return;
+     * the head goes on as it is: whether the final norm folds into it
+     * depends on the plan (stages/pipeline.c, slice) */
     sec->m.cfg = *o;
-    if (sec->sec.kind == SG_SECTION_EMBEDDINGS) {
-        sec->m.cfg.tied_embeddings = 0;
-        err = sg_slice_embeddings_fold(&sec->m);
-    } else {
-        err = sg_slice_head_fold(&sec->m);
-    }
+    if (sec->sec.kind == SG_SECTION_HEAD)
+        return sg_section_write_globals(st->out, SG_SECTION_HEAD, &sec->m, o);
+    sec->m.cfg.tied_embeddings = 0;
+    err = sg_slice_embeddings_fold(&sec->m);
     return err ? err : sg_section_write_globals(st->out, sec->sec.kind, &sec->m, &folded);
 }
 
@@ -523,13 +523,21 @@ int sg_cmd_slice(int argc, char **argv)
         err = sg_fail(SG_EFORMAT, "stdin: the stream header names no store directory");
     if (!err) {
         p.orig = &st.orig;
-        int64_t d = sg_slice_plan(&st.orig, j.sparsity, j.round_interval, j.slice_head, &s.sliced);
-        cJSON *plan = cJSON_AddObjectToObject(st.header, "slicing");
-        cJSON_AddNumberToObject(plan, "sparsity", j.sparsity);
-        cJSON_AddNumberToObject(plan, "round_interval", (double)j.round_interval);
-        cJSON_AddBoolToObject(plan, "slice_head", j.slice_head);
-        cJSON_AddNumberToObject(plan, "d", (double)d);
-        cJSON_AddItemToObject(plan, "config", sg_config_to_json(&s.sliced));
+        int64_t d = sg_slice_plan(&st.orig, &j.plan, &s.sliced);
+        err = d < 0 ? (int)d : 0;
+        cJSON *plan = err ? NULL : cJSON_AddObjectToObject(st.header, "slicing");
+        if (plan) {
+            cJSON_AddNumberToObject(plan, "sparsity",
+                                    sg_plan_sparsity(&j.plan, st.orig.dim, d));
+            if (j.plan.target_size > 0)
+                cJSON_AddNumberToObject(plan, "target_size", j.plan.target_size);
+            cJSON_AddNumberToObject(plan, "round_interval", (double)j.plan.round_interval);
+            cJSON_AddBoolToObject(plan, "slice_head", j.plan.slice_head);
+            cJSON_AddStringToObject(plan, "embeddings",
+                                    sg_embeddings_kept(&s.sliced) ? "keep" : "slice");
+            cJSON_AddNumberToObject(plan, "d", (double)d);
+            cJSON_AddItemToObject(plan, "config", sg_config_to_json(&s.sliced));
+        }
     }
     err = err ? err : sg_stage_write_header(&st);
     if (!err) {

@@ -373,8 +373,9 @@ static int load_slicegpt(jsec top, sg_model_config *c)
     jsec s = {sec, top.path, "slicegpt."};
     double sparsity;
     const char *norm;
-    int rc;
+    int rc, kept = 0;
     if ((rc = j_double(s, "sparsity", 0, 0, &sparsity)) ||
+        (rc = j_bool(s, "embeddings_kept", 0, &kept)) ||
         (rc = j_int(s, "norm_dim", 0, c->dim, &c->norm_dim)) ||
         (rc = j_int(s, "embed_dim", 1, 0, &c->embed_dim)) ||
         (rc = j_int(s, "head_in_dim", 1, 0, &c->head_in_dim)) ||
@@ -412,7 +413,9 @@ static int load_slicegpt(jsec top, sg_model_config *c)
         l++;
     }
     c->sliced = 1;
-    c->tied_embeddings = 0; /* the head was rotated apart from the embedding */
+    /* the head was rotated apart from the embeddings, unless they were kept
+     * (then the head is still the table, and the final norm has its scale) */
+    c->tied_embeddings = kept;
     return 0;
 }
 
@@ -649,6 +652,8 @@ static cJSON *build_config(const sg_model_config *c, double sparsity)
         cJSON_AddNumberToObject(s, "sparsity", sparsity);
         cJSON_AddNumberToObject(s, "norm_dim", (double)c->norm_dim);
         cJSON_AddNumberToObject(s, "embed_dim", (double)c->embed_dim);
+        if (c->tied_embeddings)
+            cJSON_AddBoolToObject(s, "embeddings_kept", 1);
         cJSON_AddNumberToObject(s, "head_in_dim", (double)c->head_in_dim);
         cJSON_AddStringToObject(s, "norm", c->norm == SG_NORM_RMS ? "rms" : "layer");
         cJSON_AddBoolToObject(s, "qkv_bias", c->qkv_bias != 0);

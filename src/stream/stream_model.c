@@ -165,7 +165,9 @@ int sg_section_check(sg_section *s, const sg_model_config *cfg)
             err = check_one("output_norm.weight", &m->out_norm_w, H, 0, &c);
         if (!err && m->out_norm_b)
             err = check_one("output_norm.bias", &m->out_norm_b, H, 0, &c);
-        if (!err && m->tok_embd && !m->lm_head) {
+        if (!err && cfg->sliced && cfg->tied_embeddings && !m->tok_embd && !m->lm_head) {
+            /* embeddings kept: the head is the table, only the norm comes */
+        } else if (!err && m->tok_embd && !m->lm_head) {
             m->lm_head = m->tok_embd; /* a head not yet untied */
             err = check_one("token_embd.weight", &m->tok_embd, V, H, &c);
         } else if (!err) {
@@ -214,7 +216,7 @@ int sg_section_write_globals(sg_frame_writer *w, sg_section_kind kind, const sg_
     int err = sg_rec_write_block(w, &sec);
     float *tok = m->tok_embd, *pos = m->pos_embd, *nw = m->out_norm_w, *nb = m->out_norm_b;
     float *head = m->lm_head, *hb = m->lm_head_b;
-    if (kind == SG_SECTION_HEAD && head == tok) {
+    if (kind == SG_SECTION_HEAD && head && head == tok) {
         tok = NULL; /* still tied: the head goes as token_embd.weight, once */
         err = err ? err : emit("token_embd.weight", &head, V, H, w);
         head = NULL;
