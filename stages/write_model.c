@@ -13,6 +13,7 @@
 #include "hf_config.h"
 #include "read_file.h"
 #include "safetensors.h"
+#include "llama2c.h"
 #include "sg_error.h"
 #include "tensor_names.h"
 
@@ -22,6 +23,7 @@ struct sg_model_writer {
     sg_dtype dtype;
     int n_shards, next_shard;
     cJSON *weight_map; /* HF name -> shard file */
+    int qk_to_half;    /* q/k rows from GGUF's pair-wise RoPE layout to HF's */
 };
 
 /* Removes a directory of plain files (ours: shards, JSON, tokenizer). */
@@ -69,6 +71,12 @@ int sg_model_writer_open(const char *out, const sg_model_config *cfg, sg_dtype d
     sprintf(w->tmp, "%s.tmp", out);
     w->cfg = *cfg;
     w->dtype = dtype;
+    /* Hugging Face's layout whatever the input's: a GGUF model pairs RoPE
+     * coordinates (2i, 2i+1); its q/k rows go back to rotate-half order */
+    if (cfg->rope == SG_ROPE_PAIRS && cfg->rope_dim == cfg->head_dim) {
+        w->cfg.rope = SG_ROPE_HALF;
+        w->qk_to_half = 1;
+    }
     w->n_shards = (int)cfg->n_layers + 2;
     /* a stale OUT.tmp is a crashed earlier run's: it never became a model */
     remove_flat_dir(w->tmp);
@@ -150,10 +158,25 @@ static int collect(const char *name, float **tensor, int64_t rows, int64_t cols,
     return o->name ? 0 : sg_fail(-ENOMEM, "out of memory");
 }
 
+/* The rows of q and k (and their biases) per head, pair-wise to
+ * rotate-half (b's tensors, in place). */
+static int qk_to_half(const sg_model_config *c, sg_block *b)
+{
+    int64_t hd = c->head_dim;
+    int err = sg_llama2c_permute_to_half(b->wq, c->n_heads, hd, b->d_in);
+    err = err ? err : sg_llama2c_permute_to_half(b->wk, c->n_kv_heads, hd, b->d_in);
+    if (!err && b->bq)
+        err = sg_llama2c_permute_to_half(b->bq, c->n_heads, hd, 1);
+    if (!err && b->bk)
+        err = sg_llama2c_permute_to_half(b->bk, c->n_kv_heads, hd, 1);
+    return err;
+}
+
 int sg_model_writer_block(sg_model_writer *w, int64_t l, sg_block *b)
 {
     tensor_list list = {.n = 0};
-    int err = sg_block_visit(&w->cfg, l, b, collect, &list);
+    int err = w->qk_to_half ? qk_to_half(&w->cfg, b) : 0;
+    err = err ? err : sg_block_visit(&w->cfg, l, b, collect, &list);
     if (!err)
         err = write_shard(w, list.t, list.n);
     for (int i = 0; i < list.n; i++)

@@ -21,6 +21,7 @@ int sg_model_writer_open(const char *out, const sg_model_config *final_cfg, sg_d
                          sg_model_writer **w);
 /* token_embd (+ position_embd) of the sliced model. */
 int sg_model_writer_embeddings(sg_model_writer *w, const sg_model *m);
+/* b's q/k rows may be reordered in place (to the HF RoPE layout). */
 int sg_model_writer_block(sg_model_writer *w, int64_t l, sg_block *b);
 /* final norm (if any) and head. */
 int sg_model_writer_head(sg_model_writer *w, const sg_model *m);

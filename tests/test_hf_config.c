@@ -296,8 +296,10 @@ static void test_sliced(const sg_model_config *opt)
         fclose(f);
     }
     tap_ok(text && strstr(text, "\"slicegpt\"") && strstr(text, "\"sparsity\":\t0.25") &&
-               strstr(text, "\"model_type\":\t\"opt\""),
-           "the sliced config keeps model_type opt and has a slicegpt section");
+               strstr(text, "\"model_type\":\t\"slicegpt_opt\"") &&
+               strstr(text, "\"SliceGPTOPTForCausalLM\""),
+           "the sliced config names a type of its own (slicegpt_opt, SliceGPTOPTForCausalLM), "
+           "not a stock one, and has a slicegpt section");
     free(text);
 
     /* a sliced llama in GGUF's pair-wise layout with per-frequency factors */

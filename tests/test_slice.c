@@ -11,6 +11,7 @@
  *    on a GPU) slices to the same model as the CPU path, with no pointer
  *    mixed up and nothing left allocated; and the mixed-precision
  *    eigensolver slices the real model as well as dsyevd. */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -23,6 +24,8 @@
 #include "device_sim.h"
 #include "evaluate.h"
 #include "fold.h"
+#include "gguf.h"
+#include "read_file.h"
 #include "llama2c.h"
 #include "random_model.h"
 #include "safetensors.h"
@@ -367,6 +370,61 @@ static void test_embeddings_kept(const char *model_dir, const char *what,
     free(kept);
 }
 
+/* The same weights read from GGUF (q/k rows in pair-wise RoPE order) and
+ * from Hugging Face safetensors (rotate-half order) slice to the same
+ * model: the writer puts q/k back in Hugging Face order, and the config
+ * names a type of its own, not a stock one. */
+static void test_gguf_input(const char *tmp)
+{
+    sg_model_config cfg;
+    char hf[4096], gguf[4096], out_hf[4096], out_gguf[4096];
+    snprintf(hf, sizeof hf, "%s/layout-hf", tmp);
+    snprintf(gguf, sizeof gguf, "%s/layout.gguf", tmp);
+    snprintf(out_hf, sizeof out_hf, "%s/layout-hf-sliced", tmp);
+    snprintf(out_gguf, sizeof out_gguf, "%s/layout-gguf-sliced", tmp);
+    sg_named_tensor *t = NULL;
+    int n = 0;
+    int err = sg_synth_config(SG_ARCH_LLAMA, 64, 2, 4, 2, 16, 96, 97, &cfg);
+    err = err ? err : sg_synth_save_hf(hf, &cfg, 9, SG_DT_F32, 1);
+    err = err ? err : sg_synth_model(&cfg, 9, &t, &n);
+    err = err ? err : sg_gguf_save_model(gguf, &cfg, t, n, SG_DT_F32, NULL);
+    sg_synth_free(t, n);
+    sg_token_batch calib = random_batch(8, 32, cfg.vocab_size, 1);
+    sg_token_batch eval = random_batch(3, 24, cfg.vocab_size, 2);
+    err = err ? err : slice(hf, out_hf, &calib, 0.25, SG_ROTATION_PCA);
+    err = err ? err : slice(gguf, out_gguf, &calib, 0.25, SG_ROTATION_PCA);
+    int64_t T = eval.offsets[eval.n_seq], V = cfg.vocab_size;
+    float *a = malloc(T * V * sizeof(float)), *b = malloc(T * V * sizeof(float));
+    err = err ? err : logits_of(out_hf, &eval, a, NULL);
+    err = err ? err : logits_of(out_gguf, &eval, b, NULL);
+    double rel = err ? INFINITY : test_rel_diff(b, a, T * V);
+    char path[4200], *text = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/config.json", out_gguf);
+    int stock = 1, half = 0;
+    if (!err && !sg_read_file(path, 1 << 20, &text, &len)) {
+        cJSON *c = cJSON_Parse(text);
+        const cJSON *mt = cJSON_GetObjectItemCaseSensitive(c, "model_type");
+        const cJSON *ar = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(c, "architectures"), 0);
+        const cJSON *rl = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(c, "slicegpt"), "rope_layout");
+        stock = !cJSON_IsString(mt) || strcmp(mt->valuestring, "slicegpt_llama") ||
+                !cJSON_IsString(ar) || strcmp(ar->valuestring, "SliceGPTLlamaForCausalLM");
+        half = cJSON_IsString(rl) && !strcmp(rl->valuestring, "half");
+        cJSON_Delete(c);
+    }
+    free(text);
+    if (err)
+        tap_diag("%s", sg_last_error());
+    tap_ok(!err && rel < 1e-4 && half && !stock,
+           "a GGUF model slices to the HF model's logits (relative %.2g), written with q/k in "
+           "rotate-half order under model_type slicegpt_llama", rel);
+    free(a);
+    free(b);
+    sg_token_batch_free(&calib);
+    sg_token_batch_free(&eval);
+}
+
 /* SmolLM2-135M's shape (the default model), from its config alone: kept
  * embeddings store less than dense at 25%, the published method more. */
 static void test_smollm2_shape(void)
@@ -627,6 +685,7 @@ int main(void)
     test_fold(test_config_phi(), "Phi-2");
     test_pca_known();
     test_smollm2_shape();
+    test_gguf_input(tmp);
     test_synthetic(SG_ARCH_LLAMA, "synthetic-llama", tmp);
     test_synthetic(SG_ARCH_OPT, "synthetic-opt", tmp);
     test_synthetic(SG_ARCH_PHI, "synthetic-phi", tmp);

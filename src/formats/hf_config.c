@@ -452,6 +452,15 @@ int sg_hf_config_load(const char *path, sg_model_config *cfg)
         rc = sg_fail(SG_EMISSING, "%s: model_type: required key is missing", path);
         goto out;
     }
+    /* a per-layer sliced model names its base type after "slicegpt_" */
+    int sliced_type = !strncmp(mt, "slicegpt_", 9);
+    if (sliced_type)
+        mt += 9;
+    if (sliced_type && !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "slicegpt"))) {
+        rc = sg_fail(SG_EFORMAT, "%s: model_type \"slicegpt_%s\" without a \"slicegpt\" section",
+                     path, mt);
+        goto out;
+    }
     if (!strcmp(mt, "llama") || !strcmp(mt, "mistral") || !strcmp(mt, "qwen2"))
         rc = load_llama(s, mt, cfg);
     else if (!strcmp(mt, "opt"))
@@ -648,6 +657,16 @@ static cJSON *build_config(const sg_model_config *c, double sparsity)
     add_token(o, "eos_token_id", c->eos_id);
     BOOL("tie_word_embeddings", c->tied_embeddings);
     if (c->sliced) {
+        /* not a stock model: other loaders must say "unknown model type"
+         * rather than fail on shapes; the base type is kept for ours */
+        const cJSON *mt = cJSON_GetObjectItemCaseSensitive(o, "model_type");
+        const cJSON *ar = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(o, "architectures"), 0);
+        char type[64], arch[96];
+        snprintf(type, sizeof type, "slicegpt_%s", cJSON_IsString(mt) ? mt->valuestring : "");
+        snprintf(arch, sizeof arch, "SliceGPT%s", cJSON_IsString(ar) ? ar->valuestring : "");
+        cJSON_ReplaceItemInObjectCaseSensitive(o, "model_type", cJSON_CreateString(type));
+        cJSON_ReplaceItemInObjectCaseSensitive(
+            o, "architectures", cJSON_CreateStringArray((const char *[]){arch}, 1));
         cJSON *s = cJSON_AddObjectToObject(o, "slicegpt");
         cJSON_AddNumberToObject(s, "sparsity", sparsity);
         cJSON_AddNumberToObject(s, "norm_dim", (double)c->norm_dim);
