@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fold.h"
+#include "sg_error.h"
 #include "forward.h"
 #include "forward_ops.h"
 #include "cpu_kernels.h"
@@ -15,6 +16,17 @@ int64_t sg_sliced_dim(int64_t D, double sparsity, int64_t round_interval)
     if (d < round_interval)
         d = round_interval;
     return d > D ? D : d;
+}
+
+int sg_slice_plan_check(int64_t D, double sparsity, int64_t round_interval)
+{
+    int64_t d = sg_sliced_dim(D, sparsity, round_interval);
+    if (sparsity > 0 && d >= D)
+        return sg_fail(SG_EARG,
+                       "sparsity %.2f with --round-interval %lld leaves d = %lld of D = %lld: "
+                       "nothing would be sliced; give a smaller --round-interval",
+                       sparsity, (long long)round_interval, (long long)d, (long long)D);
+    return 0;
 }
 
 int64_t sg_slice_plan(const sg_model_config *orig, double sparsity, int64_t round_interval,

@@ -14,6 +14,10 @@
 /* d = floor((1 − sparsity)·D / round)·round, at least round (and ≤ D). */
 int64_t sg_sliced_dim(int64_t D, double sparsity, int64_t round_interval);
 
+/* Refuses (SG_EARG, one line) a sparsity above 0 whose rounded width
+ * keeps every dimension, so that nothing is silently left unsliced. */
+int sg_slice_plan_check(int64_t D, double sparsity, int64_t round_interval);
+
 /* The sliced model's config: orig folded, every width d = sg_sliced_dim,
  * except the last block's output and the head, which stay D unless
  * slice_head. Returns d. */

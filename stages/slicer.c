@@ -293,12 +293,15 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     if (p.orig->sliced)
         return sg_fail(SG_EARG, "%s: model is already sliced", sg_model_files_path(files));
     int64_t D = p.orig->dim;
+    int err = sg_slice_plan_check(D, o->sparsity, o->round_interval);
+    if (err)
+        return err;
     rep->calib_tokens = calib->offsets[calib->n_seq];
     rep->d = sg_slice_plan(p.orig, o->sparsity, o->round_interval, o->slice_head, &f.sliced);
     rep->params_dense = sg_model_param_count(p.orig);
     rep->params_stored = sg_model_param_count(&f.sliced);
 
-    int err = sg_capture_init(&p.cap, p.be, calib,
+    err = sg_capture_init(&p.cap, p.be, calib,
                               o->chunk_tokens > 0 ? o->chunk_tokens : 8192, D);
     if (err)
         return err;
