@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fold.h"
+#include "sg_error.h"
 #include "forward.h"
 #include "forward_ops.h"
 #include "cpu_kernels.h"
@@ -87,6 +88,11 @@ int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
         return err;
     if (!(o->target_size > 0)) {
         int64_t d = sg_sliced_dim(D, o->sparsity, r);
+        if (o->sparsity > 0 && d >= D)
+            return sg_fail(SG_EARG, "sparsity %.2f with --round-interval %lld leaves d = %lld of "
+                                    "D = %lld: nothing would be sliced; give a smaller "
+                                    "--round-interval",
+                           o->sparsity, (long long)r, (long long)d, (long long)D);
         plan_at(orig, o, kept, d, c);
         return d;
     }

@@ -45,8 +45,9 @@ void sg_plan_options_default(sg_plan_options *o);
  * (or the width --target-size chooses),
  * except the last block's output and the head, which stay D unless
  * slice_head, and with the embeddings kept, the embeddings and block 0's
- * input (D). Returns d, or a negative code when the options cannot apply
- * to this model (--embeddings keep on an untied model). */
+ * input (D). Returns d, or a negative code with one line when the options
+ * cannot apply to this model (--embeddings keep on an untied model) or
+ * would slice nothing (a sparsity above 0 that the rounding undoes). */
 int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
                       sg_model_config *sliced);
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 
 struct sg_model_writer {
     char *out, *tmp;
+    int tmp_fd; /* OUT.tmp, locked while we write it */
     sg_model_config cfg;
     sg_dtype dtype;
     int n_shards, next_shard;
@@ -26,21 +28,124 @@ struct sg_model_writer {
     int qk_to_half;    /* q/k rows from GGUF's pair-wise RoPE layout to HF's */
 };
 
-/* Removes a directory of plain files (ours: shards, JSON, tokenizer). */
-static void remove_flat_dir(const char *dir)
+/* OUT.tmp carries this file while we own it: a directory without it is
+ * not ours, and nothing in it is ever removed. */
+#define MARKER ".slicegpt-stream-partial"
+
+/* 1 if name is one the writer creates in OUT.tmp (a shard, the index, the
+ * config, the tokenizer, each also under its temporary ".tmp" name). */
+static int is_ours(const char *name)
 {
-    DIR *d = opendir(dir);
-    if (!d)
+    static const char *const fixed[] = {"model.safetensors.index.json", "config.json",
+                                        "tokenizer.json", "tokenizer.bin", MARKER};
+    char base[256];
+    size_t n = strlen(name);
+    if (n >= sizeof base)
+        return 0;
+    memcpy(base, name, n + 1);
+    if (n > 4 && !strcmp(base + n - 4, ".tmp"))
+        base[n - 4] = '\0';
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (!strcmp(base, fixed[i]))
+            return 1;
+    unsigned a, b;
+    char again[256];
+    if (sscanf(base, "model-%5u-of-%5u.safetensors", &a, &b) != 2)
+        return 0;
+    snprintf(again, sizeof again, "model-%05u-of-%05u.safetensors", a, b);
+    return !strcmp(again, base);
+}
+
+/* Removes what the writer made in the directory open as dfd (never
+ * following a link: unlinkat removes the link itself), then the directory
+ * if that left it empty. Files it did not make stay. */
+static void remove_ours(int dfd, const char *dir)
+{
+    int dup_fd = dup(dfd);
+    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+    if (!d) {
+        if (dup_fd >= 0)
+            close(dup_fd);
         return;
+    }
     struct dirent *e;
-    char path[4096];
     while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
+        if (is_ours(e->d_name) && strcmp(e->d_name, MARKER))
+            unlinkat(dfd, e->d_name, 0);
     closedir(d);
-    rmdir(dir);
+    unlinkat(dfd, MARKER, 0);
+    rmdir(dir); /* fails, harmlessly, if anything else is there */
+}
+
+/* Makes OUT.tmp ours: created here (mkdir fails if the name exists, and
+ * never follows a link), or left by a killed run of ours (it carries the
+ * marker). Either way it is locked (flock on the directory), so a second
+ * run to the same OUT fails here instead of mixing files into ours. */
+static int take_tmp(const char *out, const char *tmp, int *dfd)
+{
+    int created = mkdir(tmp, 0755) == 0;
+    if (!created && errno != EEXIST)
+        return sg_fail(-errno, "%s: cannot create: %s", tmp, strerror(errno));
+    int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return sg_fail(SG_EARG, "%s: exists and is not a directory this program made; remove it "
+                                "or choose another --out",
+                       tmp);
+    /* the creator may wait: whoever holds the lock for a moment is a
+     * second run about to find no marker and leave */
+    if (flock(fd, created ? LOCK_EX : LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return sg_fail(SG_EARG, "%s: another slicegpt-stream run is writing %s", tmp, out);
+    }
+    if (created) {
+        int m = openat(fd, MARKER, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (m < 0) {
+            int e = errno;
+            close(fd);
+            rmdir(tmp);
+            return sg_fail(-e, "%s/%s: cannot create: %s", tmp, MARKER, strerror(e));
+        }
+        close(m);
+    } else {
+        struct stat sb;
+        if (fstatat(fd, MARKER, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode)) {
+            close(fd);
+            return sg_fail(SG_EARG, "%s: exists and was not made by slicegpt-stream; remove it "
+                                    "or choose another --out",
+                           tmp);
+        }
+        /* a killed run's: remove what it wrote, then start again in it */
+        DIR *d = NULL;
+        int dup_fd = dup(fd);
+        if (dup_fd >= 0 && !(d = fdopendir(dup_fd)))
+            close(dup_fd);
+        struct dirent *e;
+        while (d && (e = readdir(d)))
+            if (is_ours(e->d_name) && strcmp(e->d_name, MARKER))
+                unlinkat(fd, e->d_name, 0);
+        if (d)
+            closedir(d);
+    }
+    *dfd = fd;
+    return 0;
+}
+
+int sg_model_writer_check_out(const char *name)
+{
+    struct stat sb;
+    char out[4096];
+    size_t n = strlen(name);
+    if (!n || n >= sizeof out)
+        return sg_fail(SG_EARG, "--out: %s name", n ? "too long a" : "an empty");
+    memcpy(out, name, n + 1);
+    while (n > 1 && out[n - 1] == '/')
+        out[--n] = '\0'; /* "dir/" is dir, and lstat must not follow a link for it */
+    if (lstat(out, &sb) == 0)
+        return sg_fail(-EEXIST, "%s: already exists%s; remove it or choose another --out", out,
+                       S_ISLNK(sb.st_mode) ? " (a symbolic link)" : "");
+    if (errno != ENOENT)
+        return sg_fail(-errno, "%s: %s", out, strerror(errno));
+    return 0;
 }
 
 static char *shard_name(const sg_model_writer *w, int i)
@@ -55,12 +160,10 @@ int sg_model_writer_open(const char *out, const sg_model_config *cfg, sg_dtype d
                          sg_model_writer **wp)
 {
     *wp = NULL;
-    struct stat sb;
-    if (stat(out, &sb) == 0)
-        return sg_fail(-EEXIST, "%s: already exists; remove it or choose another --out", out);
     sg_model_writer *w = calloc(1, sizeof *w);
     if (!w)
         return sg_fail(-ENOMEM, "%s: out of memory", out);
+    w->tmp_fd = -1;
     w->out = strdup(out);
     w->tmp = malloc(strlen(out) + 5);
     w->weight_map = cJSON_CreateObject();
@@ -68,7 +171,11 @@ int sg_model_writer_open(const char *out, const sg_model_config *cfg, sg_dtype d
         sg_model_writer_abort(w);
         return sg_fail(-ENOMEM, "%s: out of memory", out);
     }
-    sprintf(w->tmp, "%s.tmp", out);
+    /* "dir/" names dir: OUT.tmp must be its sibling, not "dir/.tmp" */
+    size_t n = strlen(w->out);
+    while (n > 1 && w->out[n - 1] == '/')
+        w->out[--n] = '\0';
+    sprintf(w->tmp, "%s.tmp", w->out);
     w->cfg = *cfg;
     w->dtype = dtype;
     /* Hugging Face's layout whatever the input's: a GGUF model pairs RoPE
@@ -78,12 +185,13 @@ int sg_model_writer_open(const char *out, const sg_model_config *cfg, sg_dtype d
         w->qk_to_half = 1;
     }
     w->n_shards = (int)cfg->n_layers + 2;
-    /* a stale OUT.tmp is a crashed earlier run's: it never became a model */
-    remove_flat_dir(w->tmp);
-    if (mkdir(w->tmp, 0755) != 0) {
-        int e = errno;
+    int err = sg_model_writer_check_out(w->out);
+    err = err ? err : take_tmp(w->out, w->tmp, &w->tmp_fd);
+    if (err) {
+        free(w->tmp); /* not ours: abort must not touch it */
+        w->tmp = NULL;
         sg_model_writer_abort(w);
-        return sg_fail(-e, "%s.tmp: cannot create: %s", out, strerror(e));
+        return err;
     }
     *wp = w;
     return 0;
@@ -276,7 +384,12 @@ int sg_model_writer_finish(sg_model_writer *w, double sparsity, const char *toke
             fsync(dfd);
             close(dfd);
         }
-        if (rename(w->tmp, w->out) != 0)
+        unlinkat(w->tmp_fd, MARKER, 0);
+        /* never over something that appeared at OUT meanwhile */
+        int r = renameat2(AT_FDCWD, w->tmp, AT_FDCWD, w->out, RENAME_NOREPLACE);
+        if (r != 0 && errno == EINVAL)
+            r = rename(w->tmp, w->out); /* a file system without RENAME_NOREPLACE */
+        if (r != 0)
             err = sg_fail(-errno, "%s: cannot rename from %s: %s", w->out, w->tmp,
                           strerror(errno));
     }
@@ -284,6 +397,7 @@ int sg_model_writer_finish(sg_model_writer *w, double sparsity, const char *toke
         sg_model_writer_abort(w);
         return err;
     }
+    close(w->tmp_fd); /* the lock goes with it */
     free(w->out);
     free(w->tmp);
     free(w);
@@ -294,8 +408,10 @@ void sg_model_writer_abort(sg_model_writer *w)
 {
     if (!w)
         return;
-    if (w->tmp)
-        remove_flat_dir(w->tmp);
+    if (w->tmp && w->tmp_fd >= 0)
+        remove_ours(w->tmp_fd, w->tmp);
+    if (w->tmp_fd >= 0)
+        close(w->tmp_fd);
     cJSON_Delete(w->weight_map);
     free(w->out);
     free(w->tmp);

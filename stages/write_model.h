@@ -16,7 +16,13 @@
 
 typedef struct sg_model_writer sg_model_writer;
 
-/* Fails if out exists. dtype: F32, F16 or BF16 for every tensor. */
+/* Fails (one line) if out exists, a dangling symbolic link included; a
+ * check to make before any work. "dir/" means dir. */
+int sg_model_writer_check_out(const char *out);
+
+/* Fails if out exists, or if OUT.tmp exists and is not a killed run's of
+ * this program, or another run holds it (OUT.tmp is locked while written).
+ * Only files the writer itself makes are ever removed. dtype: F32, F16 or BF16 for every tensor. */
 int sg_model_writer_open(const char *out, const sg_model_config *final_cfg, sg_dtype dtype,
                          sg_model_writer **w);
 /* token_embd (+ position_embd) of the sliced model. */

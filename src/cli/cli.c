@@ -118,3 +118,48 @@ int sg_cli_cov(const char *arg, sg_backend *be, int *mixed)
     *mixed = !be->ops->memory(be, &m) && m.f64_ratio > 8;
     return 0;
 }
+
+void sg_cli_calib_counts(const sg_token_batch *b, char *buf, size_t n)
+{
+    int64_t lo = INT64_MAX, hi = 0;
+    for (int64_t s = 0; s < b->n_seq; s++) {
+        int64_t len = b->offsets[s + 1] - b->offsets[s];
+        lo = len < lo ? len : lo;
+        hi = len > hi ? len : hi;
+    }
+    if (b->n_seq == 0 || lo == hi)
+        snprintf(buf, n, "%lld tokens (%lld x %lld)", (long long)b->offsets[b->n_seq],
+                 (long long)b->n_seq, (long long)hi);
+    else
+        snprintf(buf, n, "%lld tokens (%lld sequences of %lld to %lld)",
+                 (long long)b->offsets[b->n_seq], (long long)b->n_seq, (long long)lo,
+                 (long long)hi);
+}
+
+int sg_cli_check_calibration(const sg_token_batch *b, int64_t D, const char *source)
+{
+    int64_t tokens = b->n_seq > 0 ? b->offsets[b->n_seq] : 0;
+    if (tokens < D)
+        return sg_fail(SG_EARG,
+                       "%s: %lld calibration tokens, fewer than the hidden size D = %lld: the "
+                       "covariance would be rank-deficient; give more text, --nsamples or "
+                       "--seqlen",
+                       source, (long long)tokens, (long long)D);
+    if (tokens < SG_CALIB_WARN_FACTOR * D)
+        fprintf(stderr,
+                "slicegpt-stream: warning: %s: only %lld calibration tokens for D = %lld (under "
+                "%d x D): the principal axes will be poorly estimated\n",
+                source, (long long)tokens, (long long)D, SG_CALIB_WARN_FACTOR);
+    return 0;
+}
+
+int sg_cli_one_calib(const char *calib, const char *calib_tokens)
+{
+    if (calib && calib_tokens)
+        fputs("slicegpt-stream: give --calib or --calib-tokens, not both\n", stderr);
+    else if (!calib && !calib_tokens)
+        fputs("slicegpt-stream: --calib FILE (text) or --calib-tokens FILE is needed\n", stderr);
+    else
+        return 0;
+    return -1;
+}

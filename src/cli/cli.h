@@ -35,6 +35,20 @@ int sg_cli_eigh(const char *arg, const sg_backend *be, sg_eigh_mode *out);
  * under 1/8 of its float32, as on consumer GPUs; else f64). *mixed = 0|1. */
 int sg_cli_cov(const char *arg, sg_backend *be, int *mixed);
 
+/* Calibration of fewer tokens than the hidden size D gives a
+ * rank-deficient covariance: refused (one line naming source). Below
+ * SG_CALIB_WARN_FACTOR * D tokens a warning says the estimate is poor.
+ * Returns 0 or an error code with the message recorded (sg_fail). */
+#define SG_CALIB_WARN_FACTOR 8
+int sg_cli_check_calibration(const sg_token_batch *b, int64_t D, const char *source);
+
+/* "N tokens (S sequences of L)" or "... of 2 to L" when they differ: the
+ * counts the calibration really has. */
+void sg_cli_calib_counts(const sg_token_batch *b, char *buf, size_t n);
+
+/* --calib and --calib-tokens: exactly one; prints why and returns -1 if not. */
+int sg_cli_one_calib(const char *calib, const char *calib_tokens);
+
 int sg_cmd_ppl(int argc, char **argv);
 int sg_cmd_plan(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);

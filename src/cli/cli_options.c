@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -87,7 +88,19 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
     case O_SEQLEN: return sg_cli_int("--seqlen", arg, 2, 1 << 20, &j->seqlen);
     case O_SEED: return sg_cli_int("--seed", arg, 0, INT64_MAX, &j->seed);
     case O_CHUNK_TOKENS: return sg_cli_int("--chunk-tokens", arg, 1, INT64_MAX, &j->chunk_tokens);
-    case O_SPILL_DIR: j->spill_dir = arg; return 0;
+    case O_SPILL_DIR: {
+        /* a directory made for us would be left behind after the run:
+         * the user makes it, or picks one that exists */
+        struct stat sb;
+        if (stat(arg, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "slicegpt-stream: --spill-dir %s: %s\n", arg,
+                    stat(arg, &sb) != 0 ? "no such directory (create it first)"
+                                        : "not a directory");
+            return -1;
+        }
+        j->spill_dir = arg;
+        return 0;
+    }
     case O_SPARSITY: return sg_cli_double("--sparsity", arg, 0, 0.9, &j->plan.sparsity);
     case O_TARGET_SIZE:
         if (sg_cli_double("--target-size", arg, 0, 1, &j->plan.target_size))
@@ -129,7 +142,16 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
         return 0;
     case O_DEVICE: j->device = arg; return 0;
     case O_GPU_MEM: return sg_cli_size("--gpu-mem", arg, &j->gpu_mem);
-    case O_HOST_MEM: return sg_cli_size("--host-mem", arg, &j->host_mem);
+    case O_HOST_MEM:
+        if (sg_cli_size("--host-mem", arg, &j->host_mem))
+            return -1;
+        /* 0 used to mean the default silently: say so instead */
+        if (j->host_mem == 0) {
+            fputs("slicegpt-stream: --host-mem: must be above 0 (leave it out for half of "
+                  "RAM)\n", stderr);
+            return -1;
+        }
+        return 0;
     }
     return -1;
 }

@@ -31,6 +31,9 @@ static const char usage[] =
     SG_HELP_CALIB
     "  --spill-dir DIR       where the store directory is made (default: $TMPDIR or /tmp)\n"
     "  --wait-timeout S      give up waiting for a rotation after S seconds (default 3600)\n"
+    "  --stall-timeout S     stop when a later stage has sat S seconds waiting for bytes the\n"
+    "                        stage before it wrote: something between them (a buffer such\n"
+    "                        as `dd bs=1M`) holds the stream back (default 60; 0: never)\n"
     "  --verbose             progress per block on stderr\n" SG_HELP_ZSTD;
 
 typedef struct {
@@ -63,6 +66,7 @@ static int capture_widths(sg_pipeline *p, sg_model_config *sliced)
     capture_state *c = p->ctx;
     sg_record rec;
     cJSON *h = NULL;
+    sg_stage_publish_flow(c->st, 0);
     int err = sg_store_wait(c->dir, "plan", SG_REC_HEADER, &c->from_slice, &rec);
     if (err)
         return err;
@@ -83,6 +87,7 @@ static int capture_axes(sg_pipeline *p, const char *signal, int64_t layer, sg_ro
     sg_signal_name(signal, layer, name, sizeof name);
     snprintf(file, sizeof file, "%s.rot", name);
     sg_record rec;
+    sg_stage_publish_flow(c->st, 0);
     int err = sg_store_wait(c->dir, file, SG_REC_ROTATION, &c->from_eig, &rec);
     if (err)
         return err;
@@ -175,6 +180,8 @@ static int calibrate(capture_state *c, sg_pipeline *p)
                                     (uint64_t)c->seed, &c->batch);
     }
     err = err ? err
+              : sg_cli_check_calibration(&c->batch, o->dim, c->calib ? c->calib : c->calib_tokens);
+    err = err ? err
               : sg_capture_init(&p->cap, p->be, &c->batch,
                                 c->chunk_tokens > 0 ? c->chunk_tokens : 8192, o->dim);
     if (err)
@@ -224,7 +231,11 @@ static const sg_pipeline_io capture_io = {
     .axes = capture_axes,
 };
 
-static int run(capture_state *c, sg_pipeline *p, double timeout, const char *spill_dir)
+static const char *const to_eig[] = {"capture", "cov", "eig", NULL};
+static const char *const to_slice[] = {"capture", "cov", "eig", "slice", NULL};
+
+static int run(capture_state *c, sg_pipeline *p, double timeout, double stall,
+               const char *spill_dir)
 {
     sg_stage *st = c->st;
     int err = sg_stage_read_header(st, "fold");
@@ -240,8 +251,8 @@ static int run(capture_state *c, sg_pipeline *p, double timeout, const char *spi
     snprintf(st->store, sizeof st->store, "%s", c->dir);
     cJSON_DeleteItemFromObjectCaseSensitive(st->header, "store");
     cJSON_AddStringToObject(st->header, "store", c->dir);
-    c->from_eig = (sg_store_wait_opts){timeout, STDOUT_FILENO, "eig"};
-    c->from_slice = (sg_store_wait_opts){timeout, STDOUT_FILENO, "slice"};
+    c->from_eig = (sg_store_wait_opts){timeout, STDOUT_FILENO, "eig", to_eig, stall};
+    c->from_slice = (sg_store_wait_opts){timeout, STDOUT_FILENO, "slice", to_slice, stall};
     err = sg_stage_write_header(st);
     err = err ? err : sg_pipeline_run(p);
     /* the head goes on downstream, untouched */
@@ -258,7 +269,7 @@ static int run(capture_state *c, sg_pipeline *p, double timeout, const char *spi
 }
 
 typedef struct {
-    double timeout;
+    double timeout, stall;
     int verbose;
 } capture_args;
 
@@ -267,25 +278,30 @@ static int capture_option(void *ctx, int c, const char *arg)
     capture_args *a = ctx;
     if (c == 'v')
         return a->verbose = 1, 0;
+    if (c == 's')
+        return sg_cli_double("--stall-timeout", arg, 0, 1e9, &a->stall);
     return sg_cli_double("--wait-timeout", arg, 0, 1e9, &a->timeout);
 }
 
 int sg_cmd_capture(int argc, char **argv)
 {
     static const struct option own[] = {{"wait-timeout", required_argument, 0, 'w'},
+                                        {"stall-timeout", required_argument, 0, 's'},
                                         {"verbose", no_argument, 0, 'v'},
                                         {0, 0, 0, 0}};
-    capture_args a = {.timeout = 3600};
+    capture_args a = {.timeout = 3600, .stall = 60};
     sg_cli_job j;
     sg_cli_job_default(&j);
     int r = sg_cli_parse(argc, argv, SG_OPT_CALIB | SG_OPT_ZSTD, own, capture_option, &a, usage,
                          &j);
     if (r)
         return r == SG_CLI_HELP ? SG_EXIT_OK : SG_EXIT_USAGE;
-    if (optind != argc || !j.calib == !j.calib_tokens) {
+    if (optind != argc) {
         fputs(usage, stderr);
         return SG_EXIT_USAGE;
     }
+    if (sg_cli_one_calib(j.calib, j.calib_tokens))
+        return SG_EXIT_USAGE;
     capture_state c = {.calib = j.calib, .calib_tokens = j.calib_tokens, .nsamples = j.nsamples,
                        .seqlen = j.seqlen, .seed = j.seed, .chunk_tokens = j.chunk_tokens};
     sg_pipeline p = {.io = &capture_io, .ctx = &c, .be = sg_backend_cpu(), .capture = 1,
@@ -296,7 +312,7 @@ int sg_cmd_capture(int argc, char **argv)
     sg_stage st;
     c.st = &st;
     int err = sg_stage_open(&st, "capture", 1, 1, zstd);
-    err = err ? err : run(&c, &p, timeout, spill_dir);
+    err = err ? err : run(&c, &p, timeout, a.stall, spill_dir);
     int status = sg_stage_finish(&st, err);
     /* the store goes with this stage; a cov still reading chunks of a
      * failed run finds them gone and stops quietly (the abort record is

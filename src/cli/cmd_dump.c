@@ -22,6 +22,16 @@ static const char usage[] =
     "and sound.\n"
     "  --header              print the header record's JSON in full\n";
 
+/* Input-derived strings are printed escaped: a crafted stream must not
+ * send terminal escapes or break the one-line-per-record format. */
+static const char *esc(const char *s)
+{
+    static char buf[4][4 * 4096 + 1];
+    static int next;
+    char *b = buf[next++ % 4];
+    return sg_escape(s, strlen(s), b, sizeof buf[0]);
+}
+
 static void join_stages(const cJSON *h, char *buf, size_t n)
 {
     const cJSON *s;
@@ -30,7 +40,7 @@ static void join_stages(const cJSON *h, char *buf, size_t n)
     cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(h, "stages"))
     {
         if (cJSON_IsString(s) && k < n)
-            k += snprintf(buf + k, n - k, "%s%s", k ? "," : "", s->valuestring);
+            k += snprintf(buf + k, n - k, "%s%s", k ? "," : "", esc(s->valuestring));
     }
 }
 
@@ -53,9 +63,9 @@ static int describe(const sg_record *r, int full_header)
             const cJSON *store = cJSON_GetObjectItemCaseSensitive(h, "store");
             const cJSON *d = cJSON_GetObjectItemCaseSensitive(
                 cJSON_GetObjectItemCaseSensitive(h, "slicing"), "d");
-            printf("stages=%s source=%s", stages, cJSON_IsString(src) ? src->valuestring : "?");
+            printf("stages=%s source=%s", stages, cJSON_IsString(src) ? esc(src->valuestring) : "?");
             if (cJSON_IsString(store))
-                printf(" store=%s", store->valuestring);
+                printf(" store=%s", esc(store->valuestring));
             if (cJSON_IsNumber(d))
                 printf(" sliced_width=%lld", (long long)d->valuedouble);
         }
@@ -91,7 +101,7 @@ static int describe(const sg_record *r, int full_header)
         sg_rec_act_ref a;
         if (!(err = sg_rec_read_act_ref(r, &a)))
             printf("chunk %lld/%lld (%lld, %lld) %s", (long long)a.index + 1, (long long)a.count,
-                   (long long)a.rows, (long long)a.width, a.path);
+                   (long long)a.rows, (long long)a.width, esc(a.path));
         break;
     }
     case SG_REC_COV:
@@ -116,7 +126,12 @@ static int describe(const sg_record *r, int full_header)
         }
         break;
     }
-    case SG_REC_ABORT: printf("%.*s", (int)r->len, (const char *)r->payload); break;
+    case SG_REC_ABORT: {
+        char msg[4 * 4096 + 1];
+        size_t len = r->len < 4096 ? r->len : 4096;
+        printf("%s", sg_escape((const char *)r->payload, len, msg, sizeof msg));
+        break;
+    }
     case SG_REC_END: printf("stream complete"); break;
     }
     printf("\n");
@@ -156,7 +171,7 @@ int sg_cmd_dump(int argc, char **argv)
         printf("%llu %llu %llu %llu%s %s %s ", (unsigned long long)r->seq,
                (unsigned long long)offset, (unsigned long long)payload_at,
                (unsigned long long)r->stored, r->flags & SG_FRAME_ZSTD ? "(zstd)" : "",
-               sg_rec_type_name(r->type), r->name[0] ? r->name : "-");
+               sg_rec_type_name(r->type), r->name[0] ? esc(r->name) : "-");
         err = describe(r, full_header);
         offset = payload_at + r->stored + 4;
         if (r->type == SG_REC_ABORT) {

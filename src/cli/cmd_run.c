@@ -19,11 +19,12 @@ static const char usage[] =
     "  --out DIR             where the sliced model is written (must not exist)\n"
     SG_HELP_CALIB SG_HELP_PLAN SG_HELP_DTYPE
     "  --eval FILE           report dense and sliced perplexity on this text\n"
-    "  --eval-seqlen N       evaluation window (default: --seqlen)\n"
+    "  --eval-seqlen N       evaluation window (default: --seqlen; capped at the context, as\n"
+    "                        in ppl)\n"
     "  --eval-windows K      evaluate at most K windows (default: all)\n"
     SG_HELP_TOKENIZER
-    "  --host-mem SIZE       host memory budget, e.g. 8G (default: half of RAM); calibration\n"
-    "                        activations beyond it spill to disk, zstd-compressed\n"
+    "  --host-mem SIZE       host memory budget above 0, e.g. 8G (default: half of RAM);\n"
+    "                        calibration activations beyond it spill to disk, zstd-compressed\n"
     "  --spill-dir DIR       where spilled activations go (default: $TMPDIR or /tmp)\n"
     "  --device auto|cuda|cpu  where the forward, covariance, eigensolves and rotations\n"
     "                        run (default auto: the GPU when there is one)\n"
@@ -67,19 +68,14 @@ static int64_t dir_bytes(const char *dir)
     return sum;
 }
 
-static int eval_ppl(sg_backend *be, const char *model, const sg_tokenizer *tok, const char *text,
-                    size_t len, int64_t seqlen, int64_t windows, double *ppl, sg_eval_result *r)
+static int eval_ppl(sg_backend *be, const char *model, const sg_token_batch *batch, double *ppl,
+                    sg_eval_result *r)
 {
     sg_model_files *files;
-    sg_token_batch batch;
     int err = sg_model_files_open(model, &files);
     if (err)
         return err;
-    err = sg_batch_windows(tok, text, len, seqlen, windows, &batch);
-    if (!err) {
-        err = sg_evaluate_on(be, files, &batch, r);
-        sg_token_batch_free(&batch);
-    }
+    err = sg_evaluate_on(be, files, batch, r);
     sg_model_files_close(files);
     if (!err)
         *ppl = exp(r->nll / r->count);
@@ -102,10 +98,16 @@ int sg_cmd_run(int argc, char **argv)
                          own, run_option, &a, usage, &j);
     if (r)
         return r == SG_CLI_HELP ? SG_EXIT_OK : SG_EXIT_USAGE;
-    if (optind != argc || !a.model || !a.out || !j.calib == !j.calib_tokens) {
+    if (optind != argc || !a.model || !a.out) {
         fputs(usage, stderr);
         return SG_EXIT_USAGE;
     }
+    if (sg_cli_one_calib(j.calib, j.calib_tokens))
+        return SG_EXIT_USAGE;
+    /* before any work: an --out that exists (a dangling link included)
+     * would otherwise fail only when the finished model is renamed */
+    if (sg_model_writer_check_out(a.out))
+        return sg_cli_report(SG_EARG);
     const char *model = a.model, *calib = j.calib, *calib_tokens = j.calib_tokens;
     const char *eval = a.eval, *tok_path = j.tokenizer;
     int64_t nsamples = j.nsamples, seqlen = j.seqlen, seed = j.seed;
@@ -161,8 +163,18 @@ int sg_cmd_run(int argc, char **argv)
         err = sg_batch_pretokenized(calib_tokens, cfg->vocab_size, nsamples, seqlen,
                                     (uint64_t)seed, &batch);
     }
+    if (!err)
+        err = sg_cli_check_calibration(&batch, cfg->dim, calib ? calib : calib_tokens);
+    /* the evaluation windows, capped at the context as ppl caps them, made
+     * now: a problem with them must stop the run before anything is written */
+    int64_t es = eval_seqlen ? eval_seqlen : seqlen;
+    sg_token_batch eval_batch = {0};
+    if (!err && cfg->max_positions > 0 && es > cfg->max_positions + 1)
+        es = cfg->max_positions + 1;
     if (!err && eval)
         err = sg_text_read(eval, &eval_text, &eval_len);
+    if (!err && eval)
+        err = sg_batch_windows(tok, eval_text, eval_len, es, eval_windows, &eval_batch);
     if (!err) {
         /* the sliced model carries its tokenizer: the file we were given or
          * the model's own, else the one in use, written as tokenizer.json */
@@ -182,16 +194,16 @@ int sg_cmd_run(int argc, char **argv)
             }
         }
         o.tok = tok;
-        char goal[64];
+        char counts[128], goal[64];
+        sg_cli_calib_counts(&batch, counts, sizeof counts);
         if (o.plan.target_size > 0)
             snprintf(goal, sizeof goal, "to at most %.3g of the dense size", o.plan.target_size);
         else
             snprintf(goal, sizeof goal, "at sparsity %.2f", o.plan.sparsity);
-        printf("slicing %s (%s, D = %lld, %lld layers) %s on %lld calibration "
-               "tokens (%lld x %lld), on the %s backend, %s covariance, %s eigensolver\n",
+        printf("slicing %s (%s, D = %lld, %lld layers) %s on %s of calibration, "
+               "on the %s backend, %s covariance, %s eigensolver\n",
                model, sg_arch_name(cfg->arch), (long long)cfg->dim, (long long)cfg->n_layers,
-               goal, (long long)batch.offsets[batch.n_seq], (long long)batch.n_seq,
-               (long long)seqlen, o.backend->ops->name, o.cov_mixed ? "mixed" : "float64",
+               goal, counts, o.backend->ops->name, o.cov_mixed ? "mixed" : "float64",
                o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
         fflush(stdout);
         err = sg_slice(files, &batch, &o, &rep);
@@ -224,11 +236,9 @@ int sg_cmd_run(int argc, char **argv)
     if (!err && eval) {
         double dense, sliced;
         sg_eval_result rd, rs;
-        int64_t es = eval_seqlen ? eval_seqlen : seqlen;
-        err = eval_ppl(o.backend, model, tok, eval_text, eval_len, es, eval_windows, &dense, &rd);
+        err = eval_ppl(o.backend, model, &eval_batch, &dense, &rd);
         if (!err)
-            err = eval_ppl(o.backend, o.out_dir, tok, eval_text, eval_len, es, eval_windows,
-                           &sliced, &rs);
+            err = eval_ppl(o.backend, o.out_dir, &eval_batch, &sliced, &rs);
         if (!err)
             printf("perplexity on %s (%lld tokens, windows of %lld): dense %.4f, sliced %.4f "
                    "(%+.2f%%); eval %.0f / %.0f tokens/s\n",
@@ -236,6 +246,7 @@ int sg_cmd_run(int argc, char **argv)
                    100.0 * (sliced / dense - 1), rd.tokens / rd.seconds, rs.tokens / rs.seconds);
     }
     sg_token_batch_free(&batch);
+    sg_token_batch_free(&eval_batch);
     free(text);
     free(eval_text);
     sg_tokenizer_free(tok);

@@ -239,7 +239,7 @@ static int cov_record(sg_stage *st, void *ctx)
     /* capture removes the store only when it stops, and it sends nothing
      * after it: a chunk gone means capture failed and said so */
     if (err == -ENOENT)
-        return sg_fail(SG_STAGE_QUIET, "%s: the store is gone (capture stopped)", path);
+        return sg_stage_store_gone(st, err);
     err = err ? err : sg_slice_cov_add(&c->cov, c->chunk, a.rows);
     if (err)
         return err;
@@ -332,6 +332,8 @@ static int eig_record(sg_stage *st, void *ctx)
     int64_t f[2] = {m.layer, e->D};
     sg_frame_part parts[2] = {{f, sizeof f}, {e->q, e->D * e->D * sizeof(double)}};
     err = err ? err : sg_store_put(st->store, file, SG_REC_ROTATION, signal, parts, 2);
+    if (err == SG_STORE_PEER_FAILED)
+        return sg_stage_store_gone(st, err);
     err = err ? err : sg_rec_write_spectrum(st->out, signal, m.layer, e->D, e->eig);
     err = err ? err : sg_rec_write_rotation(st->out, signal, m.layer, e->D, e->q);
     return err ? err : 1;
@@ -548,6 +550,8 @@ int sg_cmd_slice(int argc, char **argv)
         err = json ? sg_store_put(st.store, "plan", SG_REC_HEADER, "header", &part, 1)
                    : sg_fail(-ENOMEM, "out of memory");
         free(json);
+        if (err == SG_STORE_PEER_FAILED)
+            err = sg_stage_store_gone(&st, err);
     }
     err = err ? err : sg_pipeline_run(&p);
     if (!err) {

@@ -14,6 +14,7 @@ int sg_stage_open(sg_stage *st, const char *name, int input, int output, int zst
 {
     memset(st, 0, sizeof *st);
     st->name = name;
+    st->flow_fd = -1;
     /* a closed pipe is an error to report (or not), not a silent death */
     signal(SIGPIPE, SIG_IGN);
     if (output && isatty(STDOUT_FILENO))
@@ -27,9 +28,23 @@ int sg_stage_open(sg_stage *st, const char *name, int input, int output, int zst
     return err;
 }
 
+void sg_stage_publish_flow(sg_stage *st, int waiting)
+{
+    if (!st->store[0])
+        return;
+    if (waiting != st->waiting || !waiting)
+        st->since = sg_store_now();
+    st->waiting = waiting;
+    sg_store_flow f = {sg_frame_reader_bytes(st->in), sg_frame_writer_bytes(st->out), waiting,
+                       st->since};
+    sg_store_publish_flow(st->store, st->name, &st->flow_fd, &f);
+}
+
 int sg_stage_next(sg_stage *st)
 {
+    sg_stage_publish_flow(st, 1);
     int got = sg_frame_read(st->in, &st->rec);
+    sg_stage_publish_flow(st, 0);
     if (got == 1 && st->rec.type == SG_REC_ABORT) {
         if (st->out && !st->abort_sent)
             sg_stage_forward(st);
@@ -119,6 +134,8 @@ int sg_stage_finish(sg_stage *st, int err)
     }
     sg_frame_reader_free(st->in);
     sg_frame_writer_free(st->out);
+    if (st->flow_fd >= 0)
+        close(st->flow_fd);
     cJSON_Delete(st->header);
     memset(st, 0, sizeof *st);
     return err ? SG_EXIT_FAIL : SG_EXIT_OK;
@@ -180,4 +197,23 @@ int sg_stage_loop(sg_stage *st, sg_stage_section_fn on_section, sg_stage_record_
     if (got < 0)
         return got;
     return st->out ? sg_frame_write_end(st->out) : 0;
+}
+
+int sg_stage_store_gone(sg_stage *st, int err)
+{
+    if (err != SG_STORE_PEER_FAILED && err != -ENOENT)
+        return err;
+    /* capture removes the store when it stops; if it failed, its abort
+     * record is on the way. A stream that instead ends cleanly was saved
+     * and is being replayed after its capture ended: say so. */
+    int got;
+    while ((got = sg_stage_next(st)) == 1)
+        ;
+    if (got == 0)
+        return sg_fail(SG_EARG,
+                       "%s: the store is gone: this stream was saved from an earlier pipe and "
+                       "capture removed its store when it ended; a captured stream cannot be "
+                       "replayed, run the pipe from capture again",
+                       st->store);
+    return SG_STAGE_QUIET;
 }

@@ -29,7 +29,14 @@ typedef struct {
     sg_model_config orig;      /* the original model, from the header */
     char store[4096];          /* the store directory, "" until known */
     int abort_sent;
+    int flow_fd;               /* store/<name>.flow (sg_store_publish_flow) */
+    int waiting;               /* in sg_frame_read, for the flow file */
+    double since;
 } sg_stage;
+
+/* Publishes how this stage's streams flow (bytes in and out, whether it
+ * waits for input) in the store, for capture's stall check. */
+void sg_stage_publish_flow(sg_stage *st, int waiting);
 
 /* Sets up st; opens stdin and/or stdout as streams. Refuses a terminal as
  * stdout. SIGPIPE becomes an -EPIPE error. */
@@ -53,6 +60,13 @@ int sg_stage_write_header(sg_stage *st);
 /* Reports err as the header comment says, frees st, returns the exit
  * status. */
 int sg_stage_finish(sg_stage *st, int err);
+
+/* After err from a file in the store (SG_STORE_PEER_FAILED, or -ENOENT
+ * for a chunk): reads the rest of the input. An abort record (capture
+ * failed, and said so) makes it SG_STAGE_QUIET; a clean end means the
+ * stream is a saved one replayed after its capture ended: one line says
+ * so. Other errors are returned unchanged. */
+int sg_stage_store_gone(sg_stage *st, int err);
 
 /* Reads records to the end: the tensors of each section are gathered and
  * handed to on_section once the section ends (sections are checked, not

@@ -6,12 +6,34 @@
 
 static _Thread_local char last_message[1024];
 
+const char *sg_escape(const char *s, size_t len, char *buf, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < len && k + 1 < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) {
+            if (k + 5 > n - 1)
+                break;
+            k += (size_t)snprintf(buf + k, n - k, "\\x%02x", c);
+        } else {
+            buf[k++] = (char)c;
+        }
+    }
+    if (n)
+        buf[k] = '\0';
+    return buf;
+}
+
 int sg_fail(int code, const char *fmt, ...)
 {
+    /* messages carry names read from input files: a control byte among
+     * them (CR, ESC, ...) must not reach a terminal or break the line */
+    char raw[sizeof last_message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_message, sizeof last_message, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    sg_escape(raw, strlen(raw), last_message, sizeof last_message);
     return code;
 }
 

@@ -21,8 +21,16 @@ enum {
 };
 
 /* Records "formatted message" as the last error of this thread and returns
- * code, so a failure reads: return sg_fail(SG_EFORMAT, "%s: ...", path); */
+ * code, so a failure reads: return sg_fail(SG_EFORMAT, "%s: ...", path);
+ * control characters in the message (from names read from input files)
+ * are recorded escaped, as \xNN, so a message is always one plain line. */
 int sg_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Copies s[0..len) into buf (n bytes, always terminated) with every
+ * control character (below 0x20, and 0x7f) written as \xNN; returns buf.
+ * For printing strings that come from input files. */
+#include <stddef.h>
+const char *sg_escape(const char *s, size_t len, char *buf, size_t n);
 
 /* The message recorded by the last sg_fail() in this thread, or "" if none. */
 const char *sg_last_error(void);

@@ -152,7 +152,10 @@ static int parse_head_dim(jsec s, sg_model_config *c, int allow_key)
         c->head_dim = hd;
         return 0;
     }
-    if (c->n_heads <= 0 || c->dim % c->n_heads)
+    if (c->n_heads <= 0)
+        return sg_fail(SG_EFORMAT, "%s: num_attention_heads: %lld: must be at least 1", s.path,
+                       (long long)c->n_heads);
+    if (c->dim % c->n_heads)
         return sg_fail(SG_EFORMAT,
                        "%s: num_attention_heads: %lld heads do not divide hidden_size %lld",
                        s.path, (long long)c->n_heads, (long long)c->dim);
@@ -475,6 +478,17 @@ int sg_hf_config_load(const char *path, sg_model_config *cfg)
     if (cfg->n_layers < 1 || cfg->n_layers > SG_MAX_LAYERS) {
         rc = sg_fail(SG_EFORMAT, "%s: num_hidden_layers: %lld is not in 1..%d", path,
                      (long long)cfg->n_layers, SG_MAX_LAYERS);
+        goto out;
+    }
+    if (cfg->n_heads < 1) {
+        rc = sg_fail(SG_EFORMAT, "%s: num_attention_heads: %lld: must be at least 1", path,
+                     (long long)cfg->n_heads);
+        goto out;
+    }
+    /* 0 would cap every window and calibration sample at nothing */
+    if (cfg->max_positions < 1) {
+        rc = sg_fail(SG_EFORMAT, "%s: max_position_embeddings: %lld: must be at least 1", path,
+                     (long long)cfg->max_positions);
         goto out;
     }
     sg_config_set_unsliced(cfg);

@@ -59,12 +59,15 @@ struct sg_frame_writer {
     unsigned char *zbuf;
     size_t zcap;
     uint64_t seq;
+    uint64_t bytes; /* written to fd so far */
     int ended;
 };
 
 static int write_all(sg_frame_writer *w, const void *buf, uint64_t len)
 {
     int err = sg_write_all(w->fd, buf, (size_t)len);
+    if (!err)
+        w->bytes += len;
     if (err == -EPIPE)
         return sg_fail(-EPIPE, "%s: the next stage closed the pipe", w->what);
     if (err)
@@ -214,8 +217,12 @@ struct sg_frame_reader {
     uint64_t payload_cap, stored_cap;
     ZSTD_DCtx *dctx;
     uint64_t seq;
+    uint64_t bytes; /* read from fd so far */
     int ended;
 };
+
+uint64_t sg_frame_writer_bytes(const sg_frame_writer *w) { return w ? w->bytes : 0; }
+uint64_t sg_frame_reader_bytes(const sg_frame_reader *r) { return r ? r->bytes : 0; }
 
 /* Reads up to n bytes; fewer only at end of input. Returns bytes read or -errno. */
 static int64_t read_upto(sg_frame_reader *r, void *dst, uint64_t n)
@@ -238,6 +245,7 @@ static int64_t read_upto(sg_frame_reader *r, void *dst, uint64_t n)
             return sg_fail((int)k, "%s: read failed: %s", r->what, strerror((int)-k));
         if (k == 0)
             break;
+        r->bytes += (uint64_t)k;
         if (direct) {
             got += (uint64_t)k;
         } else {

@@ -77,6 +77,8 @@ int sg_frame_write(sg_frame_writer *w, int type, const char *name, const sg_fram
 int sg_frame_write_end(sg_frame_writer *w);
 
 void sg_frame_writer_free(sg_frame_writer *w);
+/* Bytes written to the fd so far (the preamble included). */
+uint64_t sg_frame_writer_bytes(const sg_frame_writer *w);
 
 typedef struct {
     const char *source; /* the reader's "what", for messages */
@@ -104,5 +106,7 @@ int sg_frame_read(sg_frame_reader *r, sg_record *rec);
 void *sg_frame_reader_take_payload(sg_frame_reader *r);
 
 void sg_frame_reader_free(sg_frame_reader *r);
+/* Bytes read from the fd so far (read ahead included). */
+uint64_t sg_frame_reader_bytes(const sg_frame_reader *r);
 
 #endif

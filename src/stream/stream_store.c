@@ -20,6 +20,78 @@ static double now_s(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+double sg_store_now(void) { return now_s(); }
+
+/* fixed width, so that one pwrite replaces the whole line */
+#define FLOW_FMT "%20llu %20llu %d %20.6f\n"
+#define FLOW_LEN (20 + 1 + 20 + 1 + 1 + 1 + 20 + 1)
+
+void sg_store_publish_flow(const char *dir, const char *stage, int *fd, const sg_store_flow *f)
+{
+    if (!dir || !dir[0])
+        return;
+    if (*fd < 0) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s.flow", dir, stage);
+        *fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (*fd < 0) {
+            *fd = -2; /* gone: do not try again */
+            return;
+        }
+    }
+    if (*fd < 0)
+        return;
+    char line[FLOW_LEN + 1];
+    snprintf(line, sizeof line, FLOW_FMT, f->in, f->out, f->waiting ? 1 : 0, f->since);
+    (void)!pwrite(*fd, line, FLOW_LEN, 0);
+}
+
+static int read_flow(const char *dir, const char *stage, sg_store_flow *f)
+{
+    char path[4200], line[FLOW_LEN + 1];
+    snprintf(path, sizeof path, "%s/%s.flow", dir, stage);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t k = pread(fd, line, FLOW_LEN, 0);
+    close(fd);
+    if (k != FLOW_LEN || line[FLOW_LEN - 1] != '\n')
+        return -1; /* being written: judge next time */
+    line[FLOW_LEN] = '\0';
+    return sscanf(line, "%llu %llu %d %lf", &f->in, &f->out, &f->waiting, &f->since) == 4 ? 1
+                                                                                        : -1;
+}
+
+/* 0, or a message saying which pair of stages a stuck stream sits between. */
+static int check_stall(const char *dir, const sg_store_wait_opts *o, double start)
+{
+    if (!o->hops || o->stall_s <= 0)
+        return 0;
+    double now = now_s();
+    for (int i = 1; o->hops[i]; i++) {
+        sg_store_flow up, me;
+        if (read_flow(dir, o->hops[i - 1], &up) != 1)
+            continue;
+        int got = read_flow(dir, o->hops[i], &me);
+        if (got == 0 && now - start > o->stall_s)
+            return sg_fail(-ETIMEDOUT,
+                           "`slicegpt-stream %s` has not received the stream %.0f s after `%s` "
+                           "sent it: something between them holds the stream back (a buffer "
+                           "such as `dd bs=1M`?), or %s is missing; join the stages with plain "
+                           "pipes",
+                           o->hops[i], now - start, o->hops[i - 1], o->hops[i]);
+        if (got == 1 && me.waiting && me.in < up.out && now - me.since > o->stall_s &&
+            now - start > o->stall_s)
+            return sg_fail(-ETIMEDOUT,
+                           "`slicegpt-stream %s` has waited %.0f s for %llu bytes that `%s` "
+                           "wrote: something between them holds the stream back (a buffer such "
+                           "as `dd bs=1M`?); join the stages with plain pipes, or raise "
+                           "--stall-timeout",
+                           o->hops[i], now - me.since, up.out - me.in, o->hops[i - 1]);
+    }
+    return 0;
+}
+
 int sg_store_put(const char *dir, const char *file, int type, const char *name,
                  const sg_frame_part *parts, int n_parts)
 {
@@ -93,6 +165,9 @@ int sg_store_wait(const char *dir, const char *file, int type, const sg_store_wa
         if (reader_gone(o->watch_fd))
             return sg_fail(-EPIPE, "the next stage closed the pipe while this one waited for "
                                    "%s from %s", path, o->from);
+        int stuck = check_stall(dir, o, start);
+        if (stuck)
+            return stuck;
         if (now_s() - start > o->timeout_s)
             return sg_fail(-ETIMEDOUT,
                            "waited %.0f s for %s from %s; is `slicegpt-stream %s` further down "

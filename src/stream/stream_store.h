@@ -38,7 +38,31 @@ typedef struct {
     double timeout_s;   /* give up after this long */
     int watch_fd;       /* stop if this pipe's reader goes away (-1: none) */
     const char *from;   /* the stage expected to write the file, for messages */
+    /* The stages the awaited file's inputs pass through, from the waiting
+     * one to the one that writes the file (NULL-terminated), and how long
+     * one of them may sit in read() while the stage before it has written
+     * bytes it has not received: such a wait means something between them
+     * (a buffer such as `dd bs=1M`) holds the stream back, and would never
+     * end. 0: no such check. */
+    const char *const *hops;
+    double stall_s;
 } sg_store_wait_opts;
+
+/* How a stage's streams flow, published in dir/<stage>.flow for the
+ * stall check above: bytes read and written so far, and whether the stage
+ * sits in read() (waiting) since the time `since` (CLOCK_MONOTONIC). */
+typedef struct {
+    unsigned long long in, out;
+    int waiting;
+    double since;
+} sg_store_flow;
+
+/* Opens (once; *fd starts at -1) and rewrites dir/<stage>.flow. Never
+ * fails: a store that is gone is the owner's to report. */
+void sg_store_publish_flow(const char *dir, const char *stage, int *fd, const sg_store_flow *f);
+
+/* Seconds on CLOCK_MONOTONIC (the clock of sg_store_flow.since). */
+double sg_store_now(void);
 
 /* Waits for dir/file, then reads its record (of type `type`) into *rec;
  * rec->payload is then the caller's, to free(). SG_STORE_PEER_FAILED,

@@ -176,8 +176,27 @@ int sg_batch_calibration(const sg_tokenizer *tok, const char *text, size_t len,
     int err = 0;
     char *joined = NULL;
     size_t joined_cap = 0;
+    /* A sample depends only on the document it starts at: one drawn again
+     * is copied from the first time, not tokenized again (a text of one
+     * long document would otherwise be tokenized whole for every sample). */
+    int64_t *first_sample = calloc((size_t)n_docs, sizeof *first_sample); /* sample + 1 */
+    if (!first_sample)
+        err = sg_fail(-ENOMEM, "out of memory for documents");
     for (int64_t s = 0; s < nsamples && !err; s++) {
         int64_t d = (int64_t)(rng_next(&seed) % (uint64_t)n_docs), used_docs = 0;
+        if (first_sample[d]) {
+            int64_t f = first_sample[d] - 1, k = out->offsets[f + 1] - out->offsets[f];
+            int32_t *copy = malloc((size_t)(k ? k : 1) * sizeof *copy);
+            if (!copy) {
+                err = sg_fail(-ENOMEM, "out of memory for tokens");
+                break;
+            }
+            memcpy(copy, out->ids + out->offsets[f], (size_t)k * sizeof *copy);
+            err = builder_add(&bb, copy, k);
+            free(copy);
+            continue;
+        }
+        first_sample[d] = s + 1;
         size_t jl = 0;
         int32_t *ids = NULL;
         size_t n = 0;
@@ -216,6 +235,7 @@ int sg_batch_calibration(const sg_tokenizer *tok, const char *text, size_t len,
             err = builder_add(&bb, ids, (int64_t)n < seqlen ? (int64_t)n : seqlen);
         free(ids);
     }
+    free(first_sample);
     free(joined);
     free(doc_start);
     free(doc_len);
