@@ -118,3 +118,13 @@ int sg_cli_cov(const char *arg, sg_backend *be, int *mixed)
     *mixed = !be->ops->memory(be, &m) && m.f64_ratio > 8;
     return 0;
 }
+
+void sg_cli_progress(sg_progress *p, int quiet)
+{
+    const char *env = getenv("SG_PROGRESS_INTERVAL");
+    char *end;
+    double interval = env ? strtod(env, &end) : 5;
+    if (!env || end == env || !(interval >= 0))
+        interval = 5;
+    sg_progress_init(p, quiet ? NULL : stderr, -1, "slicegpt-stream", interval);
+}

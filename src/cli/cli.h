@@ -35,6 +35,11 @@ int sg_cli_eigh(const char *arg, const sg_backend *be, sg_eigh_mode *out);
  * under 1/8 of its float32, as on consumer GPUs; else f64). *mixed = 0|1. */
 int sg_cli_cov(const char *arg, sg_backend *be, int *mixed);
 
+/* The progress line of a command (progress.h): on stderr unless quiet;
+ * off a terminal at most one line every SG_PROGRESS_INTERVAL seconds
+ * (default 5), plus one as each phase ends. */
+void sg_cli_progress(sg_progress *p, int quiet);
+
 int sg_cmd_ppl(int argc, char **argv);
 int sg_cmd_plan(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);

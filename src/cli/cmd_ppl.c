@@ -19,20 +19,21 @@ static const char usage[] =
     "  --lines A:B        with --per-line: only non-empty lines A..B (1-based)\n"
     "  --device auto|cuda|cpu  where the blocks and the head run (default auto: the GPU\n"
     "                     when there is one)\n"
-    "  --gpu-mem SIZE     cap on GPU memory, e.g. 24G (default: what the card has free)\n";
+    "  --gpu-mem SIZE     cap on GPU memory, e.g. 24G (default: what the card has free)\n"
+    "  --quiet            no progress on stderr (block i/N, tokens/s, ETA)\n";
 
 int sg_cmd_ppl(int argc, char **argv)
 {
     const char *model = NULL, *text_path = NULL, *tok_path = NULL;
     int64_t seqlen = 2048, max_windows = 0, first = 1, last = 0;
-    int per_line = 0;
+    int per_line = 0, quiet = 0;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},     {"text", required_argument, 0, 't'},
         {"tokenizer", required_argument, 0, 'k'}, {"seqlen", required_argument, 0, 's'},
         {"max-windows", required_argument, 0, 'w'}, {"per-line", no_argument, 0, 'p'},
         {"lines", required_argument, 0, 'l'},     {"help", no_argument, 0, 'h'},
         {"device", required_argument, 0, 'G'},    {"gpu-mem", required_argument, 0, 'g'},
-        {0, 0, 0, 0}};
+        {"quiet", no_argument, 0, 'q'},           {0, 0, 0, 0}};
     const char *device = "auto";
     int64_t gpu_mem = 0;
     int o;
@@ -50,6 +51,7 @@ int sg_cmd_ppl(int argc, char **argv)
                 return SG_EXIT_USAGE;
             break;
         case 'p': per_line = 1; break;
+        case 'q': quiet = 1; break;
         case 'G': device = optarg; break;
         case 'g':
             if (sg_cli_size("--gpu-mem", optarg, &gpu_mem))
@@ -92,8 +94,10 @@ int sg_cmd_ppl(int argc, char **argv)
         err = per_line ? sg_batch_lines(tok, text, len, seqlen, first, last, &batch)
                        : sg_batch_windows(tok, text, len, seqlen, max_windows, &batch);
     }
+    sg_progress progress;
+    sg_cli_progress(&progress, quiet);
     if (!err)
-        err = sg_evaluate_on(be, files, &batch, &r);
+        err = sg_evaluate_progress(be, files, &batch, &progress, "perplexity", &r);
     if (!err)
         printf("perplexity %.4f  mean NLL %.4f nats over %lld predicted tokens, %lld sequences; "
                "%.2f s (%.0f tokens/s, %s)\n",

@@ -25,13 +25,11 @@ static const char usage[] =
     "  --device auto|cuda|cpu  where the forward, covariance, eigensolves and rotations\n"
     "                        run (default auto: the GPU when there is one)\n"
     "  --gpu-mem SIZE        cap on GPU memory, e.g. 24G (default: what the card has free)\n"
-    SG_HELP_AXES SG_HELP_COV
-    "  --quiet               no per-block progress\n";
+    SG_HELP_AXES SG_HELP_COV SG_HELP_QUIET;
 
 typedef struct {
     const char *model, *out, *eval;
     int64_t eval_seqlen, eval_windows;
-    int quiet;
 } run_args;
 
 static int run_option(void *ctx, int c, const char *arg)
@@ -43,13 +41,13 @@ static int run_option(void *ctx, int c, const char *arg)
     case 'e': a->eval = arg; return 0;
     case 'E': return sg_cli_int("--eval-seqlen", arg, 2, 1 << 20, &a->eval_seqlen);
     case 'W': return sg_cli_int("--eval-windows", arg, 0, INT64_MAX, &a->eval_windows);
-    case 'q': a->quiet = 1; return 0;
     }
     return -1;
 }
 
 static int eval_ppl(sg_backend *be, const char *model, const sg_tokenizer *tok, const char *text,
-                    size_t len, int64_t seqlen, int64_t windows, double *ppl, sg_eval_result *r)
+                    size_t len, int64_t seqlen, int64_t windows, sg_progress *pr,
+                    const char *phase, double *ppl, sg_eval_result *r)
 {
     sg_model_files *files;
     sg_token_batch batch;
@@ -58,7 +56,7 @@ static int eval_ppl(sg_backend *be, const char *model, const sg_tokenizer *tok, 
         return err;
     err = sg_batch_windows(tok, text, len, seqlen, windows, &batch);
     if (!err) {
-        err = sg_evaluate_on(be, files, &batch, r);
+        err = sg_evaluate_progress(be, files, &batch, pr, phase, r);
         sg_token_batch_free(&batch);
     }
     sg_model_files_close(files);
@@ -72,14 +70,13 @@ int sg_cmd_run(int argc, char **argv)
     static const struct option own[] = {
         {"model", required_argument, 0, 'm'},       {"out", required_argument, 0, 'o'},
         {"eval", required_argument, 0, 'e'},        {"eval-seqlen", required_argument, 0, 'E'},
-        {"eval-windows", required_argument, 0, 'W'}, {"quiet", no_argument, 0, 'q'},
-        {0, 0, 0, 0}};
+        {"eval-windows", required_argument, 0, 'W'}, {0, 0, 0, 0}};
     run_args a = {0};
     sg_cli_job j;
     sg_cli_job_default(&j);
     int r = sg_cli_parse(argc, argv,
                          SG_OPT_CALIB | SG_OPT_PLAN | SG_OPT_AXES | SG_OPT_COV | SG_OPT_DTYPE |
-                             SG_OPT_TOKENIZER | SG_OPT_DEVICE,
+                             SG_OPT_TOKENIZER | SG_OPT_DEVICE | SG_OPT_QUIET,
                          own, run_option, &a, usage, &j);
     if (r)
         return r == SG_CLI_HELP ? SG_EXIT_OK : SG_EXIT_USAGE;
@@ -93,7 +90,9 @@ int sg_cmd_run(int argc, char **argv)
     int64_t eval_seqlen = a.eval_seqlen, eval_windows = a.eval_windows;
     sg_slice_options o;
     sg_slice_options_default(&o);
-    o.verbose = !a.quiet;
+    sg_progress progress;
+    sg_cli_progress(&progress, j.quiet);
+    o.progress = &progress;
     o.out_dir = a.out;
     o.sparsity = j.sparsity;
     o.round_interval = j.round_interval;
@@ -197,10 +196,11 @@ int sg_cmd_run(int argc, char **argv)
         double dense, sliced;
         sg_eval_result rd, rs;
         int64_t es = eval_seqlen ? eval_seqlen : seqlen;
-        err = eval_ppl(o.backend, model, tok, eval_text, eval_len, es, eval_windows, &dense, &rd);
+        err = eval_ppl(o.backend, model, tok, eval_text, eval_len, es, eval_windows, &progress,
+                       "perplexity, dense", &dense, &rd);
         if (!err)
             err = eval_ppl(o.backend, o.out_dir, tok, eval_text, eval_len, es, eval_windows,
-                           &sliced, &rs);
+                           &progress, "perplexity, sliced", &sliced, &rs);
         if (!err)
             printf("perplexity on %s (%lld tokens, windows of %lld): dense %.4f, sliced %.4f "
                    "(%+.2f%%); eval %.0f / %.0f tokens/s\n",

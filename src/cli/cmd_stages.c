@@ -379,7 +379,7 @@ static const char slice_usage[] =
     "usage: ... | slicegpt-stream slice --sparsity S [--round-interval N] [--slice-head]\n"
     "                                   [--zstd LEVEL] | ...\n"
     "Rotates and slices the weights by the rotations eig sends (after eig); plans the\n"
-    "sliced widths, which capture reads from the store.\n" SG_HELP_PLAN SG_HELP_ZSTD;
+    "sliced widths, which capture reads from the store.\n" SG_HELP_PLAN SG_HELP_QUIET SG_HELP_ZSTD;
 
 /* The pipeline (stages/pipeline.h) with slicing on and capture off: the
  * sections come in model order, each followed by the rotations of its
@@ -511,12 +511,16 @@ static const sg_pipeline_io slice_io = {
 int sg_cmd_slice(int argc, char **argv)
 {
     sg_cli_job j;
-    int status = stage_options(argc, argv, SG_OPT_PLAN | SG_OPT_ZSTD, slice_usage, &j, 0);
+    int status = stage_options(argc, argv, SG_OPT_PLAN | SG_OPT_ZSTD | SG_OPT_QUIET, slice_usage,
+                               &j, 0);
     if (status >= 0)
         return status;
     sg_stage st;
     slice_state s = {.st = &st};
-    sg_pipeline p = {.io = &slice_io, .ctx = &s, .be = sg_backend_cpu(), .slice = 1};
+    sg_progress progress;
+    sg_cli_progress(&progress, j.quiet);
+    sg_pipeline p = {.io = &slice_io, .ctx = &s, .be = sg_backend_cpu(), .slice = 1,
+                     .progress = &progress, .phase = "slice"};
     int err = sg_stage_open(&st, "slice", 1, 1, j.zstd);
     err = err ? err : sg_stage_read_header(&st, "eig");
     if (!err && !st.store[0])

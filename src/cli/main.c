@@ -55,6 +55,9 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
     /* spilled activations must not outlive a run stopped by a signal */
     sg_act_store_install_signal_cleanup();
+    /* a summary piped into tee or a log arrives as it is printed, not at
+     * exit (the filters write their stream with write(2), not stdio) */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);
