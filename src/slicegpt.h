@@ -6,7 +6,7 @@
  * its tests):
  *   core/      errors (sg_fail, sg_strerror), dtypes, whole-file reads,
  *              EINTR-safe read/write loops, progress lines (to a stream
- *              the program hands over)
+ *              the program hands over), library versions
  *   formats/   safetensors, HF config.json and tensor names, GGUF, llama2.c,
  *              synthetic models
  *   tokenize/  tokenizers, calibration samples and evaluation windows
@@ -25,9 +25,11 @@
 #include "dtype.h"
 #include "read_file.h"
 #include "progress.h"
+#include "versions.h"
 
 #include "gguf.h"
 #include "hf_config.h"
+#include "hf_save.h"
 
 #include "text.h"
 #include "tokenizer.h"

@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "cli_options.h"
+#include "json_report.h"
 #include "slicegpt.h"
 
 static const char usage[] =
@@ -18,6 +19,7 @@ static const char usage[] =
     "  --eval FILE           report dense and sliced perplexity on this text\n"
     "  --eval-seqlen N       evaluation window (default: --seqlen)\n"
     "  --eval-windows K      evaluate at most K windows (default: all)\n"
+    "  --report FILE.json    also write every figure printed, as JSON (slicegpt-stream(1))\n"
     SG_HELP_TOKENIZER
     "  --host-mem SIZE       host memory budget, e.g. 8G (default: half of RAM); calibration\n"
     "                        activations beyond it spill to disk, zstd-compressed\n"
@@ -28,7 +30,7 @@ static const char usage[] =
     SG_HELP_AXES SG_HELP_COV SG_HELP_QUIET;
 
 typedef struct {
-    const char *model, *out, *eval;
+    const char *model, *out, *eval, *report;
     int64_t eval_seqlen, eval_windows;
 } run_args;
 
@@ -39,6 +41,7 @@ static int run_option(void *ctx, int c, const char *arg)
     case 'm': a->model = arg; return 0;
     case 'o': a->out = arg; return 0;
     case 'e': a->eval = arg; return 0;
+    case 'R': a->report = arg; return 0;
     case 'E': return sg_cli_int("--eval-seqlen", arg, 2, 1 << 20, &a->eval_seqlen);
     case 'W': return sg_cli_int("--eval-windows", arg, 0, INT64_MAX, &a->eval_windows);
     }
@@ -70,7 +73,8 @@ int sg_cmd_run(int argc, char **argv)
     static const struct option own[] = {
         {"model", required_argument, 0, 'm'},       {"out", required_argument, 0, 'o'},
         {"eval", required_argument, 0, 'e'},        {"eval-seqlen", required_argument, 0, 'E'},
-        {"eval-windows", required_argument, 0, 'W'}, {0, 0, 0, 0}};
+        {"eval-windows", required_argument, 0, 'W'}, {"report", required_argument, 0, 'R'},
+        {0, 0, 0, 0}};
     run_args a = {0};
     sg_cli_job j;
     sg_cli_job_default(&j);
@@ -117,6 +121,8 @@ int sg_cmd_run(int argc, char **argv)
     size_t len = 0, eval_len = 0;
     sg_token_batch batch = {0};
     sg_slice_report rep;
+    cJSON *json = sg_json_report_new("run", argc, argv);
+    int report_failed = 0;
     double t0 = sg_now();
     int err = sg_model_files_open(model, &files);
     if (!err && strcmp(sg_model_files_io_backend(files), "io_uring"))
@@ -170,27 +176,85 @@ int sg_cmd_run(int argc, char **argv)
                o.sparsity, (long long)batch.offsets[batch.n_seq], (long long)batch.n_seq,
                (long long)seqlen, o.backend->ops->name, o.cov_mixed ? "mixed" : "float64",
                o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
-        fflush(stdout);
+        sg_json_report_model(json, model, cfg);
+        cJSON *jo = cJSON_AddObjectToObject(json, "options");
+        cJSON_AddNumberToObject(jo, "sparsity", o.sparsity);
+        sg_json_int(jo, "round_interval", o.round_interval);
+        cJSON_AddBoolToObject(jo, "slice_head", o.slice_head);
+        cJSON_AddStringToObject(jo, "rotation",
+                                o.rotation == SG_ROTATION_RANDOM ? "random" : "pca");
+        cJSON_AddNumberToObject(jo, "damp", o.damp_frac);
+        cJSON_AddStringToObject(jo, "dtype", sg_dtype_name(o.out_dtype));
+        cJSON_AddStringToObject(jo, "backend", o.backend->ops->name);
+        cJSON_AddStringToObject(jo, "covariance", o.cov_mixed ? "mixed" : "float64");
+        cJSON_AddStringToObject(jo, "eigensolver",
+                                o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
+        sg_json_int(jo, "host_mem", j.host_mem);
+        sg_json_int(jo, "gpu_mem", j.gpu_mem);
+        cJSON_AddStringToObject(jo, "out", o.out_dir);
+        cJSON *jc = cJSON_AddObjectToObject(json, "calibration");
+        cJSON_AddStringToObject(jc, "text", calib ? calib : calib_tokens);
+        sg_json_int(jc, "tokens", batch.offsets[batch.n_seq]);
+        sg_json_int(jc, "samples", batch.n_seq);
+        sg_json_int(jc, "seqlen", seqlen);
+        sg_json_int(jc, "seed", seed);
         err = sg_slice(files, &batch, &o, &rep);
     }
     if (!err) {
         printf("sliced width d = %lld of D = %lld; written to %s\n", (long long)rep.d,
                (long long)cfg->dim, o.out_dir);
+        sg_model_config sliced;
+        sg_slice_plan(cfg, o.sparsity, o.round_interval, o.slice_head, &sliced);
+        cJSON *jw = cJSON_AddObjectToObject(json, "widths");
+        sg_json_int(jw, "D", cfg->dim);
+        sg_json_int(jw, "d", rep.d);
+        sg_json_int(jw, "embeddings", sliced.embed_dim);
+        sg_json_int(jw, "head_in", sliced.head_in_dim);
+        cJSON *l_in = cJSON_AddArrayToObject(jw, "d_in");
+        cJSON *l_mid = cJSON_AddArrayToObject(jw, "d_mid");
+        cJSON *l_out = cJSON_AddArrayToObject(jw, "d_out");
+        for (int64_t l = 0; l < sliced.n_layers; l++) {
+            cJSON_AddItemToArray(l_in, cJSON_CreateNumber((double)sliced.d_in[l]));
+            cJSON_AddItemToArray(l_mid, cJSON_CreateNumber((double)sliced.d_mid[l]));
+            cJSON_AddItemToArray(l_out, cJSON_CreateNumber((double)sliced.d_out[l]));
+        }
         printf("parameters: dense %lld, sliced %lld (%.1f%% of dense), stored with shortcuts "
                "and untied head %lld (%.1f%%)\n",
                (long long)rep.params_dense, (long long)rep.params_sliced,
                100.0 * rep.params_sliced / rep.params_dense, (long long)rep.params_stored,
                100.0 * rep.params_stored / rep.params_dense);
+        cJSON *jp = cJSON_AddObjectToObject(json, "parameters");
+        sg_json_int(jp, "dense", rep.params_dense);
+        sg_json_int(jp, "sliced", rep.params_sliced);
+        sg_json_int(jp, "stored", rep.params_stored);
+        cJSON_AddNumberToObject(jp, "sliced_percent", 100.0 * rep.params_sliced / rep.params_dense);
+        cJSON_AddNumberToObject(jp, "stored_percent", 100.0 * rep.params_stored / rep.params_dense);
+        int64_t disk_dense = sg_json_report_disk_bytes(model);
+        int64_t disk_out = sg_json_report_disk_bytes(o.out_dir);
+        printf("on disk: model %.1f MiB, sliced model %.1f MiB (%s weights)\n",
+               disk_dense / 1048576.0, disk_out / 1048576.0, sg_dtype_name(o.out_dtype));
+        cJSON *jb = cJSON_AddObjectToObject(json, "bytes");
+        sg_json_int(jb, "dense", disk_dense);
+        sg_json_int(jb, "stored", disk_out);
         printf("activations: %lld chunks, store budget %.1f MiB, peak resident %.1f MiB, "
                "spilled %.1f MiB as %.1f MiB zstd\n",
                (long long)rep.chunks, rep.store_budget / 1048576.0, rep.store_peak / 1048576.0,
                rep.spilled_raw / 1048576.0, rep.spilled_compressed / 1048576.0);
-        if (rep.backend_peak)
-            printf("GPU memory: peak %.1f MiB allocated\n", rep.backend_peak / 1048576.0);
+        cJSON *ja = cJSON_AddObjectToObject(json, "activations");
+        sg_json_int(ja, "chunks", rep.chunks);
+        sg_json_int(ja, "store_budget_bytes", rep.store_budget);
+        sg_json_int(ja, "store_peak_bytes", rep.store_peak);
+        sg_json_int(ja, "spilled_bytes", rep.spilled_raw);
+        sg_json_int(ja, "spilled_compressed_bytes", rep.spilled_compressed);
+        double total = sg_now() - t0;
+        cJSON *js = cJSON_AddObjectToObject(json, "seconds");
         printf("time per stage:");
-        for (int i = 0; i < SG_N_STAGES; i++)
+        for (int i = 0; i < SG_N_STAGES; i++) {
             printf(" %s %.2fs", sg_stage_names[i], rep.seconds[i]);
-        printf("; total %.2fs\n", sg_now() - t0);
+            cJSON_AddNumberToObject(js, sg_stage_names[i], rep.seconds[i]);
+        }
+        printf("; total %.2fs\n", total);
+        cJSON_AddNumberToObject(js, "total", total);
     }
     if (!err && eval) {
         double dense, sliced;
@@ -201,17 +265,39 @@ int sg_cmd_run(int argc, char **argv)
         if (!err)
             err = eval_ppl(o.backend, o.out_dir, tok, eval_text, eval_len, es, eval_windows,
                            &progress, "perplexity, sliced", &sliced, &rs);
-        if (!err)
+        if (!err) {
             printf("perplexity on %s (%lld tokens, windows of %lld): dense %.4f, sliced %.4f "
                    "(%+.2f%%); eval %.0f / %.0f tokens/s\n",
                    eval, (long long)rd.count, (long long)es, dense, sliced,
                    100.0 * (sliced / dense - 1), rd.tokens / rd.seconds, rs.tokens / rs.seconds);
+            cJSON *je = cJSON_AddObjectToObject(json, "perplexity");
+            cJSON_AddStringToObject(je, "text", eval);
+            sg_json_int(je, "tokens", rd.count);
+            sg_json_int(je, "seqlen", es);
+            sg_json_int(je, "windows", eval_windows);
+            cJSON_AddNumberToObject(je, "dense", dense);
+            cJSON_AddNumberToObject(je, "sliced", sliced);
+            cJSON_AddNumberToObject(je, "change_percent", 100.0 * (sliced / dense - 1));
+            cJSON_AddNumberToObject(je, "dense_tokens_per_s", rd.tokens / rd.seconds);
+            cJSON_AddNumberToObject(je, "sliced_tokens_per_s", rs.tokens / rs.seconds);
+        }
     }
+    if (!err) {
+        int64_t host_peak = sg_json_report_host_peak();
+        printf("memory: host peak %.1f MiB resident", host_peak / 1048576.0);
+        if (rep.backend_peak)
+            printf(", GPU peak %.1f MiB allocated", rep.backend_peak / 1048576.0);
+        printf("\n");
+        sg_json_report_memory(json, host_peak, rep.backend_peak);
+        report_failed = sg_json_report_finish(json, a.report) != 0; /* it says why */
+        json = NULL;
+    }
+    cJSON_Delete(json);
     sg_token_batch_free(&batch);
     free(text);
     free(eval_text);
     sg_tokenizer_free(tok);
     sg_model_files_close(files);
     o.backend->ops->free(o.backend);
-    return err ? sg_cli_report(err) : SG_EXIT_OK;
+    return err ? sg_cli_report(err) : report_failed ? SG_EXIT_FAIL : SG_EXIT_OK;
 }
