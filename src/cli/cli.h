@@ -43,6 +43,7 @@ void sg_cli_progress(sg_progress *p, int quiet);
 int sg_cmd_ppl(int argc, char **argv);
 int sg_cmd_plan(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);
+int sg_cmd_report(int argc, char **argv);
 
 /* The stage filters (slicegpt-stream(5)): cmd_stages.c, cmd_capture.c, cmd_dump.c */
 int sg_cmd_load(int argc, char **argv);

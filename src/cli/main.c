@@ -17,6 +17,7 @@ static const struct {
     {"run", sg_cmd_run, "slice a model: calibrate, rotate, slice, write, evaluate"},
     {"ppl", sg_cmd_ppl, "perplexity of a model (dense or sliced) on a text"},
     {"plan", sg_cmd_plan, "memory a slicing run needs, from the config alone"},
+    {"report", sg_cmd_report, "summary and plots (gnuplot) of a sliced model and run reports"},
     {"load", sg_cmd_load, "stage: read a model into a stream (first of the pipe)"},
     {"fold", sg_cmd_fold, "stage: fold the norms into the weights"},
     {"capture", sg_cmd_capture, "stage: run blocks on calibration text, name the chunks"},
