@@ -91,6 +91,16 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
     "  --tokenizer FILE      tokenizer.json or llama2.c tokenizer.bin (default: the model's)\n"
 #define SG_HELP_QUIET                                                                         \
     "  --quiet               no progress on stderr (stage, block i/N, tokens/s, ETA)\n"
+/* The examples a filter's --help ends with: the whole pipe, which every
+ * filter is one part of, and a look at one stage's output. */
+#define SG_HELP_PIPE_EXAMPLES                                                                 \
+    "\nexamples:\n"                                                                          \
+    "  M=~/.cache/slicegpt-stream/SmolLM2-135M-Instruct.Q4_1.gguf\n"                          \
+    "  slicegpt-stream load $M | slicegpt-stream fold |\n"                                    \
+    "    slicegpt-stream capture --calib /usr/share/common-licenses/GPL-3 --nsamples 16 --seqlen 256 |\n" \
+    "    slicegpt-stream cov | slicegpt-stream eig | slicegpt-stream slice --sparsity 0.25 |\n" \
+    "    slicegpt-stream write smollm2-sliced\n"                                              \
+    "  slicegpt-stream load $M | slicegpt-stream fold | slicegpt-stream dump | head\n"
 #define SG_HELP_ZSTD                                                                          \
     "  --zstd LEVEL          compress record payloads with zstd (1..19; default 0: off)\n"
 

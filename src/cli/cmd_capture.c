@@ -31,7 +31,7 @@ static const char usage[] =
     SG_HELP_CALIB
     "  --spill-dir DIR       where the store directory is made (default: $TMPDIR or /tmp)\n"
     "  --wait-timeout S      give up waiting for a rotation after S seconds (default 3600)\n"
-    SG_HELP_QUIET SG_HELP_ZSTD;
+    SG_HELP_QUIET SG_HELP_ZSTD SG_HELP_PIPE_EXAMPLES;
 
 typedef struct {
     sg_stage *st;

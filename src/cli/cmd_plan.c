@@ -25,7 +25,11 @@ static const char usage[] =
     "  --host-mem SIZE     host budget (default: half of RAM)\n"
     "  --gpu-mem SIZE      GPU budget (default 24G)\n"
     "  --weight-bytes N    bytes per stored weight (default: from torch_dtype, else 2)\n"
-    "  --report FILE.json  also write every figure printed, as JSON (slicegpt-stream(1))\n";
+    "  --report FILE.json  also write every figure printed, as JSON (slicegpt-stream(1))\n"
+    "\nexamples:\n"
+    "  slicegpt-stream plan --model examples/llama-2-70b --host-mem 32G --gpu-mem 24G\n"
+    "  slicegpt-stream plan --model ~/.cache/slicegpt-stream/SmolLM2-135M-Instruct.Q4_1.gguf \\\n"
+    "    --nsamples 32 --seqlen 512 --report plan.json\n";
 
 static double gib(int64_t b) { return b / 1073741824.0; }
 

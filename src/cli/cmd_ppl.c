@@ -22,7 +22,11 @@ static const char usage[] =
     "                     when there is one)\n"
     "  --gpu-mem SIZE     cap on GPU memory, e.g. 24G (default: what the card has free)\n"
     "  --quiet            no progress on stderr (block i/N, tokens/s, ETA)\n"
-    "  --report FILE.json also write every figure printed, as JSON (slicegpt-stream(1))\n";
+    "  --report FILE.json also write every figure printed, as JSON (slicegpt-stream(1))\n"
+    "\nexamples:\n"
+    "  slicegpt-stream ppl --model out/smollm2-135m-sliced --text /usr/share/common-licenses/MPL-2.0 \\\n"
+    "    --seqlen 512 --report sliced.json\n"
+    "  slicegpt-stream ppl --model stories260K.bin --tokenizer tok512.bin --text valid.txt --per-line\n";
 
 int sg_cmd_ppl(int argc, char **argv)
 {

@@ -27,7 +27,15 @@ static const char usage[] =
     "  --device auto|cuda|cpu  where the forward, covariance, eigensolves and rotations\n"
     "                        run (default auto: the GPU when there is one)\n"
     "  --gpu-mem SIZE        cap on GPU memory, e.g. 24G (default: what the card has free)\n"
-    SG_HELP_AXES SG_HELP_COV SG_HELP_QUIET;
+    SG_HELP_AXES SG_HELP_COV SG_HELP_QUIET
+    "\nexamples (the first is examples/default-run.sh, the second\n"
+    "examples/llama-2-70b/slice.sh on a 24 GB GPU):\n"
+    "  slicegpt-stream run --model ~/.cache/slicegpt-stream/SmolLM2-135M-Instruct.Q4_1.gguf \\\n"
+    "    --calib calib.txt --nsamples 32 --seqlen 512 --eval eval.txt --eval-seqlen 512 \\\n"
+    "    --out out/smollm2-135m-sliced --report smollm2.json\n"
+    "  slicegpt-stream run --model Llama-2-70b-hf --calib wikitext2-train.txt --nsamples 128 \\\n"
+    "    --seqlen 2048 --device cuda --gpu-mem 24G --host-mem 32G --dtype bf16 \\\n"
+    "    --eval wikitext2-test.txt --out llama-2-70b-sliced\n";
 
 typedef struct {
     const char *model, *out, *eval, *report;

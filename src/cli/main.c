@@ -33,6 +33,9 @@ static void print_usage(FILE *f)
     fprintf(f, "usage: slicegpt-stream COMMAND [options]   (COMMAND --help for its options)\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].what);
+    fprintf(f, "\nexamples:\n"
+               "  examples/default-run.sh      (slice the bundled SmolLM2-135M by 25%%)\n"
+               "  slicegpt-stream plan --model examples/llama-2-70b --host-mem 32G\n");
 }
 
 int main(int argc, char **argv)
