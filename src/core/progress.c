@@ -48,7 +48,7 @@ static void rate(const sg_progress *p, double elapsed, int final, char *buf, siz
     else if (p->tokens > 0)
         k = snprintf(buf, n, ", -- tokens/s");
     else if (p->done > 0)
-        k = snprintf(buf, n, ", %.1f s a step", elapsed / p->done);
+        k = snprintf(buf, n, ", %.1f s a block", elapsed / p->done);
     if (k >= n || final)
         return;
     sg_progress_format_time(elapsed, el, sizeof el);
