@@ -70,6 +70,10 @@ done
 check $? "report --format svg exits 0"
 [ -s "$work/s0.5/report-spectrum.svg" ] && grep -q '<svg' "$work/s0.5/report-spectrum.svg"
 check $? "svg: DIR/report-spectrum.svg by default"
+"$sgs" report "$work/s0.25" --out "$work/no/such/dir/p" >"$work/nodir.out" 2>"$work/nodir.err"
+[ $? -eq 1 ] && [ "$(wc -l <"$work/nodir.err")" -eq 1 ] && grep -q 'cannot write' "$work/nodir.err" &&
+    ! grep -q PNG "$work/nodir.out"
+check $? "an unwritable PREFIX: one line, and no image on stdout"
 "$sgs" report "$work/model" >/dev/null 2>"$work/dense.err"
 [ $? -eq 1 ] && grep -q 'not a sliced model' "$work/dense.err"
 check $? "a dense model: refused with one line"

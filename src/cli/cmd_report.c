@@ -14,6 +14,7 @@
  *                         against the parameters stored */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -312,6 +313,17 @@ static void script(FILE *g, const char *dir, const sg_model_config *c, const spe
 static int run_gnuplot(const char *dir, const sg_model_config *c, const spectrum *s, int ns,
                        const ppl_point *pts, int np, const char *fmt, const char *prefix)
 {
+    /* a file gnuplot cannot open is an error here, in one line: gnuplot
+     * itself would go on and draw that plot on its stdout */
+    const char *names[] = {"spectrum", "variance", "widths", "ppl-size"};
+    for (int i = 0; i < (np ? 4 : 3); i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s-%s.%s", prefix, names[i], fmt);
+        FILE *f = fopen(path, "wb");
+        if (!f)
+            return sg_fail(-errno, "%s: cannot write: %s", path, strerror(errno));
+        fclose(f);
+    }
     int fd[2];
     if (pipe(fd) != 0)
         return sg_fail(-errno, "gnuplot: cannot make a pipe: %s", strerror(errno));
@@ -324,7 +336,10 @@ static int run_gnuplot(const char *dir, const sg_model_config *c, const spectrum
         return sg_fail(-e, "gnuplot: cannot fork: %s", strerror(e));
     }
     if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
         dup2(fd[0], STDIN_FILENO);
+        if (null >= 0)
+            dup2(null, STDOUT_FILENO); /* never an image on our stdout */
         close(fd[0]);
         close(fd[1]);
         execlp("gnuplot", "gnuplot", (char *)NULL);
