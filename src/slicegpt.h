@@ -5,7 +5,8 @@
  * The library, by folder (each folder's .am fragment owns its files and
  * its tests):
  *   core/      errors (sg_fail, sg_strerror), dtypes, whole-file reads,
- *              EINTR-safe read/write loops
+ *              EINTR-safe read/write loops, progress lines (to a stream
+ *              the program hands over), library versions
  *   formats/   safetensors, HF config.json and tensor names, GGUF, llama2.c,
  *              synthetic models
  *   tokenize/  tokenizers, calibration samples and evaluation windows
@@ -23,9 +24,12 @@
 #include "sg_error.h"
 #include "dtype.h"
 #include "read_file.h"
+#include "progress.h"
+#include "versions.h"
 
 #include "gguf.h"
 #include "hf_config.h"
+#include "hf_save.h"
 
 #include "text.h"
 #include "tokenizer.h"

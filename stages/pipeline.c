@@ -20,11 +20,26 @@ void sg_pipeline_tick(sg_pipeline *p, int stage)
     p->clock = now;
 }
 
+/* Where the schedule is, for the progress line: block l (0-based; -1 the
+ * embeddings, n_layers the head) in stage `what`. Blocks before l are done. */
+static void show(sg_pipeline *p, int64_t l, const char *what)
+{
+    int64_t n = p->orig->n_layers;
+    if (l < 0)
+        sg_progress_update(p->progress, 0, "embeddings, %s", what);
+    else if (l >= n)
+        sg_progress_update(p->progress, n, "head, %s", what);
+    else
+        sg_progress_update(p->progress, l, "block %lld/%lld %s", (long long)l + 1, (long long)n,
+                           what);
+}
+
 /* The axes of a signal: what capture produced until now is capture time,
  * what the transport takes to answer is eigensolve time. */
 static int axes(sg_pipeline *p, const char *signal, int64_t layer, sg_rotation *q)
 {
     sg_pipeline_tick(p, SG_STAGE_CAPTURE);
+    show(p, layer, sg_stage_names[SG_STAGE_EIG]);
     int err = p->io->axes(p, signal, layer, q);
     sg_pipeline_tick(p, SG_STAGE_EIG);
     return err;
@@ -50,17 +65,21 @@ static int embeddings(sg_pipeline *p, sg_rotation *q0)
 {
     int kept = sg_embeddings_kept(&p->sliced);
     sg_model m;
+    show(p, -1, sg_stage_names[SG_STAGE_LOAD]);
     int err = p->io->embeddings(p, &m);
     if (err)
         return err;
-    if (p->capture)
+    if (p->capture) {
+        show(p, -1, sg_stage_names[SG_STAGE_CAPTURE]);
         err = kept ? capture_unsunk(p, capture_embeddings, &m) : capture_embeddings(p, &m);
+    }
     if (!err)
         err = kept ? sg_rotation_identity(p->be, p->orig->dim, q0)
                    : axes(p, "embeddings", -1, q0);
     if (!err && p->capture)
         err = sg_capture_advance(&p->cap, q0, p->sliced.embed_dim);
     if (!err && p->slice) {
+        show(p, -1, sg_stage_names[SG_STAGE_ROTATE]);
         if (kept)
             m.cfg = p->sliced; /* the table as it was */
         else
@@ -99,9 +118,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     sg_block b;
     sg_model_config work;
     int on_host = 0; /* b brought back for put_block */
-    if (p->verbose)
-        fprintf(stderr, "%s: block %lld/%lld\n", p->who, (long long)l + 1,
-                (long long)o->n_layers);
+    show(p, l, sg_stage_names[SG_STAGE_LOAD]);
     int err = p->io->block(p, l, &b);
     if (err)
         return err;
@@ -112,6 +129,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
 
     /* first capture: the residual after attention (sequential blocks) or
      * the whole block's output (parallel blocks), in the original basis */
+    show(p, l, sg_stage_names[p->capture ? SG_STAGE_CAPTURE : SG_STAGE_ROTATE]);
     if (p->capture) {
         capture_step a = {&work, &b, l};
         err = out_kept && o->parallel_block ? capture_unsunk(p, capture_attention, &a)
@@ -128,6 +146,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
             goto out;
         work.d_mid[l] = d_mid;
         sg_pipeline_tick(p, SG_STAGE_ROTATE);
+        show(p, l, sg_stage_names[p->capture ? SG_STAGE_CAPTURE : SG_STAGE_ROTATE]);
         /* second capture: the block output */
         if (p->capture && !out_kept && (err = sg_capture_mlp(&p->cap, &work, &b, q_mid, d_mid, l)))
             goto out;
@@ -137,6 +156,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     err = out_kept ? sg_rotation_identity(be, o->dim, q_out) : axes(p, "block_output", l, q_out);
     if (err)
         goto out;
+    show(p, l, sg_stage_names[SG_STAGE_ROTATE]);
     if (p->slice)
         err = sg_slice_block_output(be, o, &b, q_out, d_in, d_mid, d_out);
     sg_pipeline_tick(p, SG_STAGE_ROTATE);
@@ -147,6 +167,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
         err = sg_block_to_host(be, o, &b);
         on_host = !err;
         sg_pipeline_tick(p, SG_STAGE_ROTATE);
+        show(p, l, sg_stage_names[SG_STAGE_WRITE]);
         err = err ? err : p->io->put_block(p, l, &b);
         sg_pipeline_tick(p, SG_STAGE_WRITE);
     }
@@ -163,9 +184,12 @@ out:
 static int head(sg_pipeline *p, const sg_rotation *q_last)
 {
     sg_model m;
+    int64_t n = p->orig->n_layers;
+    show(p, n, sg_stage_names[SG_STAGE_LOAD]);
     int err = p->io->head(p, &m);
     if (err)
         return err;
+    show(p, n, sg_stage_names[SG_STAGE_ROTATE]);
     m.cfg = *p->orig;
     if (sg_embeddings_kept(&p->sliced)) {
         if (m.lm_head != m.tok_embd)
@@ -194,7 +218,13 @@ int sg_pipeline_run(sg_pipeline *p)
     for (int i = 0; i < 3 && !err; i++)
         err = sg_rotation_alloc(p->be, D, &q[i]);
     sg_rotation *q_prev = &q[0], *q_mid = &q[1], *q_out = &q[2];
+    /* a step is a block; with capture the rate counts calibration tokens
+     * through the whole model (the capture transport reads its batch in
+     * embeddings(), so the count is set after it) */
+    sg_progress_begin(p->progress, p->phase ? p->phase : "slice", p->orig->n_layers, 0);
     err = err ? err : embeddings(p, q_prev);
+    if (!err && p->progress && p->capture && p->cap.calib)
+        p->progress->tokens = p->cap.calib->offsets[p->cap.calib->n_seq];
     for (int64_t l = 0; l < p->orig->n_layers && !err; l++) {
         err = block(p, l, q_prev, q_mid, q_out);
         sg_rotation *swap = q_prev; /* this block's output is the next one's input */
@@ -203,6 +233,10 @@ int sg_pipeline_run(sg_pipeline *p)
     }
     if (!err && p->slice)
         err = head(p, q_prev);
+    if (err)
+        sg_progress_break(p->progress); /* the error message gets its own line */
+    else
+        sg_progress_end(p->progress);
     for (int i = 0; i < 3; i++)
         sg_rotation_free(p->be, &q[i]);
     return err;

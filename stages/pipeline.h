@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "progress.h"
 #include "model.h"
 #include "capture.h"
 #include "rotate_slice.h"
@@ -74,8 +75,8 @@ struct sg_pipeline {
     int capture;                /* run the blocks on calibration activations */
     int slice;                  /* rotate and cut the weights, hand them to put_* */
     sg_capture cap;             /* with capture: chunks, buffers, store, sink */
-    int verbose;                /* "block i/N" on stderr */
-    const char *who;            /* for that line: "slicegpt-stream", "slicegpt-stream capture" */
+    sg_progress *progress;      /* phase, block i/N, stage, rate, ETA (NULL: none) */
+    const char *phase;          /* its name: "slice", "capture" */
     /* set by sg_pipeline_run */
     sg_model_config sliced;     /* from io->widths */
     double seconds[SG_N_STAGES];

@@ -281,7 +281,7 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     memset(rep, 0, sizeof *rep);
     fused f = {.o = o, .files = files};
     sg_pipeline p = {.io = &fused_io, .ctx = &f, .capture = 1, .slice = 1,
-                     .verbose = o->verbose, .who = "slicegpt-stream"};
+                     .progress = o->progress, .phase = "slice"};
     p.be = o->backend ? o->backend : sg_backend_cpu();
     p.orig = sg_model_files_config(files);
     if (p.orig->sliced)

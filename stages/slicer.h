@@ -36,7 +36,7 @@ typedef struct {
     const char *out_dir;
     const char *tokenizer_src;/* file to copy beside the model, or NULL */
     const sg_tokenizer *tok;  /* written as tokenizer.json when no file */
-    int verbose;              /* progress per block on stderr */
+    sg_progress *progress;    /* phase "slice", block i/N, rate, ETA (NULL: none) */
     /* Out of core: calibration activations stay in memory up to
      * host_mem_bytes (0: half of physical RAM), beyond that they spill to
      * spill_dir (NULL: $TMPDIR or /tmp) as zstd chunks. Each chunk holds

@@ -10,6 +10,8 @@
 # Models: stories260K (Llama, real weights, its own tokenizer), and
 # synthetic OPT (LayerNorm, learned positions, biases) and Phi-2 (parallel
 # blocks) models written by sg-synth, calibrated with the same tokenizer.
+# capture and slice run --quiet: their progress (test_progress.sh) would
+# add lines to the one-line errors checked here.
 # Needs the shared data ($SG_DATA); skipped without it. Prints TAP.
 
 build=${SG_BUILDDIR:-.}
@@ -54,8 +56,8 @@ compare() {
     "$sgs" run --device cpu --model "$model" $tok_opt $calib $run_opts --out "$work/$name-run" --quiet \
         >"$work/$name-run.log" 2>&1
     check $? "$name: fused run"
-    "$sgs" load "$model" $tok_opt $z | "$sgs" fold $z | "$sgs" capture $calib $capture_opts $z |
-        "$sgs" cov $z | "$sgs" eig $eig_opts $z | "$sgs" slice $slice_opts $z |
+    "$sgs" load "$model" $tok_opt $z | "$sgs" fold $z | "$sgs" capture --quiet $calib $capture_opts $z |
+        "$sgs" cov $z | "$sgs" eig $eig_opts $z | "$sgs" slice --quiet $slice_opts $z |
         "$sgs" write "$work/$name-pipe" $write_opts 2>"$work/$name-pipe.err"
     status=$?
     [ -s "$work/$name-pipe.err" ] && diag "$work/$name-pipe.err"
@@ -106,9 +108,9 @@ planned=$("$sgs" plan --model "$work/stories" --sparsity 0.25 | sed -n 's/^slice
 check $? "plan gives the width run used: d = $planned (run: $ran)"
 
 # The stream between each pair of stages, kept for dump.
-"$sgs" load "$work/stories" | "$sgs" fold | tee "$work/folded.sgs" | "$sgs" capture $calib |
+"$sgs" load "$work/stories" | "$sgs" fold | tee "$work/folded.sgs" | "$sgs" capture --quiet $calib |
     tee "$work/captured.sgs" | "$sgs" cov | "$sgs" eig | tee "$work/eig.sgs" |
-    "$sgs" slice --sparsity 0.25 | tee "$work/sliced.sgs" | "$sgs" write "$work/good"
+    "$sgs" slice --quiet --sparsity 0.25 | tee "$work/sliced.sgs" | "$sgs" write "$work/good"
 check $? "the pipe again, its streams kept"
 for s in folded captured eig sliced; do
     "$sgs" dump <"$work/$s.sgs" >"$work/$s.txt" || echo "# dump of $s failed"
@@ -137,20 +139,20 @@ corrupt() {
     rm -rf "$work/bad" "$work/bad.tmp"
     case $after in
     fold)
-        { "$sgs" load "$work/stories" | "$sgs" fold | $flip | "$sgs" capture $calib |
-            "$sgs" cov | "$sgs" eig | "$sgs" slice --sparsity 0.25 | "$sgs" write "$work/bad"
+        { "$sgs" load "$work/stories" | "$sgs" fold | $flip | "$sgs" capture --quiet $calib |
+            "$sgs" cov | "$sgs" eig | "$sgs" slice --quiet --sparsity 0.25 | "$sgs" write "$work/bad"
         } 2>"$work/bad.err" ;;
     capture)
-        { "$sgs" load "$work/stories" | "$sgs" fold | "$sgs" capture $calib | $flip |
-            "$sgs" cov | "$sgs" eig | "$sgs" slice --sparsity 0.25 | "$sgs" write "$work/bad"
+        { "$sgs" load "$work/stories" | "$sgs" fold | "$sgs" capture --quiet $calib | $flip |
+            "$sgs" cov | "$sgs" eig | "$sgs" slice --quiet --sparsity 0.25 | "$sgs" write "$work/bad"
         } 2>"$work/bad.err" ;;
     eig)
-        { "$sgs" load "$work/stories" | "$sgs" fold | "$sgs" capture $calib | "$sgs" cov |
-            "$sgs" eig | $flip | "$sgs" slice --sparsity 0.25 | "$sgs" write "$work/bad"
+        { "$sgs" load "$work/stories" | "$sgs" fold | "$sgs" capture --quiet $calib | "$sgs" cov |
+            "$sgs" eig | $flip | "$sgs" slice --quiet --sparsity 0.25 | "$sgs" write "$work/bad"
         } 2>"$work/bad.err" ;;
     slice)
-        { "$sgs" load "$work/stories" | "$sgs" fold | "$sgs" capture $calib | "$sgs" cov |
-            "$sgs" eig | "$sgs" slice --sparsity 0.25 | $flip | "$sgs" write "$work/bad"
+        { "$sgs" load "$work/stories" | "$sgs" fold | "$sgs" capture --quiet $calib | "$sgs" cov |
+            "$sgs" eig | "$sgs" slice --quiet --sparsity 0.25 | $flip | "$sgs" write "$work/bad"
         } 2>"$work/bad.err" ;;
     esac
     status=$?
@@ -192,22 +194,22 @@ corrupt "$at" slice \
 # ---- a stage missing or failing upstream ----
 
 rm -rf "$work/bad"
-{ "$sgs" load "$work/stories" | head -c 300000 | "$sgs" fold | "$sgs" capture $calib |
-    "$sgs" cov | "$sgs" eig | "$sgs" slice | "$sgs" write "$work/bad"; } 2>"$work/bad.err"
+{ "$sgs" load "$work/stories" | head -c 300000 | "$sgs" fold | "$sgs" capture --quiet $calib |
+    "$sgs" cov | "$sgs" eig | "$sgs" slice --quiet | "$sgs" write "$work/bad"; } 2>"$work/bad.err"
 status=$?
 [ $status -ne 0 ] && [ "$(wc -l <"$work/bad.err")" -eq 1 ] &&
     grep -q "^slicegpt-stream fold: stdin: stream truncated in record" "$work/bad.err" &&
     [ ! -e "$work/bad" ] && [ ! -e "$work/bad.tmp" ]
 check $? "a stream cut short: $(cat "$work/bad.err")"
 
-{ "$sgs" load "$work/stories" | "$sgs" fold | "$sgs" capture $calib | "$sgs" cov |
+{ "$sgs" load "$work/stories" | "$sgs" fold | "$sgs" capture --quiet $calib | "$sgs" cov |
     "$sgs" eig | "$sgs" write "$work/bad"; } 2>"$work/bad.err"
 status=$?
 [ $status -ne 0 ] && grep -q "has not been through \`slicegpt-stream slice\`" "$work/bad.err" &&
     [ "$(wc -l <"$work/bad.err")" -eq 1 ] && [ -z "$(ls "$TMPDIR")" ]
 check $? "a stage left out: $(cat "$work/bad.err")"
 
-{ "$sgs" load "$work/stories" | "$sgs" fold | "$sgs" capture $calib --wait-timeout 1 |
+{ "$sgs" load "$work/stories" | "$sgs" fold | "$sgs" capture --quiet $calib --wait-timeout 1 |
     "$sgs" dump >/dev/null; } 2>"$work/bad.err"
 status=$?
 [ $status -ne 0 ] && grep -q "waited 1 s for .*/plan from slice" "$work/bad.err" &&

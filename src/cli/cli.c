@@ -163,3 +163,13 @@ int sg_cli_one_calib(const char *calib, const char *calib_tokens)
         return 0;
     return -1;
 }
+
+void sg_cli_progress(sg_progress *p, int quiet)
+{
+    const char *env = getenv("SG_PROGRESS_INTERVAL");
+    char *end;
+    double interval = env ? strtod(env, &end) : 5;
+    if (!env || end == env || !(interval >= 0))
+        interval = 5;
+    sg_progress_init(p, quiet ? NULL : stderr, -1, "slicegpt-stream", interval);
+}

@@ -49,9 +49,15 @@ void sg_cli_calib_counts(const sg_token_batch *b, char *buf, size_t n);
 /* --calib and --calib-tokens: exactly one; prints why and returns -1 if not. */
 int sg_cli_one_calib(const char *calib, const char *calib_tokens);
 
+/* The progress line of a command (progress.h): on stderr unless quiet;
+ * off a terminal at most one line every SG_PROGRESS_INTERVAL seconds
+ * (default 5), plus one as each phase ends. */
+void sg_cli_progress(sg_progress *p, int quiet);
+
 int sg_cmd_ppl(int argc, char **argv);
 int sg_cmd_plan(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);
+int sg_cmd_report(int argc, char **argv);
 
 /* The stage filters (slicegpt-stream(5)): cmd_stages.c, cmd_capture.c, cmd_dump.c */
 int sg_cmd_load(int argc, char **argv);

@@ -28,7 +28,7 @@ void sg_cli_job_default(sg_cli_job *j)
 enum {
     O_CALIB = 256, O_CALIB_TOKENS, O_NSAMPLES, O_SEQLEN, O_SEED, O_CHUNK_TOKENS, O_SPILL_DIR,
     O_SPARSITY, O_TARGET_SIZE, O_ROUND, O_SLICE_HEAD, O_EMBEDDINGS, O_RANDOM, O_DAMP, O_EIGH, O_COV, O_DTYPE, O_TOKENIZER,
-    O_ZSTD, O_DEVICE, O_GPU_MEM, O_HOST_MEM, O_HELP
+    O_ZSTD, O_DEVICE, O_GPU_MEM, O_HOST_MEM, O_QUIET, O_HELP
 };
 
 static const struct {
@@ -57,6 +57,7 @@ static const struct {
     {SG_OPT_DEVICE, {"device", required_argument, 0, O_DEVICE}},
     {SG_OPT_DEVICE, {"gpu-mem", required_argument, 0, O_GPU_MEM}},
     {SG_OPT_DEVICE, {"host-mem", required_argument, 0, O_HOST_MEM}},
+    {SG_OPT_QUIET, {"quiet", no_argument, 0, O_QUIET}},
 };
 #define N_SHARED (sizeof shared / sizeof shared[0])
 
@@ -152,6 +153,7 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
             return -1;
         }
         return 0;
+    case O_QUIET: j->quiet = 1; return 0;
     }
     return -1;
 }

@@ -22,6 +22,7 @@ enum {
     SG_OPT_TOKENIZER = 1 << 5, /* --tokenizer */
     SG_OPT_ZSTD = 1 << 6,      /* --zstd */
     SG_OPT_DEVICE = 1 << 7,    /* --device --gpu-mem --host-mem */
+    SG_OPT_QUIET = 1 << 8,     /* --quiet: no progress on stderr */
 };
 
 typedef struct {
@@ -42,6 +43,8 @@ typedef struct {
     /* where */
     const char *device;
     int64_t gpu_mem, host_mem;
+    /* what a person sees */
+    int quiet;
 } sg_cli_job;
 
 void sg_cli_job_default(sg_cli_job *job);
@@ -90,6 +93,18 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
     "  --dtype f32|f16|bf16  dtype of the written weights (default f32)\n"
 #define SG_HELP_TOKENIZER                                                                     \
     "  --tokenizer FILE      tokenizer.json or llama2.c tokenizer.bin (default: the model's)\n"
+#define SG_HELP_QUIET                                                                         \
+    "  --quiet               no progress on stderr (stage, block i/N, tokens/s, ETA)\n"
+/* The examples a filter's --help ends with: the whole pipe, which every
+ * filter is one part of, and a look at one stage's output. */
+#define SG_HELP_PIPE_EXAMPLES                                                                 \
+    "\nexamples:\n"                                                                          \
+    "  M=~/.cache/slicegpt-stream/SmolLM2-135M-Instruct.Q4_1.gguf\n"                          \
+    "  slicegpt-stream load $M | slicegpt-stream fold |\n"                                    \
+    "    slicegpt-stream capture --calib /usr/share/common-licenses/GPL-3 --nsamples 16 --seqlen 256 |\n" \
+    "    slicegpt-stream cov | slicegpt-stream eig | slicegpt-stream slice --sparsity 0.25 |\n" \
+    "    slicegpt-stream write smollm2-sliced\n"                                              \
+    "  slicegpt-stream load $M | slicegpt-stream fold | slicegpt-stream dump | head\n"
 #define SG_HELP_ZSTD                                                                          \
     "  --zstd LEVEL          compress record payloads with zstd (1..19; default 0: off)\n"
 

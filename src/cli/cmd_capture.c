@@ -34,7 +34,7 @@ static const char usage[] =
     "  --stall-timeout S     stop when a later stage has sat S seconds waiting for bytes the\n"
     "                        stage before it wrote: something between them (a buffer such\n"
     "                        as `dd bs=1M`) holds the stream back (default 60; 0: never)\n"
-    "  --verbose             progress per block on stderr\n" SG_HELP_ZSTD;
+    SG_HELP_QUIET SG_HELP_ZSTD SG_HELP_PIPE_EXAMPLES;
 
 typedef struct {
     sg_stage *st;
@@ -270,14 +270,13 @@ static int run(capture_state *c, sg_pipeline *p, double timeout, double stall,
 
 typedef struct {
     double timeout, stall;
-    int verbose;
 } capture_args;
 
 static int capture_option(void *ctx, int c, const char *arg)
 {
     capture_args *a = ctx;
     if (c == 'v')
-        return a->verbose = 1, 0;
+        return 0; /* --verbose: progress is on unless --quiet; kept for old scripts */
     if (c == 's')
         return sg_cli_double("--stall-timeout", arg, 0, 1e9, &a->stall);
     return sg_cli_double("--wait-timeout", arg, 0, 1e9, &a->timeout);
@@ -292,7 +291,7 @@ int sg_cmd_capture(int argc, char **argv)
     capture_args a = {.timeout = 3600, .stall = 60};
     sg_cli_job j;
     sg_cli_job_default(&j);
-    int r = sg_cli_parse(argc, argv, SG_OPT_CALIB | SG_OPT_ZSTD, own, capture_option, &a, usage,
+    int r = sg_cli_parse(argc, argv, SG_OPT_CALIB | SG_OPT_ZSTD | SG_OPT_QUIET, own, capture_option, &a, usage,
                          &j);
     if (r)
         return r == SG_CLI_HELP ? SG_EXIT_OK : SG_EXIT_USAGE;
@@ -302,10 +301,12 @@ int sg_cmd_capture(int argc, char **argv)
     }
     if (sg_cli_one_calib(j.calib, j.calib_tokens))
         return SG_EXIT_USAGE;
+    sg_progress progress;
+    sg_cli_progress(&progress, j.quiet);
     capture_state c = {.calib = j.calib, .calib_tokens = j.calib_tokens, .nsamples = j.nsamples,
                        .seqlen = j.seqlen, .seed = j.seed, .chunk_tokens = j.chunk_tokens};
     sg_pipeline p = {.io = &capture_io, .ctx = &c, .be = sg_backend_cpu(), .capture = 1,
-                     .verbose = a.verbose, .who = "slicegpt-stream capture"};
+                     .progress = &progress, .phase = "capture"};
     const char *spill_dir = j.spill_dir;
     double timeout = a.timeout;
     int zstd = j.zstd;

@@ -20,7 +20,11 @@ static const char usage[] =
     "usage: ... | slicegpt-stream dump [--header]\n"
     "Prints each record of the stream on stdin; exits 1 unless the stream is complete\n"
     "and sound.\n"
-    "  --header              print the header record's JSON in full\n";
+    "  --header              print the header record's JSON in full\n"
+    "\nexamples:\n"
+    "  slicegpt-stream load ~/.cache/slicegpt-stream/SmolLM2-135M-Instruct.Q4_1.gguf |\n"
+    "    slicegpt-stream dump --header | head -40\n"
+    "  slicegpt-stream load MODEL | slicegpt-stream fold --zstd 3 | slicegpt-stream dump\n";
 
 /* Input-derived strings are printed escaped: a crafted stream must not
  * send terminal escapes or break the one-line-per-record format. */

@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "cli_options.h"
+#include "json_report.h"
 #include "slicegpt.h"
 
 static const char usage[] =
@@ -24,9 +25,21 @@ static const char usage[] =
     "  --chunk-tokens N    tokens per activation chunk (default 8192)\n"
     "  --host-mem SIZE     host budget (default: half of RAM)\n"
     "  --gpu-mem SIZE      GPU budget (default 24G)\n"
-    "  --weight-bytes N    bytes per stored weight (default: from torch_dtype, else 2)\n";
+    "  --weight-bytes N    bytes per stored weight (default: from torch_dtype, else 2)\n"
+    "  --report FILE.json  also write every figure printed, as JSON (slicegpt-stream(1))\n"
+    "\nexamples:\n"
+    "  slicegpt-stream plan --model examples/llama-2-70b --host-mem 32G --gpu-mem 24G\n"
+    "  slicegpt-stream plan --model ~/.cache/slicegpt-stream/SmolLM2-135M-Instruct.Q4_1.gguf \\\n"
+    "    --nsamples 32 --seqlen 512 --report plan.json\n";
 
 static double gib(int64_t b) { return b / 1073741824.0; }
+
+/* One row of a table: printed in GiB, recorded in bytes under key. */
+static void row(cJSON *o, const char *key, const char *label, int64_t bytes)
+{
+    printf("  %-58s %8.2f\n", label, gib(bytes));
+    sg_json_int(o, key, bytes);
+}
 
 /* Bytes per weight as stored: config.json's torch_dtype, if any. */
 static double stored_weight_bytes(const char *config_path)
@@ -43,7 +56,7 @@ static double stored_weight_bytes(const char *config_path)
 }
 
 typedef struct {
-    const char *model;
+    const char *model, *report;
     int64_t nsamples, seqlen, chunk, host, gpu;
     double wbytes;
 } plan_args;
@@ -53,6 +66,7 @@ static int plan_option(void *ctx, int c, const char *arg)
     plan_args *a = ctx;
     switch (c) {
     case 'm': a->model = arg; return 0;
+    case 'R': a->report = arg; return 0;
     case 'n': return sg_cli_int("--nsamples", arg, 1, 1 << 24, &a->nsamples);
     case 'L': return sg_cli_int("--seqlen", arg, 2, 1 << 20, &a->seqlen);
     case 'T': return sg_cli_int("--chunk-tokens", arg, 1, INT64_MAX, &a->chunk);
@@ -69,7 +83,8 @@ int sg_cmd_plan(int argc, char **argv)
         {"model", required_argument, 0, 'm'},    {"nsamples", required_argument, 0, 'n'},
         {"seqlen", required_argument, 0, 'L'},   {"chunk-tokens", required_argument, 0, 'T'},
         {"host-mem", required_argument, 0, 'H'}, {"gpu-mem", required_argument, 0, 'G'},
-        {"weight-bytes", required_argument, 0, 'w'}, {0, 0, 0, 0}};
+        {"weight-bytes", required_argument, 0, 'w'}, {"report", required_argument, 0, 'R'},
+        {0, 0, 0, 0}};
     plan_args a = {.nsamples = 128, .seqlen = 2048, .chunk = 8192, .gpu = (int64_t)24 << 30};
     sg_cli_job j;
     sg_cli_job_default(&j);
@@ -126,13 +141,20 @@ int sg_cmd_plan(int argc, char **argv)
     int64_t store_peak = T * (d + 2 * D) * (int64_t)sizeof(float);
     int64_t total_params = sg_model_param_count(&cfg);
 
+    cJSON *json = sg_json_report_new("plan", argc, argv);
     printf("model: %s, %s, D %lld, %lld layers, %lld heads (%lld KV), FFN %lld, vocab %lld, "
            "%.2f B parameters\n",
            model, sg_arch_name(cfg.arch), (long long)D, (long long)cfg.n_layers,
            (long long)cfg.n_heads, (long long)cfg.n_kv_heads, (long long)cfg.ffn_dim,
            (long long)cfg.vocab_size, total_params / 1e9);
+    sg_json_report_model(json, model, &cfg);
     printf("calibration: %lld samples x %lld tokens = %lld tokens, chunks of %lld tokens\n",
            (long long)nsamples, (long long)maxseq, (long long)T, (long long)chunk_tokens);
+    cJSON *jc = cJSON_AddObjectToObject(json, "calibration");
+    sg_json_int(jc, "samples", nsamples);
+    sg_json_int(jc, "seqlen", maxseq);
+    sg_json_int(jc, "tokens", T);
+    sg_json_int(jc, "chunk_tokens", chunk_tokens);
     printf("sliced width: d = %lld of D = %lld at sparsity %.2f (multiple of %lld), the width "
            "run uses; embeddings %s\n", (long long)d, (long long)D,
            sg_plan_sparsity(&j.plan, D, d), (long long)j.plan.round_interval,
@@ -140,26 +162,44 @@ int sg_cmd_plan(int argc, char **argv)
     printf("parameters: dense %lld, stored when sliced %lld (%.1f%%)\n",
            (long long)sg_model_param_count(&cfg), (long long)sg_model_param_count(&sliced),
            100.0 * sg_model_param_count(&sliced) / sg_model_param_count(&cfg));
+    cJSON *jo = cJSON_AddObjectToObject(json, "options");
+    cJSON_AddNumberToObject(jo, "sparsity", sg_plan_sparsity(&j.plan, D, d));
+    if (j.plan.target_size > 0)
+        cJSON_AddNumberToObject(jo, "target_size", j.plan.target_size);
+    sg_json_int(jo, "round_interval", j.plan.round_interval);
+    cJSON_AddBoolToObject(jo, "slice_head", j.plan.slice_head);
+    cJSON_AddStringToObject(jo, "embeddings", sg_embeddings_kept(&sliced) ? "keep" : "slice");
+    cJSON_AddNumberToObject(jo, "weight_bytes", wbytes);
+    cJSON *jw = cJSON_AddObjectToObject(json, "widths");
+    sg_json_int(jw, "D", D);
+    sg_json_int(jw, "d", d);
+    cJSON *jp = cJSON_AddObjectToObject(json, "parameters");
+    sg_json_int(jp, "dense", total_params);
+    sg_json_int(jp, "stored", sg_model_param_count(&sliced));
     printf("\nhost, held at once (GiB):\n");
-    printf("  load        block weights as stored, current + prefetched  %8.2f\n", gib(m.block_raw));
-    printf("  fold/slice  one block in float32 (+ shortcuts)             %8.2f\n", gib(m.block_f32));
-    printf("  capture     chunk buffers + forward scratch                %8.2f\n",
-           gib(m.chunk_buffers + m.forward_scratch));
-    printf("  covariance  H and eigensolver work (float64)               %8.2f\n", gib(m.covariance));
-    printf("  rotate      Q_prev, Q_mid, Q_out (float64)                 %8.2f\n", gib(m.rotations));
-    printf("  embed/head  embeddings, then the untied head               %8.2f\n", gib(m.globals));
-    printf("  fixed total                                                %8.2f\n", gib(m.total));
-    printf("  activation store peak (input + residual + output)         %8.2f\n", gib(store_peak));
+    cJSON *jh = cJSON_AddObjectToObject(json, "host");
+    row(jh, "load_bytes", "load        block weights as stored, current + prefetched", m.block_raw);
+    row(jh, "block_bytes", "fold/slice  one block in float32 (+ shortcuts)", m.block_f32);
+    row(jh, "capture_bytes", "capture     chunk buffers + forward scratch",
+        m.chunk_buffers + m.forward_scratch);
+    row(jh, "covariance_bytes", "covariance  H and eigensolver work (float64)", m.covariance);
+    row(jh, "rotations_bytes", "rotate      Q_prev, Q_mid, Q_out (float64)", m.rotations);
+    row(jh, "globals_bytes", "embed/head  embeddings, then the untied head", m.globals);
+    row(jh, "fixed_bytes", "fixed total", m.total);
+    row(jh, "store_peak_bytes", "activation store peak (input + residual + output)", store_peak);
     int64_t store_budget = host > m.total ? host - m.total : 0;
     int64_t spilled = store_peak > store_budget ? store_peak - store_budget : 0;
-    printf("  a GPU run also: the next block, page-locked, while one runs %8.2f\n",
-           gib(m.block_f32));
+    row(jh, "gpu_run_next_block_bytes", "a GPU run also: the next block, page-locked, while one runs",
+        m.block_f32);
     printf("  host budget %.2f GiB: %s", gib(host),
            m.total > host ? "DOES NOT FIT (fixed part exceeds the budget)\n" : "fits");
     if (m.total <= host && spilled)
         printf(", spilling about %.2f GiB of activations to disk (zstd)\n", gib(spilled));
     else if (m.total <= host)
         printf(", activations stay in memory\n");
+    sg_json_int(jh, "budget_bytes", host);
+    cJSON_AddBoolToObject(jh, "fits", m.total <= host);
+    sg_json_int(jh, "spilled_bytes", m.total <= host ? spilled : 0);
 
     /* GPU (run --device cuda, stages/): one block's weights, one
      * chunk's activations and forward scratch, the D x D work (H, three
@@ -174,12 +214,17 @@ int sg_cmd_plan(int argc, char **argv)
     int64_t gpu_rotate = cfg.ffn_dim * D * f32;
     int64_t gpu_total = 2 * gpu_block + gpu_chunk + gpu_dd + gpu_rotate;
     printf("\nGPU, held at once (GiB):\n");
-    printf("  one block in float32, and the next one arriving            %8.2f\n",
-           gib(2 * gpu_block));
-    printf("  one activation chunk + forward scratch                     %8.2f\n", gib(gpu_chunk));
-    printf("  covariance, eigensolver work, rotations                    %8.2f\n", gib(gpu_dd));
-    printf("  a weight's rotated copy, while it is made                  %8.2f\n", gib(gpu_rotate));
+    cJSON *jg = cJSON_AddObjectToObject(json, "gpu");
+    row(jg, "blocks_bytes", "one block in float32, and the next one arriving", 2 * gpu_block);
+    row(jg, "chunk_bytes", "one activation chunk + forward scratch", gpu_chunk);
+    row(jg, "eigensolver_bytes", "covariance, eigensolver work, rotations", gpu_dd);
+    row(jg, "rotate_bytes", "a weight's rotated copy, while it is made", gpu_rotate);
     printf("  total %.2f GiB of %.2f GiB: %s\n", gib(gpu_total), gib(gpu),
            gpu_total <= gpu ? "fits" : "DOES NOT FIT (lower --chunk-tokens)");
+    sg_json_int(jg, "total_bytes", gpu_total);
+    sg_json_int(jg, "budget_bytes", gpu);
+    cJSON_AddBoolToObject(jg, "fits", gpu_total <= gpu);
+    if (sg_json_report_finish(json, a.report))
+        return SG_EXIT_FAIL;
     return m.total <= host && gpu_total <= gpu ? SG_EXIT_OK : SG_EXIT_FAIL;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "json_report.h"
 #include "slicegpt.h"
 
 static const char usage[] =
@@ -19,19 +20,26 @@ static const char usage[] =
     "  --lines A:B        with --per-line: only non-empty lines A..B (1-based)\n"
     "  --device auto|cuda|cpu  where the blocks and the head run (default auto: the GPU\n"
     "                     when there is one)\n"
-    "  --gpu-mem SIZE     cap on GPU memory, e.g. 24G (default: what the card has free)\n";
+    "  --gpu-mem SIZE     cap on GPU memory, e.g. 24G (default: what the card has free)\n"
+    "  --quiet            no progress on stderr (block i/N, tokens/s, ETA)\n"
+    "  --report FILE.json also write every figure printed, as JSON (slicegpt-stream(1))\n"
+    "\nexamples:\n"
+    "  slicegpt-stream ppl --model out/smollm2-135m-sliced --text /usr/share/common-licenses/MPL-2.0 \\\n"
+    "    --seqlen 512 --report sliced.json\n"
+    "  slicegpt-stream ppl --model stories260K.bin --tokenizer tok512.bin --text valid.txt --per-line\n";
 
 int sg_cmd_ppl(int argc, char **argv)
 {
-    const char *model = NULL, *text_path = NULL, *tok_path = NULL;
+    const char *model = NULL, *text_path = NULL, *tok_path = NULL, *report = NULL;
     int64_t seqlen = 2048, max_windows = 0, first = 1, last = 0;
-    int per_line = 0;
+    int per_line = 0, quiet = 0;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},     {"text", required_argument, 0, 't'},
         {"tokenizer", required_argument, 0, 'k'}, {"seqlen", required_argument, 0, 's'},
         {"max-windows", required_argument, 0, 'w'}, {"per-line", no_argument, 0, 'p'},
         {"lines", required_argument, 0, 'l'},     {"help", no_argument, 0, 'h'},
         {"device", required_argument, 0, 'G'},    {"gpu-mem", required_argument, 0, 'g'},
+        {"quiet", no_argument, 0, 'q'},           {"report", required_argument, 0, 'R'},
         {0, 0, 0, 0}};
     const char *device = "auto";
     int64_t gpu_mem = 0;
@@ -50,6 +58,8 @@ int sg_cmd_ppl(int argc, char **argv)
                 return SG_EXIT_USAGE;
             break;
         case 'p': per_line = 1; break;
+        case 'q': quiet = 1; break;
+        case 'R': report = optarg; break;
         case 'G': device = optarg; break;
         case 'g':
             if (sg_cli_size("--gpu-mem", optarg, &gpu_mem))
@@ -92,17 +102,46 @@ int sg_cmd_ppl(int argc, char **argv)
         err = per_line ? sg_batch_lines(tok, text, len, seqlen, first, last, &batch)
                        : sg_batch_windows(tok, text, len, seqlen, max_windows, &batch);
     }
+    sg_progress progress;
+    sg_cli_progress(&progress, quiet);
     if (!err)
-        err = sg_evaluate_on(be, files, &batch, &r);
-    if (!err)
+        err = sg_evaluate_progress(be, files, &batch, &progress, "perplexity", &r);
+    int status = SG_EXIT_OK;
+    if (!err) {
         printf("perplexity %.4f  mean NLL %.4f nats over %lld predicted tokens, %lld sequences; "
                "%.2f s (%.0f tokens/s, %s)\n",
                exp(r.nll / r.count), r.nll / r.count, (long long)r.count,
                (long long)batch.n_seq, r.seconds, r.tokens / r.seconds, be->ops->name);
+        sg_backend_mem bm;
+        int64_t host_peak = sg_json_report_host_peak(), gpu_peak = 0;
+        if (!be->ops->host_memory && !be->ops->memory(be, &bm))
+            gpu_peak = (int64_t)bm.peak;
+        printf("memory: host peak %.1f MiB resident", host_peak / 1048576.0);
+        if (gpu_peak)
+            printf(", GPU peak %.1f MiB allocated", gpu_peak / 1048576.0);
+        printf("\n");
+        cJSON *json = sg_json_report_new("ppl", argc, argv);
+        sg_json_report_model(json, model, sg_model_files_config(files));
+        cJSON *jo = cJSON_AddObjectToObject(json, "options");
+        cJSON_AddStringToObject(jo, "text", text_path);
+        sg_json_int(jo, "seqlen", seqlen);
+        sg_json_int(jo, "max_windows", max_windows);
+        cJSON_AddBoolToObject(jo, "per_line", per_line);
+        cJSON_AddStringToObject(jo, "backend", be->ops->name);
+        cJSON *je = cJSON_AddObjectToObject(json, "perplexity");
+        cJSON_AddNumberToObject(je, "perplexity", exp(r.nll / r.count));
+        cJSON_AddNumberToObject(je, "mean_nll", r.nll / r.count);
+        sg_json_int(je, "tokens", r.count);
+        sg_json_int(je, "sequences", batch.n_seq);
+        cJSON_AddNumberToObject(je, "seconds", r.seconds);
+        cJSON_AddNumberToObject(je, "tokens_per_s", r.tokens / r.seconds);
+        sg_json_report_memory(json, host_peak, gpu_peak);
+        status = sg_json_report_finish(json, report);
+    }
     sg_token_batch_free(&batch);
     free(text);
     sg_tokenizer_free(tok);
     sg_model_files_close(files);
     be->ops->free(be);
-    return err ? sg_cli_report(err) : SG_EXIT_OK;
+    return err ? sg_cli_report(err) : status;
 }

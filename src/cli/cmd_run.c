@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "cli_options.h"
+#include "json_report.h"
 #include "slicegpt.h"
 
 static const char usage[] =
@@ -22,6 +23,7 @@ static const char usage[] =
     "  --eval-seqlen N       evaluation window (default: --seqlen; capped at the context, as\n"
     "                        in ppl)\n"
     "  --eval-windows K      evaluate at most K windows (default: all)\n"
+    "  --report FILE.json    also write every figure printed, as JSON (slicegpt-stream(1))\n"
     SG_HELP_TOKENIZER
     "  --host-mem SIZE       host memory budget above 0, e.g. 8G (default: half of RAM);\n"
     "                        calibration activations beyond it spill to disk, zstd-compressed\n"
@@ -29,13 +31,19 @@ static const char usage[] =
     "  --device auto|cuda|cpu  where the forward, covariance, eigensolves and rotations\n"
     "                        run (default auto: the GPU when there is one)\n"
     "  --gpu-mem SIZE        cap on GPU memory, e.g. 24G (default: what the card has free)\n"
-    SG_HELP_AXES SG_HELP_COV
-    "  --quiet               no per-block progress\n";
+    SG_HELP_AXES SG_HELP_COV SG_HELP_QUIET
+    "\nexamples (the first is examples/default-run.sh, the second\n"
+    "examples/llama-2-70b/slice.sh on a 24 GB GPU):\n"
+    "  slicegpt-stream run --model ~/.cache/slicegpt-stream/SmolLM2-135M-Instruct.Q4_1.gguf \\\n"
+    "    --calib calib.txt --nsamples 32 --seqlen 512 --eval eval.txt --eval-seqlen 512 \\\n"
+    "    --out out/smollm2-135m-sliced --report smollm2.json\n"
+    "  slicegpt-stream run --model Llama-2-70b-hf --calib wikitext2-train.txt --nsamples 128 \\\n"
+    "    --seqlen 2048 --device cuda --gpu-mem 24G --host-mem 32G --dtype bf16 \\\n"
+    "    --eval wikitext2-test.txt --out llama-2-70b-sliced\n";
 
 typedef struct {
-    const char *model, *out, *eval;
+    const char *model, *out, *eval, *report;
     int64_t eval_seqlen, eval_windows;
-    int quiet;
 } run_args;
 
 static int run_option(void *ctx, int c, const char *arg)
@@ -45,37 +53,21 @@ static int run_option(void *ctx, int c, const char *arg)
     case 'm': a->model = arg; return 0;
     case 'o': a->out = arg; return 0;
     case 'e': a->eval = arg; return 0;
+    case 'R': a->report = arg; return 0;
     case 'E': return sg_cli_int("--eval-seqlen", arg, 2, 1 << 20, &a->eval_seqlen);
     case 'W': return sg_cli_int("--eval-windows", arg, 0, INT64_MAX, &a->eval_windows);
-    case 'q': a->quiet = 1; return 0;
     }
     return -1;
 }
 
-/* Bytes of the regular files in dir (the written model). */
-static int64_t dir_bytes(const char *dir)
-{
-    DIR *d = opendir(dir);
-    int64_t sum = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        struct stat sb;
-        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode))
-            sum += sb.st_size;
-    }
-    if (d)
-        closedir(d);
-    return sum;
-}
-
-static int eval_ppl(sg_backend *be, const char *model, const sg_token_batch *batch, double *ppl,
-                    sg_eval_result *r)
+static int eval_ppl(sg_backend *be, const char *model, const sg_token_batch *batch,
+                    sg_progress *pr, const char *phase, double *ppl, sg_eval_result *r)
 {
     sg_model_files *files;
     int err = sg_model_files_open(model, &files);
     if (err)
         return err;
-    err = sg_evaluate_on(be, files, batch, r);
+    err = sg_evaluate_progress(be, files, batch, pr, phase, r);
     sg_model_files_close(files);
     if (!err)
         *ppl = exp(r->nll / r->count);
@@ -87,14 +79,14 @@ int sg_cmd_run(int argc, char **argv)
     static const struct option own[] = {
         {"model", required_argument, 0, 'm'},       {"out", required_argument, 0, 'o'},
         {"eval", required_argument, 0, 'e'},        {"eval-seqlen", required_argument, 0, 'E'},
-        {"eval-windows", required_argument, 0, 'W'}, {"quiet", no_argument, 0, 'q'},
+        {"eval-windows", required_argument, 0, 'W'}, {"report", required_argument, 0, 'R'},
         {0, 0, 0, 0}};
     run_args a = {0};
     sg_cli_job j;
     sg_cli_job_default(&j);
     int r = sg_cli_parse(argc, argv,
                          SG_OPT_CALIB | SG_OPT_PLAN | SG_OPT_AXES | SG_OPT_COV | SG_OPT_DTYPE |
-                             SG_OPT_TOKENIZER | SG_OPT_DEVICE,
+                             SG_OPT_TOKENIZER | SG_OPT_DEVICE | SG_OPT_QUIET,
                          own, run_option, &a, usage, &j);
     if (r)
         return r == SG_CLI_HELP ? SG_EXIT_OK : SG_EXIT_USAGE;
@@ -114,7 +106,9 @@ int sg_cmd_run(int argc, char **argv)
     int64_t eval_seqlen = a.eval_seqlen, eval_windows = a.eval_windows;
     sg_slice_options o;
     sg_slice_options_default(&o);
-    o.verbose = !a.quiet;
+    sg_progress progress;
+    sg_cli_progress(&progress, j.quiet);
+    o.progress = &progress;
     o.out_dir = a.out;
     o.plan = j.plan;
     o.out_dtype = j.dtype;
@@ -137,6 +131,8 @@ int sg_cmd_run(int argc, char **argv)
     size_t len = 0, eval_len = 0;
     sg_token_batch batch = {0};
     sg_slice_report rep;
+    cJSON *json = sg_json_report_new("run", argc, argv);
+    int report_failed = 0;
     double t0 = sg_now();
     int err = sg_model_files_open(model, &files);
     if (!err && strcmp(sg_model_files_io_backend(files), "io_uring"))
@@ -205,46 +201,130 @@ int sg_cmd_run(int argc, char **argv)
                model, sg_arch_name(cfg->arch), (long long)cfg->dim, (long long)cfg->n_layers,
                goal, counts, o.backend->ops->name, o.cov_mixed ? "mixed" : "float64",
                o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
-        fflush(stdout);
+        sg_json_report_model(json, model, cfg);
+        cJSON *jo = cJSON_AddObjectToObject(json, "options");
+        cJSON_AddNumberToObject(jo, "sparsity", o.plan.sparsity);
+        if (o.plan.target_size > 0)
+            cJSON_AddNumberToObject(jo, "target_size", o.plan.target_size);
+        sg_json_int(jo, "round_interval", o.plan.round_interval);
+        cJSON_AddBoolToObject(jo, "slice_head", o.plan.slice_head);
+        cJSON_AddStringToObject(jo, "embeddings", sg_embed_mode_name(o.plan.embeddings));
+        cJSON_AddStringToObject(jo, "rotation",
+                                o.rotation == SG_ROTATION_RANDOM ? "random" : "pca");
+        cJSON_AddNumberToObject(jo, "damp", o.damp_frac);
+        cJSON_AddStringToObject(jo, "dtype", sg_dtype_name(o.out_dtype));
+        cJSON_AddStringToObject(jo, "backend", o.backend->ops->name);
+        cJSON_AddStringToObject(jo, "covariance", o.cov_mixed ? "mixed" : "float64");
+        cJSON_AddStringToObject(jo, "eigensolver",
+                                o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
+        sg_json_int(jo, "host_mem", j.host_mem);
+        sg_json_int(jo, "gpu_mem", j.gpu_mem);
+        cJSON_AddStringToObject(jo, "out", o.out_dir);
+        cJSON *jc = cJSON_AddObjectToObject(json, "calibration");
+        cJSON_AddStringToObject(jc, "text", calib ? calib : calib_tokens);
+        sg_json_int(jc, "tokens", batch.offsets[batch.n_seq]);
+        sg_json_int(jc, "samples", batch.n_seq);
+        sg_json_int(jc, "seqlen", seqlen);
+        sg_json_int(jc, "seed", seed);
         err = sg_slice(files, &batch, &o, &rep);
     }
     if (!err) {
         printf("sliced width d = %lld of D = %lld, embeddings %s; written to %s\n",
                (long long)rep.d, (long long)cfg->dim,
                rep.embeddings_kept ? "kept (head tied to them)" : "rotated and cut", o.out_dir);
-        int64_t bytes = dir_bytes(o.out_dir);
+        sg_model_config sliced;
+        sg_slice_plan(cfg, &o.plan, &sliced);
+        cJSON *jw = cJSON_AddObjectToObject(json, "widths");
+        sg_json_int(jw, "D", cfg->dim);
+        sg_json_int(jw, "d", rep.d);
+        sg_json_int(jw, "embeddings", sliced.embed_dim);
+        sg_json_int(jw, "head_in", sliced.head_in_dim);
+        cJSON_AddBoolToObject(jw, "embeddings_kept", rep.embeddings_kept);
+        cJSON *l_in = cJSON_AddArrayToObject(jw, "d_in");
+        cJSON *l_mid = cJSON_AddArrayToObject(jw, "d_mid");
+        cJSON *l_out = cJSON_AddArrayToObject(jw, "d_out");
+        for (int64_t l = 0; l < sliced.n_layers; l++) {
+            cJSON_AddItemToArray(l_in, cJSON_CreateNumber((double)sliced.d_in[l]));
+            cJSON_AddItemToArray(l_mid, cJSON_CreateNumber((double)sliced.d_mid[l]));
+            cJSON_AddItemToArray(l_out, cJSON_CreateNumber((double)sliced.d_out[l]));
+        }
+        int64_t disk_dense = sg_json_report_disk_bytes(model);
+        int64_t disk_out = sg_json_report_disk_bytes(o.out_dir);
         printf("stored: %lld parameters, %.1f%% of dense %lld (shortcuts and heads included); "
-               "%.2f MiB on disk as %s, dense at %s %.2f MiB\n",
+               "%.2f MiB on disk as %s, dense at %s %.2f MiB (the input file: %.2f MiB)\n",
                (long long)rep.params_stored, 100.0 * rep.params_stored / rep.params_dense,
-               (long long)rep.params_dense, bytes / 1048576.0, sg_dtype_name(o.out_dtype),
+               (long long)rep.params_dense, disk_out / 1048576.0, sg_dtype_name(o.out_dtype),
                sg_dtype_name(o.out_dtype),
-               sg_dtype_bytes(o.out_dtype, rep.params_dense) / 1048576.0);
+               sg_dtype_bytes(o.out_dtype, rep.params_dense) / 1048576.0,
+               disk_dense / 1048576.0);
         printf("parameters as the paper counts them (no shortcuts, head as before): %lld "
                "(%.1f%% of dense)\n",
                (long long)rep.params_sliced, 100.0 * rep.params_sliced / rep.params_dense);
+        cJSON *jp = cJSON_AddObjectToObject(json, "parameters");
+        sg_json_int(jp, "dense", rep.params_dense);
+        sg_json_int(jp, "sliced", rep.params_sliced);
+        sg_json_int(jp, "stored", rep.params_stored);
+        cJSON_AddNumberToObject(jp, "sliced_percent", 100.0 * rep.params_sliced / rep.params_dense);
+        cJSON_AddNumberToObject(jp, "stored_percent", 100.0 * rep.params_stored / rep.params_dense);
+        cJSON *jb = cJSON_AddObjectToObject(json, "bytes");
+        sg_json_int(jb, "dense", disk_dense);
+        sg_json_int(jb, "stored", disk_out);
+        sg_json_int(jb, "dense_at_output_dtype", sg_dtype_bytes(o.out_dtype, rep.params_dense));
         printf("activations: %lld chunks, store budget %.1f MiB, peak resident %.1f MiB, "
                "spilled %.1f MiB as %.1f MiB zstd\n",
                (long long)rep.chunks, rep.store_budget / 1048576.0, rep.store_peak / 1048576.0,
                rep.spilled_raw / 1048576.0, rep.spilled_compressed / 1048576.0);
-        if (rep.backend_peak)
-            printf("GPU memory: peak %.1f MiB allocated\n", rep.backend_peak / 1048576.0);
+        cJSON *ja = cJSON_AddObjectToObject(json, "activations");
+        sg_json_int(ja, "chunks", rep.chunks);
+        sg_json_int(ja, "store_budget_bytes", rep.store_budget);
+        sg_json_int(ja, "store_peak_bytes", rep.store_peak);
+        sg_json_int(ja, "spilled_bytes", rep.spilled_raw);
+        sg_json_int(ja, "spilled_compressed_bytes", rep.spilled_compressed);
+        double total = sg_now() - t0;
+        cJSON *js = cJSON_AddObjectToObject(json, "seconds");
         printf("time per stage:");
-        for (int i = 0; i < SG_N_STAGES; i++)
+        for (int i = 0; i < SG_N_STAGES; i++) {
             printf(" %s %.2fs", sg_stage_names[i], rep.seconds[i]);
-        printf("; total %.2fs\n", sg_now() - t0);
+            cJSON_AddNumberToObject(js, sg_stage_names[i], rep.seconds[i]);
+        }
+        printf("; total %.2fs\n", total);
+        cJSON_AddNumberToObject(js, "total", total);
     }
     if (!err && eval) {
         double dense, sliced;
         sg_eval_result rd, rs;
-        err = eval_ppl(o.backend, model, &eval_batch, &dense, &rd);
+        err = eval_ppl(o.backend, model, &eval_batch, &progress, "perplexity, dense", &dense, &rd);
         if (!err)
-            err = eval_ppl(o.backend, o.out_dir, &eval_batch, &sliced, &rs);
-        if (!err)
+            err = eval_ppl(o.backend, o.out_dir, &eval_batch, &progress, "perplexity, sliced",
+                           &sliced, &rs);
+        if (!err) {
             printf("perplexity on %s (%lld tokens, windows of %lld): dense %.4f, sliced %.4f "
                    "(%+.2f%%); eval %.0f / %.0f tokens/s\n",
                    eval, (long long)rd.count, (long long)es, dense, sliced,
                    100.0 * (sliced / dense - 1), rd.tokens / rd.seconds, rs.tokens / rs.seconds);
+            cJSON *je = cJSON_AddObjectToObject(json, "perplexity");
+            cJSON_AddStringToObject(je, "text", eval);
+            sg_json_int(je, "tokens", rd.count);
+            sg_json_int(je, "seqlen", es);
+            sg_json_int(je, "windows", eval_windows);
+            cJSON_AddNumberToObject(je, "dense", dense);
+            cJSON_AddNumberToObject(je, "sliced", sliced);
+            cJSON_AddNumberToObject(je, "change_percent", 100.0 * (sliced / dense - 1));
+            cJSON_AddNumberToObject(je, "dense_tokens_per_s", rd.tokens / rd.seconds);
+            cJSON_AddNumberToObject(je, "sliced_tokens_per_s", rs.tokens / rs.seconds);
+        }
     }
+    if (!err) {
+        int64_t host_peak = sg_json_report_host_peak();
+        printf("memory: host peak %.1f MiB resident", host_peak / 1048576.0);
+        if (rep.backend_peak)
+            printf(", GPU peak %.1f MiB allocated", rep.backend_peak / 1048576.0);
+        printf("\n");
+        sg_json_report_memory(json, host_peak, rep.backend_peak);
+        report_failed = sg_json_report_finish(json, a.report) != 0; /* it says why */
+        json = NULL;
+    }
+    cJSON_Delete(json);
     sg_token_batch_free(&batch);
     sg_token_batch_free(&eval_batch);
     free(text);
@@ -252,5 +332,5 @@ int sg_cmd_run(int argc, char **argv)
     sg_tokenizer_free(tok);
     sg_model_files_close(files);
     o.backend->ops->free(o.backend);
-    return err ? sg_cli_report(err) : SG_EXIT_OK;
+    return err ? sg_cli_report(err) : report_failed ? SG_EXIT_FAIL : SG_EXIT_OK;
 }

@@ -43,7 +43,7 @@ static const char load_usage[] =
     "Writes the model as a stream: header, tokenizer, embeddings, each block, head.\n"
     "  MODEL                 Hugging Face directory or .gguf file\n"
     "  --tokenizer FILE      tokenizer.json or llama2.c tokenizer.bin (default: the model's)\n"
-    SG_HELP_ZSTD;
+    SG_HELP_ZSTD SG_HELP_PIPE_EXAMPLES;
 
 /* The tokenizer as the fused run would copy it beside the sliced model:
  * the file given, else the model directory's, else (GGUF) the model's own
@@ -146,7 +146,8 @@ int sg_cmd_load(int argc, char **argv)
 
 static const char fold_usage[] =
     "usage: ... | slicegpt-stream fold [--zstd LEVEL] | ...\n"
-    "Folds every norm into the linear layers that read it (after load).\n" SG_HELP_ZSTD;
+    "Folds every norm into the linear layers that read it (after load).\n" SG_HELP_ZSTD
+    SG_HELP_PIPE_EXAMPLES;
 
 static int fold_section(sg_stage *st, sg_section *sec)
 {
@@ -191,7 +192,7 @@ int sg_cmd_fold(int argc, char **argv)
 static const char cov_usage[] =
     "usage: ... | slicegpt-stream cov [--zstd LEVEL] | ...\n"
     "Accumulates each captured signal's covariance from the chunks capture names\n"
-    "(after capture).\n" SG_HELP_COV SG_HELP_ZSTD;
+    "(after capture).\n" SG_HELP_COV SG_HELP_ZSTD SG_HELP_PIPE_EXAMPLES;
 
 typedef struct {
     sg_act_store *reader; /* lends its machinery to read chunk files */
@@ -296,7 +297,7 @@ static const char eig_usage[] =
     "Eigendecomposes each covariance: its principal axes go downstream as a rotation\n"
     "record and back to capture through the store (after cov).\n"
     "  --seed N              seed of the random rotation (default 42)\n" SG_HELP_AXES
-    SG_HELP_ZSTD;
+    SG_HELP_ZSTD SG_HELP_PIPE_EXAMPLES;
 
 typedef struct {
     sg_rotation_kind kind;
@@ -381,7 +382,8 @@ static const char slice_usage[] =
     "usage: ... | slicegpt-stream slice --sparsity S [--round-interval N] [--slice-head]\n"
     "                                   [--zstd LEVEL] | ...\n"
     "Rotates and slices the weights by the rotations eig sends (after eig); plans the\n"
-    "sliced widths, which capture reads from the store.\n" SG_HELP_PLAN SG_HELP_ZSTD;
+    "sliced widths, which capture reads from the store.\n" SG_HELP_PLAN SG_HELP_QUIET SG_HELP_ZSTD
+    SG_HELP_PIPE_EXAMPLES;
 
 /* The pipeline (stages/pipeline.h) with slicing on and capture off: the
  * sections come in model order, each followed by the rotations of its
@@ -513,12 +515,16 @@ static const sg_pipeline_io slice_io = {
 int sg_cmd_slice(int argc, char **argv)
 {
     sg_cli_job j;
-    int status = stage_options(argc, argv, SG_OPT_PLAN | SG_OPT_ZSTD, slice_usage, &j, 0);
+    int status = stage_options(argc, argv, SG_OPT_PLAN | SG_OPT_ZSTD | SG_OPT_QUIET, slice_usage,
+                               &j, 0);
     if (status >= 0)
         return status;
     sg_stage st;
     slice_state s = {.st = &st};
-    sg_pipeline p = {.io = &slice_io, .ctx = &s, .be = sg_backend_cpu(), .slice = 1};
+    sg_progress progress;
+    sg_cli_progress(&progress, j.quiet);
+    sg_pipeline p = {.io = &slice_io, .ctx = &s, .be = sg_backend_cpu(), .slice = 1,
+                     .progress = &progress, .phase = "slice"};
     int err = sg_stage_open(&st, "slice", 1, 1, j.zstd);
     err = err ? err : sg_stage_read_header(&st, "eig");
     if (!err && !st.store[0])
@@ -574,7 +580,7 @@ static const char write_usage[] =
     "usage: ... | slicegpt-stream write OUT [--dtype f32|f16|bf16]\n"
     "Writes the sliced model to the directory OUT (after slice): OUT.tmp first,\n"
     "renamed to OUT once the stream ended well.\n"
-    SG_HELP_DTYPE;
+    SG_HELP_DTYPE SG_HELP_PIPE_EXAMPLES;
 
 typedef struct {
     sg_model_config sliced;

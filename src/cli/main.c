@@ -17,6 +17,7 @@ static const struct {
     {"run", sg_cmd_run, "slice a model: calibrate, rotate, slice, write, evaluate"},
     {"ppl", sg_cmd_ppl, "perplexity of a model (dense or sliced) on a text"},
     {"plan", sg_cmd_plan, "memory a slicing run needs, from the config alone"},
+    {"report", sg_cmd_report, "summary and plots (gnuplot) of a sliced model and run reports"},
     {"load", sg_cmd_load, "stage: read a model into a stream (first of the pipe)"},
     {"fold", sg_cmd_fold, "stage: fold the norms into the weights"},
     {"capture", sg_cmd_capture, "stage: run blocks on calibration text, name the chunks"},
@@ -32,6 +33,9 @@ static void print_usage(FILE *f)
     fprintf(f, "usage: slicegpt-stream COMMAND [options]   (COMMAND --help for its options)\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].what);
+    fprintf(f, "\nexamples:\n"
+               "  examples/default-run.sh      (slice the bundled SmolLM2-135M by 25%%)\n"
+               "  slicegpt-stream plan --model examples/llama-2-70b --host-mem 32G\n");
 }
 
 int main(int argc, char **argv)
@@ -55,6 +59,9 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
     /* spilled activations must not outlive a run stopped by a signal */
     sg_act_store_install_signal_cleanup();
+    /* a summary piped into tee or a log arrives as it is printed, not at
+     * exit (the filters write their stream with write(2), not stdio) */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);

@@ -24,8 +24,13 @@ double sg_now(void)
 
 /* The blocks on the backend, chunk by chunk: x (width d_in) -> y (width
  * d_out) per block, one block's weights and one chunk resident there. */
+static void show_block(sg_progress *pr, const sg_model_config *c, int64_t l)
+{
+    sg_progress_update(pr, l, "block %lld/%lld", (long long)l + 1, (long long)c->n_layers);
+}
+
 static int blocks_on_backend(sg_backend *be, sg_model_files *files, const sg_model_config *c,
-                             const sg_seqs *seqs, float **x, float **y)
+                             const sg_seqs *seqs, sg_progress *pr, float **x, float **y)
 {
     int64_t n_seq = seqs->n_seq, cap = sg_seqs_group_cap(seqs, EVAL_CHUNK_TOKENS);
     int64_t *local = malloc((n_seq + 1) * sizeof(int64_t));
@@ -35,6 +40,7 @@ static int blocks_on_backend(sg_backend *be, sg_model_files *files, const sg_mod
     err = err ? err : be->ops->alloc(be, cap * c->dim * sizeof(float), (void **)&dy);
     for (int64_t l = 0; l < c->n_layers && !err; l++) {
         sg_block b, dev;
+        show_block(pr, c, l);
         if ((err = sg_block_load(files, c, l, &b)))
             break;
         if (l + 1 < c->n_layers)
@@ -119,10 +125,11 @@ static int head_on_backend(sg_backend *be, const sg_model *m, const float *x,
 
 /* The blocks on the CPU, the whole batch through each in turn. */
 static int host_blocks(sg_model_files *files, const sg_model_config *c, const sg_seqs *seqs,
-                       float **x, float **y)
+                       sg_progress *pr, float **x, float **y)
 {
     for (int64_t l = 0; l < c->n_layers; l++) {
         sg_block b;
+        show_block(pr, c, l);
         int err = sg_block_load(files, c, l, &b);
         if (err)
             return err;
@@ -144,7 +151,7 @@ static int host_blocks(sg_model_files *files, const sg_model_config *c, const sg
  * positions (a 257-token line fits a 256-position model). For logits,
  * every token runs. */
 static int run(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
-               sg_eval_result *res, float *logits)
+               sg_progress *pr, const char *phase, sg_eval_result *res, float *logits)
 {
     if (!be)
         be = sg_backend_cpu();
@@ -176,13 +183,15 @@ static int run(sg_backend *be, sg_model_files *files, const sg_token_batch *batc
     }
     sg_seqs seqs = {n_seq, offsets};
     int64_t n = offsets[n_seq];
+    sg_progress_begin(pr, phase, c->n_layers + 1, n);
     if ((err = sg_embed(&m, ids, &seqs, x)))
         goto out;
     sg_model_files_prefetch_block(files, 0);
-    err = be->ops->host_memory ? host_blocks(files, c, &seqs, &x, &y)
-                               : blocks_on_backend(be, files, c, &seqs, &x, &y);
+    err = be->ops->host_memory ? host_blocks(files, c, &seqs, pr, &x, &y)
+                               : blocks_on_backend(be, files, c, &seqs, pr, &x, &y);
     if (err)
         goto out;
+    sg_progress_update(pr, c->n_layers, "head");
     sg_eval_result r = {0};
     err = be->ops->host_memory
               ? sg_head_nll(&m, x, targets, n, &r.nll, &r.count, logits)
@@ -192,6 +201,10 @@ static int run(sg_backend *be, sg_model_files *files, const sg_token_batch *batc
     if (res)
         *res = r;
 out:
+    if (err)
+        sg_progress_break(pr); /* the error message gets its own line */
+    else
+        sg_progress_end(pr);
     free(offsets);
     free(ids);
     free(targets);
@@ -203,22 +216,28 @@ out:
 
 int sg_evaluate(sg_model_files *files, const sg_token_batch *batch, sg_eval_result *res)
 {
-    return run(NULL, files, batch, res, NULL);
+    return run(NULL, files, batch, NULL, NULL, res, NULL);
 }
 
 int sg_evaluate_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
                    sg_eval_result *res)
 {
-    return run(be, files, batch, res, NULL);
+    return run(be, files, batch, NULL, NULL, res, NULL);
 }
 
 int sg_evaluate_logits(sg_model_files *files, const sg_token_batch *batch, float *logits)
 {
-    return run(NULL, files, batch, NULL, logits);
+    return run(NULL, files, batch, NULL, NULL, NULL, logits);
 }
 
 int sg_evaluate_logits_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
                           float *logits)
 {
-    return run(be, files, batch, NULL, logits);
+    return run(be, files, batch, NULL, NULL, NULL, logits);
+}
+
+int sg_evaluate_progress(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
+                         sg_progress *pr, const char *phase, sg_eval_result *res)
+{
+    return run(be, files, batch, pr, phase, res, NULL);
 }

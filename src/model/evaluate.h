@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "model_files.h"
+#include "progress.h"
 #include "text.h"
 
 typedef struct {
@@ -28,6 +29,10 @@ int sg_evaluate_logits(sg_model_files *files, const sg_token_batch *batch, float
  * activations staying on the host; log-softmax is on the host. */
 int sg_evaluate_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
                    sg_eval_result *res);
+/* sg_evaluate_on with progress on pr (NULL: none) as phase `phase`: one
+ * step per block and one for the head; the rate counts the batch's tokens. */
+int sg_evaluate_progress(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
+                         sg_progress *pr, const char *phase, sg_eval_result *res);
 int sg_evaluate_logits_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
                           float *logits);
 
