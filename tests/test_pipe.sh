@@ -14,33 +14,13 @@
 # add lines to the one-line errors checked here.
 # Needs the shared data ($SG_DATA); skipped without it. Prints TAP.
 
-build=${SG_BUILDDIR:-.}
-data=${SG_DATA:-../shared/data}
-sgs="$build/slicegpt-stream"
-stories="$data/stories260K/stories260K.bin"
-tok="$data/stories260K/tok512.bin"
-text="$data/tinystories-valid-subset/tinystories_valid_first.txt"
+. "$(dirname "$0")/tap.sh"
 
-for f in "$stories" "$tok" "$text"; do
-    if [ ! -f "$f" ]; then
-        echo "1..0 # SKIP $f not present"
-        exit 0
-    fi
-done
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/sgpipe.XXXXXX") || exit 1
-trap 'rm -rf "$work"' EXIT INT TERM
+tap_workdir sgpipe
 # store directories are made under TMPDIR: a private one, to check that
 # none is left behind
 export TMPDIR="$work/scratch"
 mkdir -p "$TMPDIR"
-
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=1; echo "not ok $n - $1"; }
-check() { if [ "$1" -eq 0 ]; then ok "$2"; else not_ok "$2"; fi; }
-diag() { sed 's/^/# /' "$@"; }
 
 # Calibration: 24 samples of 64 tokens in chunks of about 300 tokens, so
 # every signal spans several chunks.
@@ -246,5 +226,4 @@ else
     check $? "--device cuda without a GPU: $(cat "$work/bad.err")"
 fi
 
-echo "1..$n"
-exit $failed
+tap_done

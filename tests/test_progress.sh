@@ -10,27 +10,9 @@
 # (slice, perplexity dense, perplexity sliced) over 5 blocks. Needs the
 # shared data ($SG_DATA); skipped without it. Prints TAP.
 
-build=${SG_BUILDDIR:-.}
-data=${SG_DATA:-../shared/data}
-sgs="$build/slicegpt-stream"
-stories="$data/stories260K/stories260K.bin"
-tok="$data/stories260K/tok512.bin"
-text="$data/tinystories-valid-subset/tinystories_valid_first.txt"
-for f in "$stories" "$tok" "$text"; do
-    if [ ! -f "$f" ]; then
-        echo "1..0 # SKIP $f not present"
-        exit 0
-    fi
-done
-work=$(mktemp -d "${TMPDIR:-/tmp}/sgprogress.XXXXXX") || exit 1
-trap 'rm -rf "$work"' EXIT INT TERM
+. "$(dirname "$0")/tap.sh"
+tap_workdir sgprogress
 
-n=0
-failed=0
-check() {
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else failed=1; echo "not ok $n - $2"; fi
-}
 "$build/tools/sg-llama2c-to-hf" "$stories" "$work/model" --tokenizer "$tok" >/dev/null
 check $? "stories260K converted"
 
@@ -115,5 +97,4 @@ else
     n=$((n + 1))
     echo "ok $n - on a terminal the line is redrawn in place # SKIP no script(1)"
 fi
-echo "1..$n"
-exit $failed
+tap_done

@@ -8,28 +8,8 @@
 # Needs the shared data ($SG_DATA); skipped without it. The plots are
 # skipped where gnuplot is not installed. Prints TAP.
 
-build=${SG_BUILDDIR:-.}
-data=${SG_DATA:-../shared/data}
-sgs="$build/slicegpt-stream"
-stories="$data/stories260K/stories260K.bin"
-tok="$data/stories260K/tok512.bin"
-text="$data/tinystories-valid-subset/tinystories_valid_first.txt"
-for f in "$stories" "$tok" "$text"; do
-    if [ ! -f "$f" ]; then
-        echo "1..0 # SKIP $f not present"
-        exit 0
-    fi
-done
-work=$(mktemp -d "${TMPDIR:-/tmp}/sgreport.XXXXXX") || exit 1
-trap 'rm -rf "$work"' EXIT INT TERM
-
-n=0
-failed=0
-check() {
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else failed=1; echo "not ok $n - $2"; fi
-}
-skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+. "$(dirname "$0")/tap.sh"
+tap_workdir sgreport
 
 "$build/tools/sg-llama2c-to-hf" "$stories" "$work/model" --tokenizer "$tok" >/dev/null
 check $? "stories260K converted"
@@ -52,8 +32,7 @@ sed 's/^/# /' "$work/none.err"
 
 if ! command -v gnuplot >/dev/null 2>&1; then
     skip "report writes the plots" "gnuplot not installed"
-    echo "1..$n"
-    exit $failed
+    tap_done
 fi
 "$sgs" report "$work/s0.25" --out "$work/p" "$work/s0.25.json" "$work/s0.5.json" \
     >"$work/report.out" 2>"$work/report.err"
@@ -77,5 +56,4 @@ check $? "an unwritable PREFIX: one line, and no image on stdout"
 "$sgs" report "$work/model" >/dev/null 2>"$work/dense.err"
 [ $? -eq 1 ] && grep -q 'not a sliced model' "$work/dense.err"
 check $? "a dense model: refused with one line"
-echo "1..$n"
-exit $failed
+tap_done

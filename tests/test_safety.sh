@@ -7,32 +7,11 @@
 # Model: stories260K converted to a Hugging Face directory (D = 64, 512
 # positions). Needs the shared data ($SG_DATA); skipped without it. TAP.
 
-build=${SG_BUILDDIR:-.}
-data=${SG_DATA:-../shared/data}
-sgs="$build/slicegpt-stream"
-stories="$data/stories260K/stories260K.bin"
-tok="$data/stories260K/tok512.bin"
-text="$data/tinystories-valid-subset/tinystories_valid_first.txt"
+. "$(dirname "$0")/tap.sh"
 
-for f in "$stories" "$tok" "$text"; do
-    if [ ! -f "$f" ]; then
-        echo "1..0 # SKIP $f not present"
-        exit 0
-    fi
-done
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/sgsafety.XXXXXX") || exit 1
-trap 'rm -rf "$work"' EXIT INT TERM
+tap_workdir sgsafety
 export TMPDIR="$work/scratch"
 mkdir -p "$TMPDIR"
-
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=1; echo "not ok $n - $1"; }
-check() { if [ "$1" -eq 0 ]; then ok "$2"; else not_ok "$2"; fi; }
-diag() { sed 's/^/# /' "$@"; }
-one_line() { [ "$(wc -l <"$1")" -eq 1 ] && grep -q -- "$2" "$1"; }
 
 "$build/tools/sg-llama2c-to-hf" "$stories" "$work/m" --tokenizer "$tok" >/dev/null 2>&1
 check $? "stories260K converted"
@@ -203,5 +182,4 @@ check $? "heads = 0 says so: $(cat "$work/err")"
 [ -z "$(ls "$TMPDIR")" ]
 check $? "no scratch left behind"
 
-echo "1..$n"
-exit $failed
+tap_done
