@@ -280,7 +280,7 @@ static void script(FILE *g, const char *dir, const sg_model_config *c, const spe
             fprintf(g, "plot $spec%d using 1:2:3 with lines lc palette, "
                        "$cut%d using 1:2:3 with points pt 7 ps 0.6 lc palette\n", sig, sig);
         else
-            fprintf(g, "set label 1 'no spectrum: kept in the original basis' at graph 0.5,0.5 "
+            fprintf(g, "set label 1 'kept: original basis' at graph 0.5,0.5 "
                        "center\nplot [0:1] [1e-3:1] NaN notitle\nunset label 1\n");
     }
     fprintf(g, "unset multiplot\nunset logscale y\nset format y '%%g'\nunset colorbox\n"
@@ -415,7 +415,10 @@ static void summary(const char *dir, const sg_model_config *c, double sparsity,
                     at = s[i].layer;
                 }
             }
-        if (!n)
+        if (!n && sig == 0 && c->tied_embeddings)
+            printf("  %-17s all of it: kept in the original basis (embeddings kept)\n",
+                   sig_names[sig]);
+        else if (!n)
             printf("  %-17s no spectrum recorded (a random rotation?)\n", sig_names[sig]);
         else if (sig == SIGNAL_EMBED)
             printf("  %-17s %.2f%%\n", sig_names[sig], 100 * sum / n);
