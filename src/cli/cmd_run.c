@@ -166,10 +166,13 @@ int sg_cmd_run(int argc, char **argv)
         }
         o.tok = tok;
         printf("slicing %s (%s, D = %lld, %lld layers) at sparsity %.2f on %lld calibration "
-               "tokens (%lld x %lld), on the %s backend, %s covariance, %s eigensolver\n",
+               "tokens (%lld x %lld), on the %s backend%s%s%s, %s covariance, %s eigensolver\n",
                model, sg_arch_name(cfg->arch), (long long)cfg->dim, (long long)cfg->n_layers,
                o.sparsity, (long long)batch.offsets[batch.n_seq], (long long)batch.n_seq,
-               (long long)seqlen, o.backend->ops->name, o.cov_mixed ? "mixed" : "float64",
+               (long long)seqlen, o.backend->ops->name,
+               o.backend->ops->host_memory ? " (OpenBLAS kernels " : "",
+               o.backend->ops->host_memory ? sg_blas_corename() : "",
+               o.backend->ops->host_memory ? ")" : "", o.cov_mixed ? "mixed" : "float64",
                o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
         fflush(stdout);
         err = sg_slice(files, &batch, &o, &rep);
