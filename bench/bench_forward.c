@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "blas_check.h"
 #include "evaluate.h"
 #include "model_files.h"
 #include "sg_error.h"
@@ -45,6 +46,11 @@ static double macs_per_token(const sg_model_config *c, int64_t seqlen)
 
 int main(int argc, char **argv)
 {
+    /* measure the kernels the program runs, not a fallback it would replace */
+    sg_blas_ensure_fast(argv);
+    char blas[512];
+    sg_blas_describe(blas, sizeof blas);
+    printf("%s\n", blas);
     char def[4096];
     const char *home = getenv("HOME");
     snprintf(def, sizeof def, "%s/.cache/slicegpt-stream/SmolLM2-135M-Instruct.Q4_1.gguf",

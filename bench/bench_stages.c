@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cpu_kernels.h"
+#include "blas_check.h"
 #include "evaluate.h"
 
 static double frand(uint64_t *s)
@@ -82,6 +83,11 @@ static void bench(int64_t n)
 
 int main(int argc, char **argv)
 {
+    /* measure the kernels the program runs, not a fallback it would replace */
+    sg_blas_ensure_fast(argv);
+    char blas[512];
+    sg_blas_describe(blas, sizeof blas);
+    printf("%s\n", blas);
     if (argc > 1)
         for (int i = 1; i < argc; i++)
             bench(atoll(argv[i]));

@@ -43,6 +43,7 @@
 #include "model_config.h"
 
 #include "backend.h"
+#include "blas_check.h"
 
 #include "frame.h"
 #include "stream_model.h"

@@ -167,7 +167,7 @@ int main(void)
     tap_ok(r && same_schema(r, "ppl"), "ppl: the report parses, schema and versions");
     if (r) {
         printed("ppl: perplexity", "perplexity %.4f  mean NLL %.4f nats over %.0f predicted "
-                "tokens, %.0f sequences; %.2f s (%.0f tokens/s, cpu)",
+                "tokens, %.0f sequences; %.2f s (%.0f tokens/s, cpu",
                 get(r, "perplexity", "perplexity"), get(r, "perplexity", "mean_nll"),
                 get(r, "perplexity", "tokens"), get(r, "perplexity", "sequences"),
                 get(r, "perplexity", "seconds"), get(r, "perplexity", "tokens_per_s"));

@@ -109,9 +109,11 @@ int sg_cmd_ppl(int argc, char **argv)
     int status = SG_EXIT_OK;
     if (!err) {
         printf("perplexity %.4f  mean NLL %.4f nats over %lld predicted tokens, %lld sequences; "
-               "%.2f s (%.0f tokens/s, %s)\n",
+               "%.2f s (%.0f tokens/s, %s%s%s)\n",
                exp(r.nll / r.count), r.nll / r.count, (long long)r.count,
-               (long long)batch.n_seq, r.seconds, r.tokens / r.seconds, be->ops->name);
+               (long long)batch.n_seq, r.seconds, r.tokens / r.seconds, be->ops->name,
+               be->ops->host_memory ? ", OpenBLAS kernels " : "",
+               be->ops->host_memory ? sg_blas_corename() : "");
         sg_backend_mem bm;
         int64_t host_peak = sg_json_report_host_peak(), gpu_peak = 0;
         if (!be->ops->host_memory && !be->ops->memory(be, &bm))

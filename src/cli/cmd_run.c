@@ -197,9 +197,12 @@ int sg_cmd_run(int argc, char **argv)
         else
             snprintf(goal, sizeof goal, "at sparsity %.2f", o.plan.sparsity);
         printf("slicing %s (%s, D = %lld, %lld layers) %s on %s of calibration, "
-               "on the %s backend, %s covariance, %s eigensolver\n",
+               "on the %s backend%s%s%s, %s covariance, %s eigensolver\n",
                model, sg_arch_name(cfg->arch), (long long)cfg->dim, (long long)cfg->n_layers,
-               goal, counts, o.backend->ops->name, o.cov_mixed ? "mixed" : "float64",
+               goal, counts, o.backend->ops->name,
+               o.backend->ops->host_memory ? " (OpenBLAS kernels " : "",
+               o.backend->ops->host_memory ? sg_blas_corename() : "",
+               o.backend->ops->host_memory ? ")" : "", o.cov_mixed ? "mixed" : "float64",
                o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
         sg_json_report_model(json, model, cfg);
         cJSON *jo = cJSON_AddObjectToObject(json, "options");

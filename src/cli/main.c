@@ -38,8 +38,24 @@ static void print_usage(FILE *f)
                "  slicegpt-stream plan --model examples/llama-2-70b --host-mem 32G\n");
 }
 
+/* The BLAS line: on stdout for --version, a warning on stderr whenever the
+ * kernels are a fallback that could not be replaced. */
+static void blas_report(FILE *f, int always)
+{
+    char line[512];
+    int slow = sg_blas_describe(line, sizeof line);
+    if (always)
+        fprintf(f, "%s\n", line);
+    else if (slow)
+        fprintf(f, "slicegpt-stream: warning: %s\n", line);
+}
+
 int main(int argc, char **argv)
 {
+    /* before any BLAS call: OpenBLAS picked its kernels when it loaded, and
+     * only a new process can load it with others */
+    if (sg_blas_ensure_fast(argv))
+        fprintf(stderr, "slicegpt-stream: warning: %s\n", sg_last_error());
     if (argc < 2) {
         print_usage(stderr);
         return SG_EXIT_USAGE;
@@ -50,6 +66,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "--version")) {
         puts(PACKAGE_STRING);
+        blas_report(stdout, 1);
         return SG_EXIT_OK;
     }
     /* Blocks and chunks are allocated and freed in the same sizes over and
@@ -62,6 +79,7 @@ int main(int argc, char **argv)
     /* a summary piped into tee or a log arrives as it is printed, not at
      * exit (the filters write their stream with write(2), not stdio) */
     setvbuf(stdout, NULL, _IOLBF, 0);
+    blas_report(stderr, 0);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "sg_error.h"
+#include "vec_math.h"
 
 #define GROUP_TOKENS 4096
 
@@ -167,22 +168,8 @@ void sg_attention_causal(int64_t nh, int64_t nkv, int64_t hd, const float *q, co
             /* scores (m, r1) = qbuf (m, hd) · K[0:r1]ᵀ */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)r1, (int)hd, scale,
                         qbuf, (int)hd, kg, (int)(nkv * hd), 0.0f, scores, (int)r1);
-            for (int64_t row = 0; row < m; row++) {
-                int64_t last = r0 + row % rows; /* the last key this query may see */
-                float *sr = scores + row * r1, max = sr[0];
-                for (int64_t j = 1; j <= last; j++)
-                    max = fmaxf(max, sr[j]);
-                float sum = 0;
-                for (int64_t j = 0; j <= last; j++) {
-                    sr[j] = expf(sr[j] - max);
-                    sum += sr[j];
-                }
-                float inv = 1.0f / sum;
-                for (int64_t j = 0; j <= last; j++)
-                    sr[j] *= inv;
-                for (int64_t j = last + 1; j < r1; j++)
-                    sr[j] = 0.0f;
-            }
+            for (int64_t row = 0; row < m; row++) /* row sees keys 0 .. r0 + row % rows */
+                sg_softmax_row(scores + row * r1, r0 + row % rows + 1, r1);
             /* obuf (m, hd) = P (m, r1) · V[0:r1] */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)r1, 1.0f,
                         scores, (int)r1, vg, (int)(nkv * hd), 0.0f, obuf, (int)hd);
@@ -262,10 +249,15 @@ static void mlp(const sg_model_config *c, const sg_block *b, scratch *s, int64_t
 {
     int64_t f = c->ffn_dim;
     linear(s->h, g, d, b->w_up, b->b_up, f, s->up, 0.0f);
-    if (c->gated_mlp) {
+    if (c->gated_mlp && c->act == SG_ACT_SILU) {
+        linear(s->h, g, d, b->w_gate, NULL, f, s->gate, 0.0f);
+        sg_silu_mul(s->up, s->gate, g * f);
+    } else if (c->gated_mlp) {
         linear(s->h, g, d, b->w_gate, NULL, f, s->gate, 0.0f);
         for (int64_t i = 0; i < g * f; i++)
             s->up[i] *= sg_activation(c->act, s->gate[i]);
+    } else if (c->act == SG_ACT_SILU) {
+        sg_silu_mul(s->up, NULL, g * f);
     } else {
         for (int64_t i = 0; i < g * f; i++)
             s->up[i] = sg_activation(c->act, s->up[i]);
@@ -413,13 +405,7 @@ void sg_logits_nll(const float *logits, int64_t n, int64_t V, const int32_t *tar
         if (targets[i] < 0)
             continue;
         const float *row = logits + i * V;
-        float max = row[0];
-        for (int64_t j = 1; j < V; j++)
-            max = fmaxf(max, row[j]);
-        double sum = 0;
-        for (int64_t j = 0; j < V; j++)
-            sum += exp((double)(row[j] - max));
-        *nll += log(sum) + max - row[targets[i]];
+        *nll += sg_logsumexp(row, V) - row[targets[i]];
         (*count)++;
     }
 }
