@@ -37,7 +37,7 @@ def main():
 
     import torch
     from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(hf, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)
     model.eval()
     tot = cnt = 0
     t0 = time.time()
