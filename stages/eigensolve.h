@@ -13,7 +13,10 @@
 #include "backend.h"
 #include "rotate_slice.h"
 
-typedef enum { SG_ROTATION_PCA, SG_ROTATION_RANDOM } sg_rotation_kind;
+/* PCA per signal (the published method); a random orthogonal control; or
+ * UNIFORM: one PCA basis for the whole network (slicer.h), whose axes
+ * sg_slice_axes computes like PCA's. */
+typedef enum { SG_ROTATION_PCA, SG_ROTATION_RANDOM, SG_ROTATION_UNIFORM } sg_rotation_kind;
 
 /* The principal axes of a finished covariance h (D, D, backend memory),
  * overwritten: PCA (damped, descending, by the backend's eigensolver in

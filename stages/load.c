@@ -41,6 +41,12 @@ int sg_slice_embeddings_load(sg_model_files *files, sg_model *m)
     return err;
 }
 
+int sg_slice_final_norm_load(sg_model_files *files, float **w)
+{
+    const sg_model_config *c = sg_model_files_config(files);
+    return read_tensor(files, "output_norm.weight", c->dim, 0, w);
+}
+
 int sg_slice_head_load(sg_model_files *files, sg_model *m)
 {
     memset(m, 0, sizeof *m);

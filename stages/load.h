@@ -13,5 +13,7 @@ int sg_slice_embeddings_load(sg_model_files *files, sg_model *m);
 /* The final norm and the head: output.weight, or token_embd.weight when
  * tied (then m->tok_embd holds it and m->lm_head aliases it). */
 int sg_slice_head_load(sg_model_files *files, sg_model *m);
+/* The final norm's scale alone, *w (D). */
+int sg_slice_final_norm_load(sg_model_files *files, float **w);
 
 #endif

@@ -26,6 +26,7 @@ void sg_plan_options_default(sg_plan_options *o)
     o->slice_head = 0;
     o->embeddings = SG_EMBED_AUTO;
     o->target_size = 0;
+    o->uniform = 0;
 }
 
 const char *sg_embed_mode_name(sg_embed_mode m)
@@ -38,6 +39,20 @@ const char *sg_embed_mode_name(sg_embed_mode m)
 static int embeddings_kept(const sg_model_config *orig, const sg_plan_options *o, int *kept)
 {
     int can = orig->tied_embeddings && orig->norm == SG_NORM_RMS && !o->slice_head;
+    if (o->uniform) {
+        /* one basis: the table is rotated like every signal (a tied head
+         * stays tied to it, sg_uniform_config) */
+        *kept = 0;
+        if (orig->norm != SG_NORM_RMS)
+            return sg_fail(SG_EUNSUPPORTED,
+                           "--rotation uniform: a LayerNorm model (OPT, Phi-2) folds into "
+                           "RMSNorms with its centring moved into the weights, which its own "
+                           "architecture cannot express; use the per-layer rotation");
+        if (o->embeddings == SG_EMBED_KEEP)
+            return sg_fail(SG_EARG, "--rotation uniform rotates the embeddings with the rest "
+                                    "of the network: it cannot go with --embeddings keep");
+        return 0;
+    }
     *kept = o->embeddings == SG_EMBED_KEEP || (o->embeddings == SG_EMBED_AUTO && can);
     if (!*kept || can)
         return 0;
@@ -64,7 +79,7 @@ static void plan_at(const sg_model_config *orig, const sg_plan_options *o, int k
         c->d_mid[l] = d;
         c->d_out[l] = d;
     }
-    if (!o->slice_head)
+    if (!o->slice_head && !o->uniform)
         c->d_out[L - 1] = D;
     if (kept) {
         /* the table and the head stay as they were: block 0 reads, and
@@ -100,7 +115,12 @@ int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
     double budget = o->target_size * (double)sg_model_param_count(orig);
     for (int64_t d = D / r * r; d >= r; d -= r) {
         plan_at(orig, o, kept, d, c);
-        if ((double)sg_model_param_count(c) <= budget)
+        /* a uniform rotation stores a plain model; counted with an untied
+         * head, which it needs unless the final norm is a constant */
+        sg_model_config plain;
+        if (o->uniform)
+            sg_uniform_config(orig, d, 0, &plain);
+        if ((double)sg_model_param_count(o->uniform ? &plain : c) <= budget)
             return d;
     }
     return sg_fail(SG_EARG, "--target-size %g: even d = %lld stores more than %g of the dense "
@@ -125,6 +145,15 @@ void sg_slice_work_config(const sg_model_config *sliced, int64_t l, int64_t d_mi
     *work = *sliced;
     work->d_mid[l] = d_mid;
     work->d_out[l] = sliced->dim;
+}
+
+void sg_uniform_config(const sg_model_config *orig, int64_t d, int tied, sg_model_config *c)
+{
+    *c = *orig;
+    c->dim = d;
+    c->norm_eps = orig->norm_eps * (double)orig->dim / (double)d;
+    c->tied_embeddings = tied;
+    sg_config_set_unsliced(c);
 }
 
 int64_t sg_model_param_count(const sg_model_config *c)

@@ -38,6 +38,11 @@ typedef struct {
      * round interval) whose stored parameters, shortcuts and heads
      * included, are at most F x the dense model's; 0: use sparsity */
     double target_size;
+    /* 1: one rotation for the whole network (--rotation uniform): every
+     * signal, the embeddings and the head's input included, is cut to d,
+     * and the result is written as a plain model of hidden size d
+     * (sg_uniform_config). RMSNorm models only. */
+    int uniform;
 } sg_plan_options;
 void sg_plan_options_default(sg_plan_options *o);
 
@@ -76,6 +81,13 @@ typedef struct {
 } sg_slice_memory;
 void sg_slice_memory_estimate(const sg_model_config *cfg, int64_t block_raw_bytes,
                               int64_t chunk_tokens, int64_t max_seq, sg_slice_memory *mem);
+
+/* The plain model a uniform rotation makes of orig at width d: hidden size
+ * d, every other size as orig's, an RMSNorm over d with eps·D/d (its
+ * weights, sqrt(D/d), are written by the transport), the head tied to
+ * the rotated table when tied (the writer puts q/k in rotate-half order). Unsliced: no
+ * slicegpt section, any loader of the base architecture runs it. */
+void sg_uniform_config(const sg_model_config *orig, int64_t d, int tied, sg_model_config *plain);
 
 /* Parameter count of a model as cfg describes it. */
 int64_t sg_model_param_count(const sg_model_config *cfg);

@@ -1,6 +1,7 @@
 #include "slicer.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,8 +132,22 @@ static void next_block_discard(next_block *n)
 /* The fused run: the pipeline's transport in one process. A captured
  * chunk goes into the covariance, a signal's axes are the covariance's
  * eigenvectors, blocks come from the model files and go to the writer. */
+/* The uniform rotation's state (slicer.h). */
+typedef struct {
+    int collect;        /* first pass: sum the covariances, answer the identity */
+    double *sum;        /* (D, D) host: Σ_s H_s / tr H_s */
+    double *h_host;     /* (D, D) a covariance brought back from the device */
+    int64_t signals;    /* how many went into sum */
+    sg_rotation q;      /* the one basis (second pass) */
+    int sliced_format;  /* write our sliced format, not the plain model */
+    float norm_scale;   /* sqrt(D/d) */
+    int tied;           /* the head stays the table: the final norm's scale is */
+    float head_norm;    /* ... this constant */
+} uniform_state;
+
 typedef struct {
     const sg_slice_options *o;
+    uniform_state *u;               /* NULL: a rotation per signal */
     sg_model_files *files;
     sg_model_writer *w;
     sg_model_config sliced;
@@ -165,10 +180,41 @@ static int fused_chunk(void *ctx, const char *signal, int64_t layer, const char 
     return err;
 }
 
+/* Uniform rotation: the first pass adds the signal's covariance,
+ * normalised by its trace, to the sum and leaves the signal as it is; the
+ * second answers the one basis for every signal. */
+static int uniform_axes(sg_pipeline *p, uniform_state *u, const double *h, sg_rotation *q)
+{
+    sg_backend *be = p->be;
+    int64_t D = p->orig->dim;
+    size_t bytes = D * D * sizeof(double);
+    if (!u->collect) {
+        memcpy(q->host, u->q.host, bytes);
+        return q->dev == q->host ? 0 : be->ops->upload(be, q->dev, q->host, bytes);
+    }
+    if (!be->ops->host_memory) {
+        int err = be->ops->download(be, u->h_host, h, bytes);
+        if (err)
+            return err;
+        h = u->h_host;
+    }
+    double tr = 0;
+    for (int64_t i = 0; i < D; i++)
+        tr += h[i * D + i];
+    if (tr > 0) {
+        for (int64_t k = 0; k < D * D; k++)
+            u->sum[k] += h[k] / tr;
+        u->signals++;
+    }
+    return sg_rotation_identity(be, D, q);
+}
+
 static int fused_axes(sg_pipeline *p, const char *signal, int64_t layer, sg_rotation *q)
 {
     fused *f = p->ctx;
     const sg_slice_options *o = f->o;
+    if (f->u)
+        return uniform_axes(p, f->u, f->cov.h, q);
     int err = sg_slice_axes(p->be, f->cov.h, p->orig->dim, layer, o->rotation, o->seed,
                             o->damp_frac, o->eigh, q, f->eig);
     return err ? err : sg_spectra_add(f->spectra, signal, layer, f->eig, p->orig->dim);
@@ -247,14 +293,55 @@ static int fused_put_embeddings(sg_pipeline *p, sg_model *m)
     return sg_model_writer_embeddings(((fused *)p->ctx)->w, m);
 }
 
+/* *v = n copies of x (replacing what it held). */
+static int constant_vector(float **v, int64_t n, float x)
+{
+    free(*v);
+    if (!(*v = malloc(n * sizeof(float))))
+        return sg_fail(-ENOMEM, "out of memory");
+    for (int64_t i = 0; i < n; i++)
+        (*v)[i] = x;
+    return 0;
+}
+
+/* Uniform rotation: the shortcuts are Q_dᵀQ_d = I (up to rounding) and
+ * go; the plain model's norms get their weights sqrt(D/d). */
+static int uniform_block(uniform_state *u, sg_block *b)
+{
+    free(b->attn_shortcut);
+    free(b->mlp_shortcut);
+    b->attn_shortcut = b->mlp_shortcut = NULL;
+    if (u->sliced_format)
+        return 0;
+    int err = constant_vector(&b->attn_norm_w, b->d_in, u->norm_scale);
+    return err ? err : constant_vector(&b->ffn_norm_w, b->d_mid, u->norm_scale);
+}
+
+/* The head came folded (final norm scale times the table, rotated); with
+ * a tied head the scale goes back to the norm, the table being the head. */
+static int uniform_head(uniform_state *u, int64_t d, sg_model *m)
+{
+    float scale = (u->sliced_format ? 1.0f : u->norm_scale) * (u->tied ? u->head_norm : 1.0f);
+    if (u->sliced_format && !u->tied) {
+        free(m->out_norm_w); /* scale-free, folded into the head */
+        m->out_norm_w = NULL;
+        return 0;
+    }
+    return constant_vector(&m->out_norm_w, d, scale);
+}
+
 static int fused_put_block(sg_pipeline *p, int64_t l, sg_block *b)
 {
-    return sg_model_writer_block(((fused *)p->ctx)->w, l, b);
+    fused *f = p->ctx;
+    int err = f->u ? uniform_block(f->u, b) : 0;
+    return err ? err : sg_model_writer_block(f->w, l, b);
 }
 
 static int fused_put_head(sg_pipeline *p, sg_model *m)
 {
-    return sg_model_writer_head(((fused *)p->ctx)->w, m);
+    fused *f = p->ctx;
+    int err = f->u ? uniform_head(f->u, f->sliced.head_in_dim, m) : 0;
+    return err ? err : sg_model_writer_head(f->w, m);
 }
 
 static const sg_pipeline_io fused_io = {
@@ -275,11 +362,97 @@ static int64_t physical_memory(void)
     return pages > 0 && size > 0 ? (int64_t)pages * size : (int64_t)8 << 30;
 }
 
+/* Allocates the uniform rotation's state for width d and decides whether
+ * a tied head can stay tied: exactly when the final norm's scale is one
+ * constant c (it then moves into the plain model's final norm; any other
+ * scale does not commute with the rotation and is folded into an untied
+ * head). */
+static int uniform_begin(uniform_state *u, sg_backend *be, sg_model_files *files, int64_t d,
+                         int sliced_format)
+{
+    const sg_model_config *c = sg_model_files_config(files);
+    int64_t D = c->dim;
+    u->sliced_format = sliced_format;
+    u->norm_scale = (float)sqrt((double)D / (double)d);
+    u->sum = calloc(D * D, sizeof(double));
+    u->h_host = be->ops->host_memory ? NULL : malloc(D * D * sizeof(double));
+    if (!u->sum || (!be->ops->host_memory && !u->h_host))
+        return sg_fail(-ENOMEM, "out of memory for the uniform rotation's covariance sum");
+    int err = sg_rotation_alloc(be, D, &u->q);
+    if (err || !c->tied_embeddings)
+        return err;
+    float *gamma = NULL;
+    if ((err = sg_slice_final_norm_load(files, &gamma)))
+        return err;
+    u->tied = 1;
+    u->head_norm = gamma[0];
+    for (int64_t i = 1; i < D; i++)
+        u->tied &= gamma[i] == gamma[0];
+    free(gamma);
+    return 0;
+}
+
+static void uniform_end(uniform_state *u, sg_backend *be)
+{
+    free(u->sum);
+    free(u->h_host);
+    if (u->q.host)
+        sg_rotation_free(be, &u->q);
+    memset(u, 0, sizeof *u);
+}
+
+/* The two passes of a uniform rotation (slicer.h). */
+static int uniform_run(sg_pipeline *p, fused *f)
+{
+    uniform_state *u = f->u;
+    const sg_slice_options *o = f->o;
+    int64_t D = p->orig->dim;
+    size_t bytes = D * D * sizeof(double);
+    sg_model_config sliced = f->sliced;
+    /* first pass: the dense folded model, nothing cut, every signal summed */
+    sg_plan_options dense = o->plan;
+    dense.uniform = 1;
+    dense.sparsity = 0;
+    dense.target_size = 0;
+    dense.round_interval = 1;
+    int64_t d = sg_slice_plan(p->orig, &dense, &f->sliced);
+    if (d < 0)
+        return (int)d;
+    u->collect = 1;
+    p->slice = 0;
+    p->phase = "uniform basis";
+    int err = sg_pipeline_run(p);
+    if (err)
+        return err;
+    /* the sum's eigenvectors: the one basis */
+    sg_act_store_drop(p->cap.store, "input");  /* the last activations: not needed again */
+    sg_act_store_drop(p->cap.store, "output");
+    if (p->be->ops->host_memory)
+        memcpy(f->cov.h, u->sum, bytes);
+    else if ((err = p->be->ops->upload(p->be, f->cov.h, u->sum, bytes)))
+        return err;
+    err = sg_slice_axes(p->be, f->cov.h, D, -1, SG_ROTATION_PCA, o->seed, o->damp_frac, o->eigh,
+                        &u->q, f->eig);
+    sg_pipeline_tick(p, SG_STAGE_EIG);
+    if (err)
+        return err;
+    /* second pass: every block rotated by it and cut, no calibration */
+    u->collect = 0;
+    f->sliced = sliced;
+    p->capture = 0;
+    p->slice = 1;
+    p->phase = "slice";
+    return sg_pipeline_run(p);
+}
+
 int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_options *o,
              sg_slice_report *rep)
 {
     memset(rep, 0, sizeof *rep);
+    uniform_state u = {0};
     fused f = {.o = o, .files = files};
+    sg_plan_options plan = o->plan;
+    plan.uniform = o->rotation == SG_ROTATION_UNIFORM;
     sg_pipeline p = {.io = &fused_io, .ctx = &f, .capture = 1, .slice = 1,
                      .progress = o->progress, .phase = "slice"};
     p.be = o->backend ? o->backend : sg_backend_cpu();
@@ -288,12 +461,30 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
         return sg_fail(SG_EARG, "%s: model is already sliced", sg_model_files_path(files));
     int64_t D = p.orig->dim;
     rep->calib_tokens = calib->offsets[calib->n_seq];
-    rep->d = sg_slice_plan(p.orig, &o->plan, &f.sliced);
+    rep->d = sg_slice_plan(p.orig, &plan, &f.sliced);
     if (rep->d < 0)
         return (int)rep->d;
     rep->embeddings_kept = sg_embeddings_kept(&f.sliced);
     rep->params_dense = sg_model_param_count(p.orig);
     rep->params_stored = sg_model_param_count(&f.sliced);
+    sg_model_config out_cfg = f.sliced; /* what the writer writes */
+    if (plan.uniform) {
+        int err = uniform_begin(&u, p.be, files, rep->d, o->uniform_sliced_format);
+        if (err) {
+            uniform_end(&u, p.be);
+            return err;
+        }
+        f.u = &u;
+        sg_model_config plain;
+        sg_uniform_config(p.orig, rep->d, u.tied, &plain);
+        if (u.sliced_format)
+            out_cfg.tied_embeddings = u.tied;
+        else
+            out_cfg = plain;
+        rep->uniform = 1;
+        rep->uniform_tied = u.tied;
+        rep->params_stored = sg_model_param_count(&plain);
+    }
 
     int err = sg_capture_init(&p.cap, p.be, calib,
                               o->chunk_tokens > 0 ? o->chunk_tokens : 8192, D);
@@ -321,14 +512,16 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
         err = sg_fail(-ENOMEM, "out of memory for rotations of width %lld", (long long)D);
         goto out;
     }
-    err = sg_model_writer_open(o->out_dir, &f.sliced, o->out_dtype, &f.w);
-    err = err ? err : sg_pipeline_run(&p);
+    err = sg_model_writer_open(o->out_dir, &out_cfg, o->out_dtype, &f.w);
+    err = err ? err : f.u ? uniform_run(&p, &f) : sg_pipeline_run(&p);
     if (err)
         goto out;
-    err = sg_model_writer_finish(f.w, sg_plan_sparsity(&o->plan, p.orig->dim, rep->d),
+    err = sg_model_writer_finish(f.w, sg_plan_sparsity(&plan, p.orig->dim, rep->d),
                                  o->tokenizer_src, o->tok);
     f.w = NULL;
-    err = err ? err : sg_spectra_write(f.spectra, o->out_dir);
+    /* the spectra are per signal; a uniform rotation has one, and a plain
+     * model directory no place for them */
+    err = err || f.u ? err : sg_spectra_write(f.spectra, o->out_dir);
     sg_pipeline_tick(&p, SG_STAGE_WRITE);
 
     /* nominal size: what the paper counts (no shortcuts, head as before) */
@@ -339,6 +532,10 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     for (int64_t l = 0; l < nominal.n_layers; l++)
         rep->params_sliced -= nominal.d_in[l] * nominal.d_mid[l] +
                               (nominal.parallel_block ? 0 : nominal.d_mid[l] * nominal.d_out[l]);
+    if (f.u) {
+        sg_uniform_config(p.orig, rep->d, p.orig->tied_embeddings, &nominal);
+        rep->params_sliced = sg_model_param_count(&nominal);
+    }
 out:
     next_block_discard(&f.next); /* an error may have left the next block in flight */
     memcpy(rep->seconds, p.seconds, sizeof rep->seconds);
@@ -359,5 +556,6 @@ out:
         rep->backend_peak = (int64_t)bm.peak;
     free(f.eig);
     sg_spectra_free(f.spectra);
+    uniform_end(&u, p.be);
     return err;
 }

@@ -12,7 +12,22 @@
  *
  * The schedule is stages/pipeline.c; this is its transport in one
  * process (the stage filters, slicegpt-stream(5), are the other),
- * writing the same bytes. */
+ * writing the same bytes.
+ *
+ * Uniform rotation (rotation SG_ROTATION_UNIFORM, plan.uniform): one basis
+ * Q for the whole network, so every shortcut Q_dᵀQ_d is the identity and
+ * the sliced model is a plain model of hidden size d. The schedule runs
+ * twice. First over the dense folded model with nothing cut (every axes()
+ * answer is the identity) while each signal's covariance H_s (the
+ * embeddings, every attention_output and block_output) is added, divided
+ * by its trace, into one sum Σ_s H_s / tr H_s; Q = its eigenvectors. The
+ * trace makes each signal count once whatever its scale (the residual
+ * stream grows with depth, and every norm divides that growth away before
+ * a reader sees it). Then, without calibration, every block, the
+ * embeddings and the head are rotated by that Q and cut to d. An RMSNorm
+ * that divides by D is an RMSNorm over d with eps·D/d and weights
+ * sqrt(D/d): the writer adds them (and a tied head stays tied when the
+ * final norm's scale is a constant, else it is folded and untied). */
 #ifndef SG_SLICER_H
 #define SG_SLICER_H
 
@@ -52,6 +67,10 @@ typedef struct {
     /* 1: covariances multiplied in float32 slices, added in float64
      * (covariance.h), for GPUs whose float64 is slow; 0: float64 */
     int cov_mixed;
+    /* uniform rotation only: 1 writes the same function in our sliced
+     * format (norms over D, no weights, no shortcuts) instead of the plain
+     * model, for the tests that compare the two */
+    int uniform_sliced_format;
 } sg_slice_options;
 
 
@@ -63,6 +82,8 @@ typedef struct {
     int64_t calib_tokens;
     int64_t d;                     /* the sliced width */
     int embeddings_kept;           /* plan.h, SG_EMBED_KEEP */
+    int uniform;                   /* one rotation: written as a plain model of width d */
+    int uniform_tied;              /* ... whose head is the (rotated) embedding table */
     int64_t chunks;                /* calibration chunks per signal */
     int64_t store_budget;          /* bytes the activation store may keep resident */
     int64_t store_peak;            /* most it held at once */

@@ -13,5 +13,6 @@
 #include "plan.h"
 #include "rotate_slice.h"
 #include "write_model.h"
+#include "export_gguf.h"
 
 #endif

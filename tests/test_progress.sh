@@ -89,8 +89,8 @@ sed 's/^/# /' "$work/pipe.err"
 if command -v script >/dev/null 2>&1 &&
     script -qec "true" /dev/null >/dev/null 2>&1; then
     rm -rf "$work/out"
-    script -qec "'$sgs' run --device cpu --model '$work/model' --calib '$text' --nsamples 24 \
-        --seqlen 64 --out '$work/out' >/dev/null" /dev/null >"$work/tty.log" 2>&1
+    script -qec "'$sgs' run --device cpu --model '$work/model' --calib '$text' --nsamples 64 \
+        --seqlen 256 --out '$work/out' >/dev/null" /dev/null >"$work/tty.log" 2>&1
     grep -q "$(printf '\r')slicegpt-stream: slice: " "$work/tty.log"
     check $? "on a terminal the line is redrawn in place"
 else

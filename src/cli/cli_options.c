@@ -27,7 +27,7 @@ void sg_cli_job_default(sg_cli_job *j)
 /* The shared options; vals from 256 up, so they never meet a command's own. */
 enum {
     O_CALIB = 256, O_CALIB_TOKENS, O_NSAMPLES, O_SEQLEN, O_SEED, O_CHUNK_TOKENS, O_SPILL_DIR,
-    O_SPARSITY, O_TARGET_SIZE, O_ROUND, O_SLICE_HEAD, O_EMBEDDINGS, O_RANDOM, O_DAMP, O_EIGH, O_COV, O_DTYPE, O_TOKENIZER,
+    O_SPARSITY, O_TARGET_SIZE, O_ROUND, O_SLICE_HEAD, O_EMBEDDINGS, O_RANDOM, O_ROTATION, O_DAMP, O_EIGH, O_COV, O_DTYPE, O_TOKENIZER,
     O_ZSTD, O_DEVICE, O_GPU_MEM, O_HOST_MEM, O_QUIET, O_HELP
 };
 
@@ -48,6 +48,7 @@ static const struct {
     {SG_OPT_PLAN, {"slice-head", no_argument, 0, O_SLICE_HEAD}},
     {SG_OPT_PLAN, {"embeddings", required_argument, 0, O_EMBEDDINGS}},
     {SG_OPT_AXES, {"random-rotation", no_argument, 0, O_RANDOM}},
+    {SG_OPT_AXES, {"rotation", required_argument, 0, O_ROTATION}},
     {SG_OPT_AXES, {"damp", required_argument, 0, O_DAMP}},
     {SG_OPT_AXES, {"eigh", required_argument, 0, O_EIGH}},
     {SG_OPT_COV, {"cov", required_argument, 0, O_COV}},
@@ -119,6 +120,15 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
         j->plan.embeddings = (sg_embed_mode)i;
         return 0;
     case O_RANDOM: j->rotation = SG_ROTATION_RANDOM; return 0;
+    case O_ROTATION: {
+        /* in sg_rotation_kind order */
+        static const char *const kinds[] = {"pca", "random", "uniform"};
+        if ((i = one_of("--rotation", arg, kinds, 3)) < 0)
+            return -1;
+        j->rotation = (sg_rotation_kind)i;
+        j->plan.uniform = j->rotation == SG_ROTATION_UNIFORM;
+        return 0;
+    }
     case O_DAMP: return sg_cli_double("--damp", arg, 0, 1e6, &j->damp_frac);
     case O_EIGH:
         if ((i = one_of("--eigh", arg, modes, 3)) < 0)

@@ -16,7 +16,7 @@ enum {
                                   --chunk-tokens --spill-dir */
     SG_OPT_PLAN = 1 << 1,      /* --sparsity --target-size --round-interval --slice-head
                                   --embeddings */
-    SG_OPT_AXES = 1 << 2,      /* --random-rotation --seed --damp --eigh */
+    SG_OPT_AXES = 1 << 2,      /* --rotation --random-rotation --seed --damp --eigh */
     SG_OPT_COV = 1 << 3,       /* --cov */
     SG_OPT_DTYPE = 1 << 4,     /* --dtype */
     SG_OPT_TOKENIZER = 1 << 5, /* --tokenizer */
@@ -81,8 +81,11 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
     "                        default auto: keep for tied RMSNorm models, else slice)\n"
 #define SG_HELP_AXES                                                                          \
     "  --damp F              eigensolver damping, F x mean diagonal (default 0.01)\n"        \
-    "  --random-rotation     control experiment: a random orthogonal Q instead of PCA\n"     \
-    "                        (seeded by --seed)\n"                                           \
+    "  --rotation pca|random|uniform  pca: one basis per signal (the published method,\n"  \
+    "                        default); random: a random orthogonal Q, the control (seeded\n" \
+    "                        by --seed, also --random-rotation); uniform (run only): one\n"  \
+    "                        basis for the whole network, written as a plain model of\n"    \
+    "                        hidden size d that stock loaders run (RMSNorm models)\n"        \
     "  --eigh auto|f64|mixed eigensolver: float64 dsyevd, or a float32 solve refined to\n"   \
     "                        float64 accuracy (default auto: mixed on a GPU, f64 on the CPU)\n"
 #define SG_HELP_COV                                                                           \

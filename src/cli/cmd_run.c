@@ -24,6 +24,9 @@ static const char usage[] =
     "                        in ppl)\n"
     "  --eval-windows K      evaluate at most K windows (default: all)\n"
     "  --report FILE.json    also write every figure printed, as JSON (slicegpt-stream(1))\n"
+    "  --out-gguf FILE       with --rotation uniform: also write the plain model as GGUF\n"
+    "                        for llama.cpp\n"
+    "  --gguf-type T         its matrices: f32, f16, bf16, q8_0, q4_0 or q4_1 (default f16)\n"
     SG_HELP_TOKENIZER
     "  --host-mem SIZE       host memory budget above 0, e.g. 8G (default: half of RAM);\n"
     "                        calibration activations beyond it spill to disk, zstd-compressed\n"
@@ -42,8 +45,9 @@ static const char usage[] =
     "    --eval wikitext2-test.txt --out llama-2-70b-sliced\n";
 
 typedef struct {
-    const char *model, *out, *eval, *report;
+    const char *model, *out, *eval, *report, *out_gguf;
     int64_t eval_seqlen, eval_windows;
+    sg_dtype gguf_type;
 } run_args;
 
 static int run_option(void *ctx, int c, const char *arg)
@@ -56,6 +60,20 @@ static int run_option(void *ctx, int c, const char *arg)
     case 'R': a->report = arg; return 0;
     case 'E': return sg_cli_int("--eval-seqlen", arg, 2, 1 << 20, &a->eval_seqlen);
     case 'W': return sg_cli_int("--eval-windows", arg, 0, INT64_MAX, &a->eval_windows);
+    case 'G': a->out_gguf = arg; return 0;
+    case 'T': {
+        static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"};
+        static const sg_dtype types[] = {SG_DT_F32, SG_DT_F16, SG_DT_BF16,
+                                         SG_DT_Q8_0, SG_DT_Q4_0, SG_DT_Q4_1};
+        for (int i = 0; i < 6; i++)
+            if (!strcmp(arg, names[i])) {
+                a->gguf_type = types[i];
+                return 0;
+            }
+        fprintf(stderr, "slicegpt-stream: --gguf-type: expected f32, f16, bf16, q8_0, q4_0 or "
+                        "q4_1, got '%s'\n", arg);
+        return -1;
+    }
     }
     return -1;
 }
@@ -80,8 +98,9 @@ int sg_cmd_run(int argc, char **argv)
         {"model", required_argument, 0, 'm'},       {"out", required_argument, 0, 'o'},
         {"eval", required_argument, 0, 'e'},        {"eval-seqlen", required_argument, 0, 'E'},
         {"eval-windows", required_argument, 0, 'W'}, {"report", required_argument, 0, 'R'},
+        {"out-gguf", required_argument, 0, 'G'},    {"gguf-type", required_argument, 0, 'T'},
         {0, 0, 0, 0}};
-    run_args a = {0};
+    run_args a = {.gguf_type = SG_DT_F16};
     sg_cli_job j;
     sg_cli_job_default(&j);
     int r = sg_cli_parse(argc, argv,
@@ -96,6 +115,13 @@ int sg_cmd_run(int argc, char **argv)
     }
     if (sg_cli_one_calib(j.calib, j.calib_tokens))
         return SG_EXIT_USAGE;
+    if (a.out_gguf && j.rotation != SG_ROTATION_UNIFORM) {
+        fputs("slicegpt-stream: --out-gguf: only a uniform rotation's plain model has a GGUF "
+              "form; add --rotation uniform\n", stderr);
+        return SG_EXIT_USAGE;
+    }
+    if (a.out_gguf && sg_model_writer_check_out(a.out_gguf))
+        return sg_cli_report(SG_EARG);
     /* before any work: an --out that exists (a dangling link included)
      * would otherwise fail only when the finished model is renamed */
     if (sg_model_writer_check_out(a.out))
@@ -213,7 +239,9 @@ int sg_cmd_run(int argc, char **argv)
         cJSON_AddBoolToObject(jo, "slice_head", o.plan.slice_head);
         cJSON_AddStringToObject(jo, "embeddings", sg_embed_mode_name(o.plan.embeddings));
         cJSON_AddStringToObject(jo, "rotation",
-                                o.rotation == SG_ROTATION_RANDOM ? "random" : "pca");
+                                o.rotation == SG_ROTATION_RANDOM    ? "random"
+                                : o.rotation == SG_ROTATION_UNIFORM ? "uniform"
+                                                                    : "pca");
         cJSON_AddNumberToObject(jo, "damp", o.damp_frac);
         cJSON_AddStringToObject(jo, "dtype", sg_dtype_name(o.out_dtype));
         cJSON_AddStringToObject(jo, "backend", o.backend->ops->name);
@@ -232,9 +260,28 @@ int sg_cmd_run(int argc, char **argv)
         err = sg_slice(files, &batch, &o, &rep);
     }
     if (!err) {
-        printf("sliced width d = %lld of D = %lld, embeddings %s; written to %s\n",
-               (long long)rep.d, (long long)cfg->dim,
-               rep.embeddings_kept ? "kept (head tied to them)" : "rotated and cut", o.out_dir);
+        if (rep.uniform)
+            printf("sliced width d = %lld of D = %lld, one rotation for the whole network: a "
+                   "plain %s model of hidden size %lld, head %s; written to %s\n",
+                   (long long)rep.d, (long long)cfg->dim, sg_arch_name(cfg->arch),
+                   (long long)rep.d,
+                   rep.uniform_tied ? "tied to the rotated embeddings"
+                   : cfg->tied_embeddings ? "untied (the final norm's scale is not a constant)"
+                                          : "its own",
+                   o.out_dir);
+        else
+            printf("sliced width d = %lld of D = %lld, embeddings %s; written to %s\n",
+                   (long long)rep.d, (long long)cfg->dim,
+                   rep.embeddings_kept ? "kept (head tied to them)" : "rotated and cut",
+                   o.out_dir);
+        if (a.out_gguf) {
+            err = sg_export_gguf(o.out_dir, a.out_gguf, a.gguf_type, tok);
+            if (!err)
+                printf("GGUF (%s): %s, %.2f MiB\n", sg_dtype_name(a.gguf_type), a.out_gguf,
+                       sg_json_report_disk_bytes(a.out_gguf) / 1048576.0);
+        }
+    }
+    if (!err) {
         sg_model_config sliced;
         sg_slice_plan(cfg, &o.plan, &sliced);
         cJSON *jw = cJSON_AddObjectToObject(json, "widths");

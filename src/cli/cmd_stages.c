@@ -346,6 +346,11 @@ int sg_cmd_eig(int argc, char **argv)
     int status = stage_options(argc, argv, SG_OPT_AXES | SG_OPT_ZSTD, eig_usage, &j, 0);
     if (status >= 0)
         return status;
+    if (j.rotation == SG_ROTATION_UNIFORM) {
+        fputs("slicegpt-stream: eig: --rotation uniform needs two passes over the model: only "
+              "run does it\n", stderr);
+        return SG_EXIT_USAGE;
+    }
     eig_state e = {.kind = j.rotation, .seed = (uint64_t)j.seed, .damp_frac = j.damp_frac};
     if (sg_cli_eigh(j.eigh, sg_backend_cpu(), &e.eigh))
         return SG_EXIT_USAGE;

@@ -427,6 +427,8 @@ int sg_tokenizer_build_ex(const sg_tokenizer_spec *spec, const sg_tokenizer_extr
             r = sg_pretok_new(spec->pre_regexes, spec->n_pre_regexes, what, &t->pre);
         else
             r = sg_pretok_for_name(spec->pre_name, &t->pre, &ign);
+        if (spec->pre_name && !(spec->pre_regexes && spec->n_pre_regexes > 0))
+            snprintf(t->pre_name, sizeof t->pre_name, "%s", spec->pre_name);
         if (r < 0) {
             sg_tokenizer_free(t);
             return r;

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gguf.h"
+
 typedef struct sg_tokenizer sg_tokenizer;
 
 typedef enum { SG_TOK_SCORES, SG_TOK_MERGES_BYTES, SG_TOK_MERGES_SPM } sg_tokenizer_kind;
@@ -54,6 +56,15 @@ int sg_tokenizer_load_json(const char *path, sg_tokenizer **out);
 int sg_tokenizer_save_json(const sg_tokenizer *t, const char *path);
 
 void sg_tokenizer_free(sg_tokenizer *t);
+
+/* The vocabulary as GGUF metadata (gguf.h sg_gguf_vocab): byte-level BPE
+ * as "gpt2" with its merges and pre-tokenizer name when it has one,
+ * score-based ones as "llama" with their scores. *v points into *store,
+ * freed by sg_tokenizer_gguf_vocab_free. SG_EUNSUPPORTED for a
+ * SentencePiece vocabulary with merges and no scores. */
+typedef struct sg_gguf_vocab_store sg_gguf_vocab_store;
+int sg_tokenizer_gguf_vocab(const sg_tokenizer *t, sg_gguf_vocab *v, sg_gguf_vocab_store **store);
+void sg_tokenizer_gguf_vocab_free(sg_gguf_vocab_store *store);
 
 /* Encodes len bytes of UTF-8 text. With add_bos, BOS is prepended (if the
  * tokenizer has one). Text is plain: a control token written in it

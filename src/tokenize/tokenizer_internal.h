@@ -38,6 +38,7 @@ struct sg_tokenizer {
     char byte_chr[256][3];  /* BYTES: UTF-8 of GPT-2's printable stand-in for each byte */
     int16_t cp_byte[324];   /* BYTES: inverse of byte_chr */
     sg_pretok *pre;
+    char pre_name[32];      /* the GGUF tokenizer.ggml.pre it was built for, or "" */
 };
 
 /* Id of a piece in its internal form (U+2581 already a space), or -1. */

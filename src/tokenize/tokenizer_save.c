@@ -335,3 +335,66 @@ out:
     free(text);
     return r;
 }
+
+/* ---- as GGUF metadata ---- */
+
+struct sg_gguf_vocab_store {
+    size_t n_tokens, n_merges;
+    char **tokens, **merges;
+};
+
+void sg_tokenizer_gguf_vocab_free(sg_gguf_vocab_store *st)
+{
+    if (!st)
+        return;
+    for (size_t i = 0; st->tokens && i < st->n_tokens; i++)
+        free(st->tokens[i]);
+    for (size_t i = 0; st->merges && i < st->n_merges; i++)
+        free(st->merges[i]);
+    free(st->tokens);
+    free(st->merges);
+    free(st);
+}
+
+int sg_tokenizer_gguf_vocab(const sg_tokenizer *t, sg_gguf_vocab *v, sg_gguf_vocab_store **out)
+{
+    memset(v, 0, sizeof *v);
+    *out = NULL;
+    if (t->kind == SG_TOK_MERGES_SPM)
+        return sg_fail(SG_EUNSUPPORTED, "a SentencePiece vocabulary with merges and no scores "
+                                        "has no GGUF form here");
+    sg_gguf_vocab_store *st = calloc(1, sizeof *st);
+    if (!st || !(st->tokens = calloc(t->n_vocab, sizeof(char *))))
+        goto nomem;
+    st->n_tokens = t->n_vocab;
+    for (size_t i = 0; i < t->n_vocab; i++)
+        if (!(st->tokens[i] = file_piece(t, (int32_t)i)))
+            goto nomem;
+    if (t->kind == SG_TOK_MERGES_BYTES) {
+        if (!(st->merges = calloc(t->n_merges ? t->n_merges : 1, sizeof(char *))))
+            goto nomem;
+        st->n_merges = t->n_merges;
+        for (size_t i = 0; i < t->n_merges; i++) {
+            const char *a = t->pieces[t->merges[i][0]], *b = t->pieces[t->merges[i][1]];
+            size_t n = strlen(a) + strlen(b) + 2;
+            if (!(st->merges[i] = malloc(n)))
+                goto nomem;
+            snprintf(st->merges[i], n, "%s %s", a, b);
+        }
+        v->model = "gpt2";
+        v->pre = t->pre_name[0] ? t->pre_name : NULL;
+        v->merges = (const char *const *)st->merges;
+        v->n_merges = st->n_merges;
+    } else {
+        v->model = "llama";
+        v->scores = t->scores;
+    }
+    v->tokens = (const char *const *)st->tokens;
+    v->n_tokens = st->n_tokens;
+    v->types = t->types;
+    *out = st;
+    return 0;
+nomem:
+    sg_tokenizer_gguf_vocab_free(st);
+    return sg_fail(-ENOMEM, "out of memory building the GGUF vocabulary");
+}
