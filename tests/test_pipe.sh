@@ -82,10 +82,15 @@ compare phi "$work/phi" "--tokenizer $tok" "--seed 7" "--random-rotation --seed 
     "--seed 7 --random-rotation --sparsity 0.5 --round-interval 16" ""
 
 # plan's width is the one run used (one function chooses it)
+"$sgs" plan --model "$work/stories" --sparsity 0.25 >"$work/stories-plan.log"
 ran=$(sed -n 's/^sliced width d = \([0-9]*\) .*/\1/p' "$work/stories-run.log")
-planned=$("$sgs" plan --model "$work/stories" --sparsity 0.25 | sed -n 's/^sliced width: d = \([0-9]*\) .*/\1/p')
+planned=$(sed -n 's/^sliced width: d = \([0-9]*\) .*/\1/p' "$work/stories-plan.log")
 [ -n "$ran" ] && [ "$ran" = "$planned" ]
 check $? "plan gives the width run used: d = $planned (run: $ran)"
+ran=$(sed -n 's/^stored: \([0-9]*\) parameters.*/\1/p' "$work/stories-run.log")
+planned=$(sed -n 's/^parameters: dense [0-9]*, stored when sliced \([0-9]*\) .*/\1/p' "$work/stories-plan.log")
+[ -n "$ran" ] && [ "$ran" = "$planned" ]
+check $? "plan prints the stored parameters run printed: $planned (run: $ran)"
 
 # The stream between each pair of stages, kept for dump.
 "$sgs" load "$work/stories" | "$sgs" fold | tee "$work/folded.sgs" | "$sgs" capture --quiet $calib |
