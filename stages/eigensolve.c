@@ -75,3 +75,17 @@ void sg_spectra_free(sg_spectra *s)
     cJSON_Delete(s->list);
     free(s);
 }
+
+char *sg_spectra_json(const sg_spectra *s) { return cJSON_PrintUnformatted(s->list); }
+
+int sg_spectra_from_json(sg_spectra *s, const char *json)
+{
+    cJSON *list = cJSON_Parse(json);
+    if (!cJSON_IsArray(list)) {
+        cJSON_Delete(list);
+        return sg_fail(SG_EFORMAT, "resume state: bad eigenvalue spectra");
+    }
+    cJSON_Delete(s->list);
+    s->list = list;
+    return 0;
+}

@@ -33,5 +33,9 @@ int sg_spectra_add(sg_spectra *s, const char *signal, int64_t layer, const doubl
                    int64_t n);
 int sg_spectra_write(const sg_spectra *s, const char *out_dir);
 void sg_spectra_free(sg_spectra *s);
+/* The spectra so far as JSON (malloc'd; NULL: out of memory), and back:
+ * what a resumed run continues from (resume.h). */
+char *sg_spectra_json(const sg_spectra *s);
+int sg_spectra_from_json(sg_spectra *s, const char *json);
 
 #endif

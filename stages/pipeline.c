@@ -7,6 +7,7 @@
 #include "fold.h"
 #include "forward_ops.h"
 #include "plan.h"
+#include "resume.h"
 #include "sg_error.h"
 #include "evaluate.h"
 
@@ -137,6 +138,9 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
         if (err)
             goto out;
     }
+    char point[32];
+    snprintf(point, sizeof point, "mid:%lld", (long long)l);
+    sg_test_kill_at(point);
     if (p->io->halfway && (err = p->io->halfway(p, l)))
         goto out;
     if (!o->parallel_block) {
@@ -203,6 +207,7 @@ static int head(sg_pipeline *p, const sg_rotation *q_last)
         err = err ? err : sg_slice_head_rotate(p->be, &m, p->orig, &p->sliced, q_last);
     }
     sg_pipeline_tick(p, SG_STAGE_ROTATE);
+    sg_test_kill_at("head");
     err = err ? err : p->io->put_head(p, &m);
     sg_pipeline_tick(p, SG_STAGE_WRITE);
     sg_model_free(&m);
@@ -222,11 +227,26 @@ int sg_pipeline_run(sg_pipeline *p)
      * through the whole model (the capture transport reads its batch in
      * embeddings(), so the count is set after it) */
     sg_progress_begin(p->progress, p->phase ? p->phase : "slice", p->orig->n_layers, 0);
-    err = err ? err : embeddings(p, q_prev);
+    if (!err && p->resume) {
+        size_t bytes = D * D * sizeof(double);
+        memcpy(q_prev->host, p->resume_q, bytes);
+        if (q_prev->dev != q_prev->host)
+            err = p->be->ops->upload(p->be, q_prev->dev, q_prev->host, bytes);
+    } else if (!err) {
+        err = embeddings(p, q_prev);
+        if (!err && p->io->checkpoint)
+            err = p->io->checkpoint(p, -1, q_prev);
+        sg_test_kill_at("embeddings");
+    }
     if (!err && p->progress && p->capture && p->cap.calib)
         p->progress->tokens = p->cap.calib->offsets[p->cap.calib->n_seq];
-    for (int64_t l = 0; l < p->orig->n_layers && !err; l++) {
+    for (int64_t l = p->resume ? p->resume_at : 0; l < p->orig->n_layers && !err; l++) {
         err = block(p, l, q_prev, q_mid, q_out);
+        if (!err && p->io->checkpoint)
+            err = p->io->checkpoint(p, l, q_out);
+        char point[32];
+        snprintf(point, sizeof point, "block:%lld", (long long)l);
+        sg_test_kill_at(point);
         sg_rotation *swap = q_prev; /* this block's output is the next one's input */
         q_prev = q_out;
         q_out = swap;

@@ -65,6 +65,11 @@ typedef struct {
     int (*put_embeddings)(sg_pipeline *p, sg_model *m);
     int (*put_block)(sg_pipeline *p, int64_t l, sg_block *b);
     int (*put_head)(sg_pipeline *p, sg_model *m);
+    /* The embeddings (l = -1) or block l are done and handed to put_*: q
+     * is the rotation of their output, the next block's input rotation,
+     * and with capture the store holds that block's inputs. A transport
+     * that can resume records the point here (resume.h). May be NULL. */
+    int (*checkpoint)(sg_pipeline *p, int64_t l, const sg_rotation *q);
 } sg_pipeline_io;
 
 struct sg_pipeline {
@@ -77,6 +82,12 @@ struct sg_pipeline {
     sg_capture cap;             /* with capture: chunks, buffers, store, sink */
     sg_progress *progress;      /* phase, block i/N, stage, rate, ETA (NULL: none) */
     const char *phase;          /* its name: "slice", "capture" */
+    /* Resume (resume.h): 1 = the embeddings and blocks before resume_at
+     * are done; resume_q (D, D) is block resume_at's input rotation and,
+     * with capture, the store holds its inputs ("input"). */
+    int resume;
+    int64_t resume_at;
+    const double *resume_q;
     /* set by sg_pipeline_run */
     sg_model_config sliced;     /* from io->widths */
     double seconds[SG_N_STAGES];

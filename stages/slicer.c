@@ -18,6 +18,7 @@
 #include "pipeline.h"
 #include "sg_error.h"
 #include "load.h"
+#include "resume.h"
 #include "rotate_slice.h"
 #include "write_model.h"
 
@@ -155,6 +156,8 @@ typedef struct {
     double *eig;                    /* (D) */
     sg_spectra *spectra;            /* eigenvalues per signal, written beside the model */
     next_block next;                /* the block after the current one (GPU runs) */
+    int resumable;                  /* record each step in OUT.tmp (resume.h) */
+    uint64_t fingerprint;
 } fused;
 
 static int fused_widths(sg_pipeline *p, sg_model_config *sliced)
@@ -344,7 +347,42 @@ static int fused_put_head(sg_pipeline *p, sg_model *m)
     return err ? err : sg_model_writer_head(f->w, m);
 }
 
+/* After the embeddings (l = -1) or block l: the next block's inputs as
+ * files in OUT.tmp, then the state naming them (resume.h). */
+static int fused_checkpoint(sg_pipeline *p, int64_t l, const sg_rotation *q)
+{
+    fused *f = p->ctx;
+    if (!f->resumable)
+        return 0;
+    const char *dir = sg_model_writer_dir(f->w);
+    sg_act_store *store = p->cap.store;
+    sg_resume_state st = {.fingerprint = f->fingerprint, .last = l, .D = p->orig->dim,
+                          .q = q->host};
+    st.n_chunks = l + 1 < p->orig->n_layers ? sg_act_store_chunks(store, "input") : 0;
+    int err = p->be->ops->synchronize(p->be); /* cap.in is free: nothing queued from it */
+    if (!err && !(st.rows = malloc((st.n_chunks + 1) * sizeof(int64_t))))
+        err = sg_fail(-ENOMEM, "out of memory");
+    for (int64_t c = 0; !err && c < st.n_chunks; c++) {
+        int64_t width;
+        char path[4096];
+        err = sg_act_store_shape(store, "input", c, &st.rows[c], &width);
+        err = err ? err : sg_act_store_get(store, "input", c, p->cap.in);
+        sg_resume_chunk_path(dir, l, c, path, sizeof path);
+        err = err ? err : sg_act_store_write_file(store, path, p->cap.in, st.rows[c], width);
+    }
+    err = err ? err : sg_model_writer_progress(f->w, &st.weight_map, &st.next_shard);
+    if (!err && !(st.spectra = sg_spectra_json(f->spectra)))
+        err = sg_fail(-ENOMEM, "out of memory");
+    err = err ? err : sg_resume_save(dir, &st);
+    free(st.rows);
+    free(st.weight_map);
+    free(st.spectra);
+    sg_pipeline_tick(p, SG_STAGE_WRITE);
+    return err;
+}
+
 static const sg_pipeline_io fused_io = {
+    .checkpoint = fused_checkpoint,
     .widths = fused_widths,
     .embeddings = fused_embeddings,
     .block = fused_block,
@@ -445,9 +483,105 @@ static int uniform_run(sg_pipeline *p, fused *f)
     return sg_pipeline_run(p);
 }
 
+#define HASH(h, v) ((h) = sg_resume_hash((h), &(v), sizeof(v)))
+
+/* What makes the bytes written: the model files, the calibration tokens
+ * and their chunks, the backend, every option that changes a number. */
+static int fingerprint(const sg_pipeline *p, const fused *f, sg_model_files *files,
+                       const sg_model_config *out_cfg, uint64_t *fp)
+{
+    const sg_slice_options *o = f->o;
+    const sg_token_batch *b = p->cap.calib;
+    uint64_t h = sg_resume_hash(0, "slicegpt-stream resume 1", 24);
+    h = sg_resume_hash(h, p->be->ops->name, strlen(p->be->ops->name) + 1);
+    int err = sg_resume_hash_files(sg_model_files_path(files), &h);
+    if (err)
+        return err;
+    HASH(h, b->n_seq);
+    h = sg_resume_hash(h, b->offsets, (b->n_seq + 1) * sizeof *b->offsets);
+    h = sg_resume_hash(h, b->ids, b->offsets[b->n_seq] * sizeof *b->ids);
+    HASH(h, p->cap.n_chunks);
+    h = sg_resume_hash(h, p->cap.first, (p->cap.n_chunks + 1) * sizeof *p->cap.first);
+    HASH(h, o->plan.sparsity);
+    HASH(h, o->plan.round_interval);
+    HASH(h, o->plan.slice_head);
+    HASH(h, o->plan.embeddings);
+    HASH(h, o->plan.target_size);
+    HASH(h, o->rotation);
+    HASH(h, o->seed);
+    HASH(h, o->damp_frac);
+    HASH(h, o->out_dtype);
+    HASH(h, o->eigh);
+    HASH(h, o->cov_mixed);
+    const char *tok = o->tokenizer_src ? o->tokenizer_src : o->tok ? "(tokenizer)" : "";
+    h = sg_resume_hash(h, tok, strlen(tok) + 1);
+    if (o->tokenizer_src && (err = sg_resume_hash_files(o->tokenizer_src, &h)))
+        return err;
+    for (int64_t l = 0; l < f->sliced.n_layers; l++) {
+        HASH(h, f->sliced.d_in[l]);
+        HASH(h, f->sliced.d_mid[l]);
+        HASH(h, f->sliced.d_out[l]);
+    }
+    HASH(h, f->sliced.embed_dim);
+    HASH(h, f->sliced.head_in_dim);
+    HASH(h, out_cfg->tied_embeddings);
+    *fp = h;
+    return 0;
+}
+
+/* OUT.tmp as a killed run left it: continued if its state is this job's
+ * (writer, spectra, the next block's inputs into the store, its input
+ * rotation into *q), else cleared, or with o->resume refused. */
+static int restore(sg_pipeline *p, fused *f, double **q, sg_slice_report *rep)
+{
+    const sg_slice_options *o = f->o;
+    const char *dir = sg_model_writer_dir(f->w);
+    sg_resume_state st;
+    int err = sg_resume_load(dir, &st);
+    if (err == SG_EMISSING) {
+        sg_model_writer_clear(f->w); /* a run killed before its first step, or none */
+        return 0;
+    }
+    if (!err && (st.fingerprint != f->fingerprint || st.D != p->orig->dim ||
+                 st.last >= p->orig->n_layers || st.last < -1))
+        err = sg_fail(SG_EARG, "%s: left by a run of another job (the model files or an option "
+                               "that changes the result differ); rerun with the same ones, or "
+                               "remove it to start again",
+                      dir);
+    if (err) {
+        sg_resume_state_free(&st);
+        if (o->resume)
+            return err;
+        sg_model_writer_clear(f->w); /* a plain rerun starts again */
+        return 0;
+    }
+    err = sg_model_writer_continue(f->w, st.weight_map, st.next_shard);
+    err = err ? err : sg_spectra_from_json(f->spectra, st.spectra);
+    for (int64_t c = 0; !err && c < st.n_chunks; c++) {
+        char path[4096];
+        sg_resume_chunk_path(dir, st.last, c, path, sizeof path);
+        if (st.rows[c] <= 0 || st.rows[c] > p->cap.max_tokens)
+            err = sg_fail(SG_EFORMAT, "%s: bad chunk shape", path);
+        err = err ? err : sg_act_store_read_file(p->cap.store, path, st.rows[c], st.D, p->cap.in);
+        err = err ? err : sg_act_store_put(p->cap.store, "input", c, p->cap.in, st.rows[c], st.D);
+    }
+    if (!err) {
+        *q = st.q;
+        st.q = NULL;
+        p->resume = 1;
+        p->resume_at = st.last + 1;
+        p->resume_q = *q;
+        rep->resumed = 1;
+        rep->resumed_at = p->resume_at;
+    }
+    sg_resume_state_free(&st);
+    return err;
+}
+
 int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_options *o,
              sg_slice_report *rep)
 {
+    double *resume_q = NULL;
     memset(rep, 0, sizeof *rep);
     uniform_state u = {0};
     fused f = {.o = o, .files = files};
@@ -512,7 +646,17 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
         err = sg_fail(-ENOMEM, "out of memory for rotations of width %lld", (long long)D);
         goto out;
     }
-    err = sg_model_writer_open(o->out_dir, &out_cfg, o->out_dtype, &f.w);
+    f.resumable = o->resumable && !f.u;
+    if (f.resumable) {
+        err = fingerprint(&p, &f, files, &out_cfg, &f.fingerprint);
+        err = err ? err : sg_model_writer_open_keep(o->out_dir, &out_cfg, o->out_dtype, &f.w);
+        if (!err && (err = restore(&p, &f, &resume_q, rep))) {
+            sg_model_writer_release(f.w); /* refused: the other job's files stay */
+            f.w = NULL;
+        }
+    } else {
+        err = sg_model_writer_open(o->out_dir, &out_cfg, o->out_dtype, &f.w);
+    }
     err = err ? err : f.u ? uniform_run(&p, &f) : sg_pipeline_run(&p);
     if (err)
         goto out;
@@ -557,5 +701,6 @@ out:
     free(f.eig);
     sg_spectra_free(f.spectra);
     uniform_end(&u, p.be);
+    free(resume_q);
     return err;
 }

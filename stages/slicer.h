@@ -71,6 +71,12 @@ typedef struct {
      * format (norms over D, no weights, no shortcuts) instead of the plain
      * model, for the tests that compare the two */
     int uniform_sliced_format;
+    /* Resume (resume.h; not with a uniform rotation): 1 records each step
+     * in OUT.tmp and continues a killed run of the same job found there;
+     * a run of another job found there is cleared, or with resume = 1
+     * refused (one line), its files kept. */
+    int resumable;
+    int resume;
 } sg_slice_options;
 
 
@@ -89,6 +95,8 @@ typedef struct {
     int64_t store_peak;            /* most it held at once */
     int64_t spilled_raw, spilled_compressed; /* bytes that went to disk */
     int64_t backend_peak;          /* most device memory held at once (0 on the CPU) */
+    int resumed;                   /* continued a killed run ... */
+    int64_t resumed_at;            /* ... at this block (n_layers: the head) */
 } sg_slice_report;
 
 void sg_slice_options_default(sg_slice_options *o);

@@ -15,6 +15,7 @@
 #include "read_file.h"
 #include "safetensors.h"
 #include "llama2c.h"
+#include "resume.h"
 #include "sg_error.h"
 #include "tensor_names.h"
 
@@ -50,6 +51,12 @@ static int is_ours(const char *name)
             return 1;
     unsigned a, b;
     char again[256];
+    if (!strcmp(base, SG_RESUME_STATE))
+        return 1;
+    if (sscanf(base, SG_RESUME_CHUNK_PREFIX "%u-%u.sgac", &a, &b) == 2) {
+        snprintf(again, sizeof again, SG_RESUME_CHUNK_FMT, a, b);
+        return !strcmp(again, base);
+    }
     if (sscanf(base, "model-%5u-of-%5u.safetensors", &a, &b) != 2)
         return 0;
     snprintf(again, sizeof again, "model-%05u-of-%05u.safetensors", a, b);
@@ -81,7 +88,7 @@ static void remove_ours(int dfd, const char *dir)
  * never follows a link), or left by a killed run of ours (it carries the
  * marker). Either way it is locked (flock on the directory), so a second
  * run to the same OUT fails here instead of mixing files into ours. */
-static int take_tmp(const char *out, const char *tmp, int *dfd)
+static int take_tmp(const char *out, const char *tmp, int keep, int *dfd)
 {
     int created = mkdir(tmp, 0755) == 0;
     if (!created && errno != EEXIST)
@@ -114,8 +121,11 @@ static int take_tmp(const char *out, const char *tmp, int *dfd)
                                     "or choose another --out",
                            tmp);
         }
-        /* a killed run's: remove what it wrote, then start again in it */
+        /* a killed run's: remove what it wrote, then start again in it
+         * (or, keep: the caller may continue it, resume.h) */
         DIR *d = NULL;
+        if (keep)
+            goto done;
         int dup_fd = dup(fd);
         if (dup_fd >= 0 && !(d = fdopendir(dup_fd)))
             close(dup_fd);
@@ -126,6 +136,7 @@ static int take_tmp(const char *out, const char *tmp, int *dfd)
         if (d)
             closedir(d);
     }
+done:
     *dfd = fd;
     return 0;
 }
@@ -156,8 +167,8 @@ static char *shard_name(const sg_model_writer *w, int i)
     return s;
 }
 
-int sg_model_writer_open(const char *out, const sg_model_config *cfg, sg_dtype dtype,
-                         sg_model_writer **wp)
+static int writer_open(const char *out, const sg_model_config *cfg, sg_dtype dtype, int keep,
+                       sg_model_writer **wp)
 {
     *wp = NULL;
     sg_model_writer *w = calloc(1, sizeof *w);
@@ -186,7 +197,7 @@ int sg_model_writer_open(const char *out, const sg_model_config *cfg, sg_dtype d
     }
     w->n_shards = (int)cfg->n_layers + 2;
     int err = sg_model_writer_check_out(w->out);
-    err = err ? err : take_tmp(w->out, w->tmp, &w->tmp_fd);
+    err = err ? err : take_tmp(w->out, w->tmp, keep, &w->tmp_fd);
     if (err) {
         free(w->tmp); /* not ours: abort must not touch it */
         w->tmp = NULL;
@@ -195,6 +206,70 @@ int sg_model_writer_open(const char *out, const sg_model_config *cfg, sg_dtype d
     }
     *wp = w;
     return 0;
+}
+
+int sg_model_writer_open(const char *out, const sg_model_config *cfg, sg_dtype dtype,
+                         sg_model_writer **wp)
+{
+    return writer_open(out, cfg, dtype, 0, wp);
+}
+
+int sg_model_writer_open_keep(const char *out, const sg_model_config *cfg, sg_dtype dtype,
+                              sg_model_writer **wp)
+{
+    return writer_open(out, cfg, dtype, 1, wp);
+}
+
+const char *sg_model_writer_dir(const sg_model_writer *w) { return w->tmp; }
+
+/* Removes what a killed run left in OUT.tmp, keeping the marker. */
+static void remove_leftovers(int fd)
+{
+    DIR *d = NULL;
+    int dup_fd = dup(fd);
+    if (dup_fd >= 0 && !(d = fdopendir(dup_fd)))
+        close(dup_fd);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (is_ours(e->d_name) && strcmp(e->d_name, MARKER))
+            unlinkat(fd, e->d_name, 0);
+    if (d)
+        closedir(d);
+}
+
+void sg_model_writer_clear(sg_model_writer *w) { remove_leftovers(w->tmp_fd); }
+
+int sg_model_writer_progress(const sg_model_writer *w, char **weight_map, int *next_shard)
+{
+    *next_shard = w->next_shard;
+    if (!(*weight_map = cJSON_PrintUnformatted(w->weight_map)))
+        return sg_fail(-ENOMEM, "out of memory");
+    return 0;
+}
+
+int sg_model_writer_continue(sg_model_writer *w, const char *weight_map, int next_shard)
+{
+    cJSON *map = cJSON_Parse(weight_map);
+    if (!map || !cJSON_IsObject(map) || next_shard < 0 || next_shard > w->n_shards) {
+        cJSON_Delete(map);
+        return sg_fail(SG_EFORMAT, "%s/%s: bad shard record", w->tmp, SG_RESUME_STATE);
+    }
+    cJSON_Delete(w->weight_map);
+    w->weight_map = map;
+    w->next_shard = next_shard;
+    return 0;
+}
+
+void sg_model_writer_release(sg_model_writer *w)
+{
+    if (!w)
+        return;
+    if (w->tmp_fd >= 0)
+        close(w->tmp_fd);
+    cJSON_Delete(w->weight_map);
+    free(w->out);
+    free(w->tmp);
+    free(w);
 }
 
 typedef struct {
@@ -365,6 +440,7 @@ int sg_model_writer_finish(sg_model_writer *w, double sparsity, const char *toke
     if (!err)
         err = write_file(w->tmp, "model.safetensors.index.json", json, strlen(json));
     free(json);
+    sg_test_kill_at("write");
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", w->tmp);
     if (!err)
@@ -384,6 +460,7 @@ int sg_model_writer_finish(sg_model_writer *w, double sparsity, const char *toke
             fsync(dfd);
             close(dfd);
         }
+        sg_resume_remove(w->tmp_fd); /* the model is whole: nothing to resume */
         unlinkat(w->tmp_fd, MARKER, 0);
         /* never over something that appeared at OUT meanwhile */
         int r = renameat2(AT_FDCWD, w->tmp, AT_FDCWD, w->out, RENAME_NOREPLACE);

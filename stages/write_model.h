@@ -25,6 +25,23 @@ int sg_model_writer_check_out(const char *out);
  * Only files the writer itself makes are ever removed. dtype: F32, F16 or BF16 for every tensor. */
 int sg_model_writer_open(const char *out, const sg_model_config *final_cfg, sg_dtype dtype,
                          sg_model_writer **w);
+/* As sg_model_writer_open, but a killed run's OUT.tmp is taken as it is
+ * (locked, nothing removed), for the caller to continue (resume.h) or
+ * clear. */
+int sg_model_writer_open_keep(const char *out, const sg_model_config *final_cfg, sg_dtype dtype,
+                              sg_model_writer **w);
+/* OUT.tmp, where the writer writes. */
+const char *sg_model_writer_dir(const sg_model_writer *w);
+/* Removes every file a killed run of ours left in OUT.tmp. */
+void sg_model_writer_clear(sg_model_writer *w);
+/* The shards written so far: the index's weight map (JSON, malloc'd) and
+ * the next shard's number; sg_model_writer_continue takes them back, in a
+ * later process, to go on after those shards. */
+int sg_model_writer_progress(const sg_model_writer *w, char **weight_map, int *next_shard);
+int sg_model_writer_continue(sg_model_writer *w, const char *weight_map, int next_shard);
+/* Unlocks OUT.tmp and frees w, leaving every file in place (a resume
+ * refused: the job it belongs to may still be resumed). */
+void sg_model_writer_release(sg_model_writer *w);
 /* token_embd (+ position_embd) of the sliced model. */
 int sg_model_writer_embeddings(sg_model_writer *w, const sg_model *m);
 /* b's q/k rows may be reordered in place (to the HF RoPE layout). */

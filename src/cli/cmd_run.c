@@ -18,6 +18,9 @@ static const char usage[] =
     "usage: slicegpt-stream run --model PATH --calib FILE --out DIR [options]\n"
     "  --model PATH          Hugging Face directory or .gguf file\n"
     "  --out DIR             where the sliced model is written (must not exist)\n"
+    "  --resume              continue the killed run of this same job found in DIR.tmp\n"
+    "                        (refused, one line, if its model or options differ; a plain\n"
+    "                        rerun continues it too, or starts again if they differ)\n"
     SG_HELP_CALIB SG_HELP_PLAN SG_HELP_DTYPE
     "  --eval FILE           report dense and sliced perplexity on this text\n"
     "  --eval-seqlen N       evaluation window (default: --seqlen; capped at the context, as\n"
@@ -48,6 +51,7 @@ typedef struct {
     const char *model, *out, *eval, *report, *out_gguf;
     int64_t eval_seqlen, eval_windows;
     sg_dtype gguf_type;
+    int resume;
 } run_args;
 
 static int run_option(void *ctx, int c, const char *arg)
@@ -61,6 +65,7 @@ static int run_option(void *ctx, int c, const char *arg)
     case 'E': return sg_cli_int("--eval-seqlen", arg, 2, 1 << 20, &a->eval_seqlen);
     case 'W': return sg_cli_int("--eval-windows", arg, 0, INT64_MAX, &a->eval_windows);
     case 'G': a->out_gguf = arg; return 0;
+    case 'r': a->resume = 1; return 0;
     case 'T': {
         static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"};
         static const sg_dtype types[] = {SG_DT_F32, SG_DT_F16, SG_DT_BF16,
@@ -99,7 +104,7 @@ int sg_cmd_run(int argc, char **argv)
         {"eval", required_argument, 0, 'e'},        {"eval-seqlen", required_argument, 0, 'E'},
         {"eval-windows", required_argument, 0, 'W'}, {"report", required_argument, 0, 'R'},
         {"out-gguf", required_argument, 0, 'G'},    {"gguf-type", required_argument, 0, 'T'},
-        {0, 0, 0, 0}};
+        {"resume", no_argument, 0, 'r'},            {0, 0, 0, 0}};
     run_args a = {.gguf_type = SG_DT_F16};
     sg_cli_job j;
     sg_cli_job_default(&j);
@@ -144,6 +149,8 @@ int sg_cmd_run(int argc, char **argv)
     o.host_mem_bytes = j.host_mem;
     o.spill_dir = j.spill_dir;
     o.chunk_tokens = j.chunk_tokens;
+    o.resumable = 1; /* a killed run leaves OUT.tmp to continue from */
+    o.resume = a.resume;
     if (sg_cli_backend(j.device, j.gpu_mem, &o.backend) ||
         sg_cli_eigh(j.eigh, o.backend, &o.eigh) || sg_cli_cov(j.cov, o.backend, &o.cov_mixed)) {
         if (o.backend)
@@ -260,6 +267,14 @@ int sg_cmd_run(int argc, char **argv)
         err = sg_slice(files, &batch, &o, &rep);
     }
     if (!err) {
+        if (rep.resumed) {
+            printf("resumed a killed run of this job at %s %lld of %lld\n",
+                   rep.resumed_at < cfg->n_layers ? "block" : "the head, after block",
+                   (long long)(rep.resumed_at < cfg->n_layers ? rep.resumed_at + 1
+                                                               : cfg->n_layers),
+                   (long long)cfg->n_layers);
+            sg_json_int(json, "resumed_at_block", rep.resumed_at);
+        }
         if (rep.uniform)
             printf("sliced width d = %lld of D = %lld, one rotation for the whole network: a "
                    "plain %s model of hidden size %lld, head %s; written to %s\n",

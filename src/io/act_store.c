@@ -898,4 +898,31 @@ int sg_act_store_read_file(sg_act_store *s, const char *path, int64_t rows, int6
     return read_back_locked(s, fd, path, rows, width, data);
 }
 
+int sg_act_store_write_file(sg_act_store *s, const char *path, const float *data, int64_t rows,
+                            int64_t width)
+{
+    if (rows <= 0 || width <= 0 || rows > INT64_MAX / 4 / width)
+        return sg_fail(SG_EARG, "%s: bad chunk shape (%lld, %lld)", path, (long long)rows,
+                       (long long)width);
+    lock(s);
+    spill_ctx *cx = pool_take(s);
+    unlock(s);
+    if (!cx)
+        return sg_fail(-ENOMEM, "%s: out of memory", path);
+    unlink(path); /* spill_write creates it exclusively */
+    int64_t bytes;
+    int rc = spill_write(cx, path, data, rows, width, &bytes);
+    if (!rc) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) != 0)
+            rc = write_fail(path, errno, "sync");
+        if (fd >= 0)
+            close(fd);
+    }
+    lock(s);
+    pool_give(s, cx);
+    unlock(s);
+    return rc;
+}
+
 int sg_act_store_install_signal_cleanup(void) { return sg_cleanup_install_signals(); }

@@ -137,6 +137,13 @@ int sg_act_store_chunk_file(const sg_act_store *s, const char *name, int64_t ind
 int sg_act_store_read_file(sg_act_store *s, const char *path, int64_t rows, int64_t width,
                            float *data);
 
+/* Writes (rows, width) floats to a new spill file at path, in the format
+ * above, and fsyncs it: a file kept beyond the run (the resume snapshot of
+ * slicer.c), read back with sg_act_store_read_file. An existing file at
+ * path is replaced. s lends its compressor; its stats do not count it. */
+int sg_act_store_write_file(sg_act_store *s, const char *path, const float *data, int64_t rows,
+                            int64_t width);
+
 /* Removes every spill file and the private directory, frees everything.
  * NULL is allowed. */
 void sg_act_store_close(sg_act_store *s);
