@@ -213,6 +213,7 @@ int sg_resume_save(const char *dir, const sg_resume_state *st)
     put(&b, &st->last, 8);
     put(&b, &st->D, 8);
     put(&b, &st->n_chunks, 8);
+    put(&b, &st->width, 8);
     put(&b, st->rows, st->n_chunks * sizeof(int64_t));
     int32_t shard = st->next_shard;
     put(&b, &shard, 4);
@@ -282,7 +283,8 @@ int sg_resume_load(const char *dir, sg_resume_state *st)
         return sg_fail(SG_ECHECKSUM, "%s: checksum mismatch", path);
     }
     bad = bad || get(&r, &st->fingerprint, 8) || get(&r, &st->last, 8) || get(&r, &st->D, 8) ||
-          get(&r, &st->n_chunks, 8) || st->D <= 0 || st->D > 1 << 20 || st->n_chunks < 0 ||
+          get(&r, &st->n_chunks, 8) || get(&r, &st->width, 8) || st->width < 0 ||
+          st->width > st->D || st->D <= 0 || st->D > 1 << 20 || st->n_chunks < 0 ||
           st->n_chunks > (int64_t)(n / 8);
     if (!bad) {
         st->rows = malloc((st->n_chunks + 1) * sizeof(int64_t));

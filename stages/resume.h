@@ -14,7 +14,7 @@
  *
  *     u8[4] magic "SGRS", u32 version (1), u64 fingerprint of the job,
  *     i64 last step done (-1 the embeddings, l block l), i64 D,
- *     i64 chunks, i64 rows[chunks] (the input chunks' rows),
+ *     i64 chunks, i64 width, i64 rows[chunks] (the input chunks' shapes),
  *     i32 next shard, u64 n + n bytes: the index's weight map (JSON),
  *     u64 n + n bytes: the eigenvalue spectra so far (JSON),
  *     f64 Q[D * D]: the rotation of the step's output (the next block's
@@ -41,6 +41,7 @@ typedef struct {
     int64_t last;       /* -1: the embeddings; l: block l */
     int64_t D;
     int64_t n_chunks;   /* input chunks kept (0 after the last block) */
+    int64_t width;      /* their width: the block's sliced output width */
     int64_t *rows;      /* (n_chunks) */
     int next_shard;
     char *weight_map;   /* JSON */

@@ -363,12 +363,11 @@ static int fused_checkpoint(sg_pipeline *p, int64_t l, const sg_rotation *q)
     if (!err && !(st.rows = malloc((st.n_chunks + 1) * sizeof(int64_t))))
         err = sg_fail(-ENOMEM, "out of memory");
     for (int64_t c = 0; !err && c < st.n_chunks; c++) {
-        int64_t width;
         char path[4096];
-        err = sg_act_store_shape(store, "input", c, &st.rows[c], &width);
+        err = sg_act_store_shape(store, "input", c, &st.rows[c], &st.width);
         err = err ? err : sg_act_store_get(store, "input", c, p->cap.in);
         sg_resume_chunk_path(dir, l, c, path, sizeof path);
-        err = err ? err : sg_act_store_write_file(store, path, p->cap.in, st.rows[c], width);
+        err = err ? err : sg_act_store_write_file(store, path, p->cap.in, st.rows[c], st.width);
     }
     err = err ? err : sg_model_writer_progress(f->w, &st.weight_map, &st.next_shard);
     if (!err && !(st.spectra = sg_spectra_json(f->spectra)))
@@ -560,10 +559,12 @@ static int restore(sg_pipeline *p, fused *f, double **q, sg_slice_report *rep)
     for (int64_t c = 0; !err && c < st.n_chunks; c++) {
         char path[4096];
         sg_resume_chunk_path(dir, st.last, c, path, sizeof path);
-        if (st.rows[c] <= 0 || st.rows[c] > p->cap.max_tokens)
+        if (st.rows[c] <= 0 || st.rows[c] > p->cap.max_tokens || st.width <= 0)
             err = sg_fail(SG_EFORMAT, "%s: bad chunk shape", path);
-        err = err ? err : sg_act_store_read_file(p->cap.store, path, st.rows[c], st.D, p->cap.in);
-        err = err ? err : sg_act_store_put(p->cap.store, "input", c, p->cap.in, st.rows[c], st.D);
+        err = err ? err
+                  : sg_act_store_read_file(p->cap.store, path, st.rows[c], st.width, p->cap.in);
+        err = err ? err
+                  : sg_act_store_put(p->cap.store, "input", c, p->cap.in, st.rows[c], st.width);
     }
     if (!err) {
         *q = st.q;
