@@ -20,9 +20,12 @@
 
 void sg_test_kill_at(const char *point)
 {
-    const char *at = getenv("SG_TEST_KILL_AT");
-    if (at && !strcmp(at, point))
-        raise(SIGKILL);
+    const char *at = getenv("SG_TEST_KILL_AT"), *sig = getenv("SG_TEST_KILL_SIGNAL");
+    if (!at || strcmp(at, point))
+        return;
+    /* TERM and INT go through the program's handlers, as a kill or ^C would */
+    raise(sig && !strcmp(sig, "TERM") ? SIGTERM : sig && !strcmp(sig, "INT") ? SIGINT : SIGKILL);
+    raise(SIGKILL); /* a handler that returned */
 }
 
 void sg_resume_chunk_path(const char *dir, int64_t last, int64_t c, char *buf, size_t n)

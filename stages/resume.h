@@ -69,7 +69,8 @@ int sg_resume_hash_files(const char *path, uint64_t *h);
 
 /* Test hook: when $SG_TEST_KILL_AT equals point ("block:2", "mid:1",
  * "head", "write", ...), the process dies of SIGKILL here, as a kill -9
- * at that moment would do. For the resume tests only. */
+ * at that moment would do; with $SG_TEST_KILL_SIGNAL TERM or INT, of that
+ * signal instead, through the program's handlers. For the tests only. */
 void sg_test_kill_at(const char *point);
 
 #endif
