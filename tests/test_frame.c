@@ -296,6 +296,37 @@ static void test_huge_lengths(void)
     close(fd);
     tap_ok(err == SG_EFORMAT && strstr(sg_last_error(), "cannot hold"),
            "5 zstd bytes claiming 1 TiB: %s", sg_last_error());
+
+    /* a payload read in several growing steps (1, 2, then the rest of 3 MiB
+     * and 5 bytes), raw and zstd, a small one after it in the same buffer */
+    size_t big = (3u << 20) + 5;
+    unsigned char *data = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        data[i] = (unsigned char)(i * 2654435761u >> 13);
+    int same = 1;
+    for (int level = 0; level <= 3; level += 3) {
+        fd = open_tmp("big");
+        sg_frame_writer *w = NULL;
+        sg_frame_part part = {data, big}, small = {"hello", 5};
+        if (sg_frame_writer_open(fd, "test", level, &w) ||
+            sg_frame_write(w, SG_REC_FILE, "big", &part, 1) ||
+            sg_frame_write(w, SG_REC_FILE, "small", &small, 1) || sg_frame_write_end(w))
+            same = 0;
+        sg_frame_writer_free(w);
+        lseek(fd, 0, SEEK_SET);
+        sg_frame_reader *r = NULL;
+        sg_record rec;
+        same = same && sg_frame_reader_open(fd, "test", &r) == 0;
+        same = same && sg_frame_read(r, &rec) == 1 && rec.len == big &&
+               !memcmp(rec.payload, data, big);
+        same = same && sg_frame_read(r, &rec) == 1 && rec.len == 5 &&
+               !memcmp(rec.payload, "hello", 5);
+        same = same && sg_frame_read(r, &rec) == 0;
+        sg_frame_reader_free(r);
+        close(fd);
+    }
+    free(data);
+    tap_ok(same, "a 3 MiB payload read in growing steps comes back whole, raw and zstd");
 }
 
 /* Every prefix of the stream must fail cleanly, never read as complete. */
