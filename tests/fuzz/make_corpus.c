@@ -3,8 +3,25 @@
  * model config taken from a sg-synth GGUF. The GGUF seed holds no tensors
  * (the synth seeds cover those), which keeps it small.
  *   make_corpus TOKENIZER.BIN VOCAB SYNTH.GGUF OUT.JSON OUT.GGUF
- * Built and run by hand against the gcc build (see the fuzz paragraph of
- * README.md); not part of make. */
+ * Built by hand against libslicegpt.a; not part of make.
+ *
+ * How tests/fuzz/corpus was made (S=tools/sg-synth, common flags --dim 16
+ * --heads 2 --ffn 32 --layers 1; tok512.bin is stories260K's):
+ *   safetensors/  $S --arch opt --vocab 32 --ctx 16 --dtype f16 --format hf,
+ *                 --arch phi --vocab 32 --dtype bf16, --arch llama --layers 2
+ *                 --kv-heads 1 --vocab 32 --ctx 16: their model.safetensors
+ *   gguf/         $S --arch llama --kv-heads 1 --vocab 32 --format gguf (f32)
+ *                 and --dtype q8_0; tok512-no-tensors.gguf from this program
+ *                 with a --vocab 512 q8_0 synth GGUF
+ *   hf_config/    tinyopt-250K's config.json and the three synth ones
+ *   tokenizer/    a selector byte and a u16 vocabulary size (see
+ *                 fuzz_tokenizer.c) before tok512.json (this program),
+ *                 tok512.bin (vocab 512) and a hand-written byte-level BPE
+ *   stream/       `slicegpt-stream load --zstd 19` of the vocab-512 synth
+ *                 model with tok512.bin | fold | capture (2 x 16 tokens) |
+ *                 cov | eig | slice, the stream after capture and after cov
+ *                 cut at 52000 and 58000 bytes, the one after eig whole, and
+ *                 `load --zstd 3` of the vocab-32 llama GGUF */
 #include <stdio.h>
 #include <stdlib.h>
 
