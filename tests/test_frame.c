@@ -231,19 +231,24 @@ static unsigned char *put64(unsigned char *p, uint64_t v) { return put(p, &v, 8)
 
 /* A record header: sync, type, flags, sequence, stored and payload length,
  * name length, then the CRC-32C of those 36 bytes and the name. */
-static unsigned char *put_header(unsigned char *p, uint16_t type, uint64_t seq, uint64_t len,
-                                 const char *name)
+static unsigned char *put_header_z(unsigned char *p, uint16_t type, uint16_t flags, uint64_t seq,
+                                   uint64_t stored, uint64_t len, const char *name)
 {
     unsigned char *h = p;
     p = put(p, "SGRC", 4);
     p = put16(p, type);
-    p = put16(p, 0);
+    p = put16(p, flags);
     p = put64(p, seq);
-    p = put64(p, len);
+    p = put64(p, stored);
     p = put64(p, len);
     p = put32(p, (uint32_t)strlen(name));
     p = put32(p, sg_crc32c(sg_crc32c(0, h, 36), name, strlen(name)));
     return put(p, name, strlen(name));
+}
+static unsigned char *put_header(unsigned char *p, uint16_t type, uint64_t seq, uint64_t len,
+                                 const char *name)
+{
+    return put_header_z(p, type, 0, seq, len, len, name);
 }
 
 static void test_by_hand(void)
@@ -263,6 +268,65 @@ static void test_by_hand(void)
     int err = read_all(fd, &records);
     close(fd);
     tap_ok(err == 0 && records == 1, "a stream built by hand from the documented layout reads");
+}
+
+/* A header whose lengths claim a terabyte, with its checksum right (found
+ * by tests/fuzz/fuzz_stream): the reader must find the stream short, not
+ * try to reserve the terabyte first and fail for want of memory. */
+static void test_huge_lengths(void)
+{
+    unsigned char buf[256], *p = buf;
+    p = put(p, "SGSTREAM", 8);
+    p = put32(p, 1);
+    p = put32(p, 0);
+    p = put_header(p, SG_REC_FILE, 1, (uint64_t)1 << 40, "huge");
+    p = put(p, "hello", 5);
+    int fd = fd_of(buf, p - buf), records;
+    int err = read_all(fd, &records);
+    close(fd);
+    tap_ok(err == SG_EFORMAT && strstr(sg_last_error(), "truncated in record 1"),
+           "a 1 TiB record with 5 bytes behind it is truncated: %s", sg_last_error());
+
+    p = buf + SG_FRAME_PREAMBLE;
+    p = put_header_z(p, SG_REC_FILE, SG_FRAME_ZSTD, 1, 5, (uint64_t)1 << 40, "huge");
+    p = put(p, "hello", 5);
+    p = put32(p, sg_crc32c(0, "hello", 5));
+    fd = fd_of(buf, p - buf);
+    err = read_all(fd, &records);
+    close(fd);
+    tap_ok(err == SG_EFORMAT && strstr(sg_last_error(), "cannot hold"),
+           "5 zstd bytes claiming 1 TiB: %s", sg_last_error());
+
+    /* a payload read in several growing steps (1, 2, then the rest of 3 MiB
+     * and 5 bytes), raw and zstd, a small one after it in the same buffer */
+    size_t big = (3u << 20) + 5;
+    unsigned char *data = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        data[i] = (unsigned char)(i * 2654435761u >> 13);
+    int same = 1;
+    for (int level = 0; level <= 3; level += 3) {
+        fd = open_tmp("big");
+        sg_frame_writer *w = NULL;
+        sg_frame_part part = {data, big}, small = {"hello", 5};
+        if (sg_frame_writer_open(fd, "test", level, &w) ||
+            sg_frame_write(w, SG_REC_FILE, "big", &part, 1) ||
+            sg_frame_write(w, SG_REC_FILE, "small", &small, 1) || sg_frame_write_end(w))
+            same = 0;
+        sg_frame_writer_free(w);
+        lseek(fd, 0, SEEK_SET);
+        sg_frame_reader *r = NULL;
+        sg_record rec;
+        same = same && sg_frame_reader_open(fd, "test", &r) == 0;
+        same = same && sg_frame_read(r, &rec) == 1 && rec.len == big &&
+               !memcmp(rec.payload, data, big);
+        same = same && sg_frame_read(r, &rec) == 1 && rec.len == 5 &&
+               !memcmp(rec.payload, "hello", 5);
+        same = same && sg_frame_read(r, &rec) == 0;
+        sg_frame_reader_free(r);
+        close(fd);
+    }
+    free(data);
+    tap_ok(same, "a 3 MiB payload read in growing steps comes back whole, raw and zstd");
 }
 
 /* Every prefix of the stream must fail cleanly, never read as complete. */
@@ -522,6 +586,7 @@ int main(void)
     test_round_trip(0);
     test_round_trip(3);
     test_by_hand();
+    test_huge_lengths();
     test_truncated();
     test_flipped(0);
     test_flipped(3);

@@ -307,6 +307,34 @@ static int grow(sg_frame_reader *r, unsigned char **buf, uint64_t *cap, uint64_t
     return 0;
 }
 
+/* Reads n payload bytes into *buf, grown as the bytes arrive (doubling from
+ * 1 MiB) rather than to n up front: the lengths come from the header, and
+ * a damaged or hostile one (its checksum is no defence against a writer
+ * that computes it) must not make the reader reserve terabytes before the
+ * stream turns out to be short. Returns bytes read (fewer at end of
+ * input) or a negative code. */
+static int64_t read_grown(sg_frame_reader *r, unsigned char **buf, uint64_t *cap, uint64_t n)
+{
+    uint64_t got = 0, step = (uint64_t)1 << 20;
+    int err = grow(r, buf, cap, n < step ? n : step);
+    while (!err && got < n) {
+        uint64_t want = *cap < n ? *cap : n;
+        int64_t k = read_upto(r, *buf + got, want - got);
+        if (k < 0)
+            return k;
+        got += (uint64_t)k;
+        if (got < want)
+            break;
+        if (got < n)
+            err = grow(r, buf, cap, n - got < *cap ? *cap + (n - got) : 2 * *cap);
+    }
+    return err ? err : (int64_t)got;
+}
+
+/* The most a zstd frame of n bytes can decompress to: every block takes
+ * at least 3 bytes of header and 1 of content, and yields at most 128 KiB. */
+static uint64_t zstd_max_len(uint64_t n) { return (n / 4 + 1) * ZSTD_BLOCKSIZE_MAX; }
+
 int sg_frame_read(sg_frame_reader *r, sg_record *rec)
 {
     if (r->ended)
@@ -358,15 +386,18 @@ int sg_frame_read(sg_frame_reader *r, sg_record *rec)
                        r->what, (unsigned long long)n, tn, rec->name, h.flags,
                        (unsigned long long)h.stored, (unsigned long long)h.len);
     int zstd = (h.flags & SG_FRAME_ZSTD) != 0;
-    int err = grow(r, &r->payload, &r->payload_cap, h.len);
-    err = err ? err : zstd ? grow(r, &r->stored, &r->stored_cap, h.stored) : 0;
-    if (err)
-        return err;
-    unsigned char *dst = zstd ? r->stored : r->payload;
+    if (zstd && h.len > zstd_max_len(h.stored))
+        return sg_fail(SG_EFORMAT,
+                       "%s: stream record %llu (%s, %s): %llu zstd bytes cannot hold a "
+                       "%llu-byte payload",
+                       r->what, (unsigned long long)n, tn, rec->name,
+                       (unsigned long long)h.stored, (unsigned long long)h.len);
     uint32_t crc;
-    got = read_upto(r, dst, h.stored);
+    got = zstd ? read_grown(r, &r->stored, &r->stored_cap, h.stored)
+               : read_grown(r, &r->payload, &r->payload_cap, h.stored);
     if (got < 0)
         return (int)got;
+    unsigned char *dst = zstd ? r->stored : r->payload;
     if ((uint64_t)got == h.stored)
         got = read_upto(r, &crc, 4) == 4 ? got : -1;
     if ((uint64_t)got != h.stored)
@@ -376,6 +407,9 @@ int sg_frame_read(sg_frame_reader *r, sg_record *rec)
         return sg_fail(SG_ECHECKSUM, "%s: stream record %llu (%s, %s): checksum mismatch",
                        r->what, (unsigned long long)n, tn, rec->name);
     if (zstd) {
+        int err = grow(r, &r->payload, &r->payload_cap, h.len);
+        if (err)
+            return err;
         if (!r->dctx && !(r->dctx = ZSTD_createDCtx()))
             return sg_fail(-ENOMEM, "%s: cannot allocate a zstd decompressor", r->what);
         size_t k = ZSTD_decompressDCtx(r->dctx, r->payload, h.len, r->stored, h.stored);
