@@ -657,6 +657,12 @@ static void test_json(const char *dir)
     r = sg_tokenizer_load_json(path, &t);
     tap_ok(r == SG_EFORMAT && strstr(sg_last_error(), "nospace"), "merge without a space: %s",
            sg_last_error());
+    const char *sparse = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 16000000},"
+                         " \"merges\": []}}";
+    write_file(path, sparse, strlen(sparse));
+    r = sg_tokenizer_load_json(path, &t);
+    tap_ok(r == SG_EFORMAT && strstr(sg_last_error(), "dense"),
+           "two tokens numbered up to 16000000 (a 1 GB table from 80 bytes): %s", sg_last_error());
     snprintf(path, sizeof path, "%s/absent.json", dir);
     r = sg_tokenizer_load_json(path, &t);
     tap_ok(r == SG_EMISSING && strstr(sg_last_error(), path), "missing file: %s", sg_last_error());
