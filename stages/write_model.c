@@ -84,6 +84,21 @@ static void remove_ours(int dfd, const char *dir)
     rmdir(dir); /* fails, harmlessly, if anything else is there */
 }
 
+/* Removes what a killed run left in OUT.tmp, keeping the marker. */
+static void remove_leftovers(int fd)
+{
+    DIR *d = NULL;
+    int dup_fd = dup(fd);
+    if (dup_fd >= 0 && !(d = fdopendir(dup_fd)))
+        close(dup_fd);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (is_ours(e->d_name) && strcmp(e->d_name, MARKER))
+            unlinkat(fd, e->d_name, 0);
+    if (d)
+        closedir(d);
+}
+
 /* Makes OUT.tmp ours: created here (mkdir fails if the name exists, and
  * never follows a link), or left by a killed run of ours (it carries the
  * marker). Either way it is locked (flock on the directory), so a second
@@ -123,20 +138,9 @@ static int take_tmp(const char *out, const char *tmp, int keep, int *dfd)
         }
         /* a killed run's: remove what it wrote, then start again in it
          * (or, keep: the caller may continue it, resume.h) */
-        DIR *d = NULL;
-        if (keep)
-            goto done;
-        int dup_fd = dup(fd);
-        if (dup_fd >= 0 && !(d = fdopendir(dup_fd)))
-            close(dup_fd);
-        struct dirent *e;
-        while (d && (e = readdir(d)))
-            if (is_ours(e->d_name) && strcmp(e->d_name, MARKER))
-                unlinkat(fd, e->d_name, 0);
-        if (d)
-            closedir(d);
+        if (!keep)
+            remove_leftovers(fd);
     }
-done:
     *dfd = fd;
     return 0;
 }
@@ -221,21 +225,6 @@ int sg_model_writer_open_keep(const char *out, const sg_model_config *cfg, sg_dt
 }
 
 const char *sg_model_writer_dir(const sg_model_writer *w) { return w->tmp; }
-
-/* Removes what a killed run left in OUT.tmp, keeping the marker. */
-static void remove_leftovers(int fd)
-{
-    DIR *d = NULL;
-    int dup_fd = dup(fd);
-    if (dup_fd >= 0 && !(d = fdopendir(dup_fd)))
-        close(dup_fd);
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (is_ours(e->d_name) && strcmp(e->d_name, MARKER))
-            unlinkat(fd, e->d_name, 0);
-    if (d)
-        closedir(d);
-}
 
 void sg_model_writer_clear(sg_model_writer *w) { remove_leftovers(w->tmp_fd); }
 
