@@ -209,3 +209,16 @@ void test_config_make_sliced(sg_model_config *c)
     c->head_in_dim = c->d_out[c->n_layers - 1];
     c->tied_embeddings = 0;
 }
+
+sg_token_batch test_random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint64_t seed)
+{
+    sg_token_batch b = {malloc(n_seq * len * sizeof(int32_t)),
+                        malloc((n_seq + 1) * sizeof(int64_t)), n_seq};
+    for (int64_t s = 0; s <= n_seq; s++)
+        b.offsets[s] = s * len;
+    for (int64_t i = 0; i < n_seq * len; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        b.ids[i] = (int32_t)((seed >> 33) % (uint64_t)vocab);
+    }
+    return b;
+}

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "text.h"
 
 typedef struct {
     sg_model model;
@@ -25,6 +26,10 @@ int test_model_logits(const test_model *tm, const int32_t *ids, const int64_t *o
                       int64_t n_seq, float *logits);
 
 double test_gauss(uint64_t *state);
+
+/* A batch of n_seq random sequences of len token ids below vocab (free
+ * with sg_token_batch_free). */
+sg_token_batch test_random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint64_t seed);
 
 /* c with uneven sliced widths (as slicing with different per-signal dims
  * gives), scale-free RMSNorms and an untied head. */

@@ -34,20 +34,6 @@
 #include "synth_model.h"
 #include "tap.h"
 
-/* A batch of n_seq random sequences of len tokens. */
-static sg_token_batch random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint64_t seed)
-{
-    sg_token_batch b = {malloc(n_seq * len * sizeof(int32_t)),
-                        malloc((n_seq + 1) * sizeof(int64_t)), n_seq};
-    for (int64_t s = 0; s <= n_seq; s++)
-        b.offsets[s] = s * len;
-    for (int64_t i = 0; i < n_seq * len; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        b.ids[i] = (int32_t)((seed >> 33) % (uint64_t)vocab);
-    }
-    return b;
-}
-
 static void test_fold(sg_model_config cfg, const char *arch)
 {
     test_model tm;
@@ -260,7 +246,7 @@ static void test_device_truncated(const char *tmp)
     err = err ? err : sg_synth_save_hf(dir, &cfg, 5, SG_DT_F32, 2);
     sg_model_files *f = NULL;
     err = err ? err : sg_model_files_open(dir, &f);
-    sg_token_batch calib = random_batch(8, 32, cfg.vocab_size, 1);
+    sg_token_batch calib = test_random_batch(8, 32, cfg.vocab_size, 1);
     snprintf(shard, sizeof shard, "%s/model-00002-of-00002.safetensors", dir);
     struct stat st;
     if (!err && (stat(shard, &st) != 0 || truncate(shard, st.st_size / 2) != 0))
@@ -389,8 +375,8 @@ static void test_gguf_input(const char *tmp)
     err = err ? err : sg_synth_model(&cfg, 9, &t, &n);
     err = err ? err : sg_gguf_save_model(gguf, &cfg, t, n, SG_DT_F32, NULL);
     sg_synth_free(t, n);
-    sg_token_batch calib = random_batch(8, 32, cfg.vocab_size, 1);
-    sg_token_batch eval = random_batch(3, 24, cfg.vocab_size, 2);
+    sg_token_batch calib = test_random_batch(8, 32, cfg.vocab_size, 1);
+    sg_token_batch eval = test_random_batch(3, 24, cfg.vocab_size, 2);
     err = err ? err : slice(hf, out_hf, &calib, 0.25, SG_ROTATION_PCA);
     err = err ? err : slice(gguf, out_gguf, &calib, 0.25, SG_ROTATION_PCA);
     int64_t T = eval.offsets[eval.n_seq], V = cfg.vocab_size;
@@ -469,8 +455,8 @@ static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
         tap_ok(0, "%s: synthetic model written (%s)", what, sg_last_error());
         return;
     }
-    sg_token_batch calib = random_batch(8, 32, cfg.vocab_size, 1);
-    sg_token_batch eval = random_batch(3, 24, cfg.vocab_size, 2);
+    sg_token_batch calib = test_random_batch(8, 32, cfg.vocab_size, 1);
+    sg_token_batch eval = test_random_batch(3, 24, cfg.vocab_size, 2);
     test_rotation_invariance(dir, what, &calib, &eval, cfg.vocab_size, tmp);
     test_device_path(dir, what, &calib, &eval, cfg.vocab_size, tmp);
     test_stored_count(dir, what, &calib, SG_EMBED_SLICE, tmp);
@@ -671,7 +657,7 @@ static void test_tinyopt(const char *tmp)
 {
     const char *model = tap_data_path("tinyopt-250K");
     /* random ids: the OPT model ships without a tokenizer of its own */
-    sg_token_batch calib = random_batch(16, 64, 512, 3), eval = random_batch(4, 64, 512, 4);
+    sg_token_batch calib = test_random_batch(16, 64, 512, 3), eval = test_random_batch(4, 64, 512, 4);
     test_rotation_invariance(model, "tinyopt-250K", &calib, &eval, 512, tmp);
     sg_token_batch_free(&calib);
     sg_token_batch_free(&eval);

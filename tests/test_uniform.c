@@ -24,23 +24,11 @@
 #include "llama2c.h"
 #include "model_files.h"
 #include "plan.h"
+#include "random_model.h"
 #include "sg_error.h"
 #include "slicer.h"
 #include "synth_model.h"
 #include "tap.h"
-
-static sg_token_batch random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint64_t seed)
-{
-    sg_token_batch b = {malloc(n_seq * len * sizeof(int32_t)),
-                        malloc((n_seq + 1) * sizeof(int64_t)), n_seq};
-    for (int64_t s = 0; s <= n_seq; s++)
-        b.offsets[s] = s * len;
-    for (int64_t i = 0; i < n_seq * len; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        b.ids[i] = (int32_t)((seed >> 33) % (uint64_t)vocab);
-    }
-    return b;
-}
 
 static int slice_uniform(const char *model, const char *out, const sg_token_batch *calib,
                          double sparsity, int sliced_format, sg_slice_report *rep)
@@ -100,7 +88,7 @@ static void check_plain(const char *path, const char *what, const sg_model_confi
 
 /* The whole proof on one model; tied: whether the head should stay tied.
  * tok: the vocabulary to put in the GGUF (may be NULL). */
-static void test_model(const char *model, const char *what, const sg_token_batch *calib,
+static void test_uniform_model(const char *model, const char *what, const sg_token_batch *calib,
                        const sg_token_batch *eval, int tied, const sg_tokenizer *tok,
                        const char *tmp)
 {
@@ -206,11 +194,11 @@ static void test_synthetic(const char *tmp)
         tap_ok(0, "synthetic models written (%s)", sg_last_error());
         return;
     }
-    sg_token_batch calib = random_batch(8, 32, cfg.vocab_size, 1);
-    sg_token_batch eval = random_batch(3, 24, cfg.vocab_size, 2);
-    test_model(dir, "synthetic-llama", &calib, &eval, 0, NULL, tmp);
-    test_model(tied, "synthetic-llama-tied", &calib, &eval, 0, NULL, tmp);
-    test_model(tied_c, "synthetic-llama-tied-constant-norm", &calib, &eval, 1, NULL, tmp);
+    sg_token_batch calib = test_random_batch(8, 32, cfg.vocab_size, 1);
+    sg_token_batch eval = test_random_batch(3, 24, cfg.vocab_size, 2);
+    test_uniform_model(dir, "synthetic-llama", &calib, &eval, 0, NULL, tmp);
+    test_uniform_model(tied, "synthetic-llama-tied", &calib, &eval, 0, NULL, tmp);
+    test_uniform_model(tied_c, "synthetic-llama-tied-constant-norm", &calib, &eval, 1, NULL, tmp);
     sg_token_batch_free(&calib);
     sg_token_batch_free(&eval);
 }
@@ -223,7 +211,7 @@ static void test_layernorm_refused(const char *tmp)
     snprintf(out, sizeof out, "%s/synth-opt-u", tmp);
     int err = sg_synth_config(SG_ARCH_OPT, 64, 2, 4, 4, 16, 96, 97, &cfg);
     err = err ? err : sg_synth_save_hf(dir, &cfg, 5, SG_DT_F32, 1);
-    sg_token_batch calib = random_batch(4, 32, cfg.vocab_size, 1);
+    sg_token_batch calib = test_random_batch(4, 32, cfg.vocab_size, 1);
     sg_slice_report rep;
     err = err ? err : slice_uniform(dir, out, &calib, 0.25, 0, &rep);
     tap_ok(err == SG_EUNSUPPORTED && strstr(sg_last_error(), "LayerNorm") &&
@@ -255,7 +243,7 @@ static void test_stories(const char *tmp)
     if (err)
         tap_ok(0, "stories260K prepared (%s)", sg_last_error());
     else
-        test_model(model, "stories260K", &calib, &eval, 0, tok, tmp);
+        test_uniform_model(model, "stories260K", &calib, &eval, 0, tok, tmp);
     free(text);
     sg_tokenizer_free(tok);
     sg_token_batch_free(&calib);
