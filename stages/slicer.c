@@ -599,6 +599,7 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     rep->d = sg_slice_plan(p.orig, &plan, &f.sliced);
     if (rep->d < 0)
         return (int)rep->d;
+    rep->sliced = f.sliced;
     rep->embeddings_kept = sg_embeddings_kept(&f.sliced);
     rep->params_dense = sg_model_param_count(p.orig);
     rep->params_stored = sg_model_param_count(&f.sliced);

@@ -87,6 +87,7 @@ typedef struct {
     int64_t params_stored;         /* everything written: shortcuts, untied head */
     int64_t calib_tokens;
     int64_t d;                     /* the sliced width */
+    sg_model_config sliced;        /* the plan: every layer's widths (sg_slice_plan) */
     int embeddings_kept;           /* plan.h, SG_EMBED_KEEP */
     int uniform;                   /* one rotation: written as a plain model of width d */
     int uniform_tied;              /* ... whose head is the (rotated) embedding table */

@@ -297,8 +297,7 @@ int sg_cmd_run(int argc, char **argv)
         }
     }
     if (!err) {
-        sg_model_config sliced;
-        sg_slice_plan(cfg, &o.plan, &sliced);
+        const sg_model_config sliced = rep.sliced; /* the plan the run followed */
         cJSON *jw = cJSON_AddObjectToObject(json, "widths");
         sg_json_int(jw, "D", cfg->dim);
         sg_json_int(jw, "d", rep.d);
