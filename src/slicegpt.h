@@ -14,6 +14,8 @@
  *   model/     the model in memory, the forward pass, perplexity
  *   backend/   the backend table and the CPU backend (kernels/: CUDA)
  *   stream/    the stage stream format (slicegpt-stream(5))
+ *   tasks/     zero-shot multiple-choice tasks: request files, tokenization,
+ *              scoring by the streamed forward, accuracy
  *   ../stages/ the method: one file per stage, the schedule, the fused run
  *
  * Every function returns 0 or a negative code with a one-line message
@@ -49,6 +51,11 @@
 #include "stream_model.h"
 #include "stream_records.h"
 #include "stream_store.h"
+
+#include "jsonl_reader.h"
+#include "task_eval.h"
+#include "task_score.h"
+#include "task_set.h"
 
 #include "stages.h"
 #include "slicer.h"

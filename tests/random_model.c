@@ -190,7 +190,7 @@ int test_model_logits(const test_model *tm, const int32_t *ids, const int64_t *o
     double nll = 0;
     int64_t count = 0;
     if (!err)
-        err = sg_head_nll(&tm->model, x, NULL, T, &nll, &count, logits);
+        err = sg_head_nll(&tm->model, x, NULL, T, &nll, &count, NULL, logits);
     free(x);
     free(y);
     return err;

@@ -9,6 +9,6 @@ SUDO=
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential autoconf automake pkg-config \
-    liburing-dev libzstd-dev libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev \
+    liburing-dev libzstd-dev zlib1g-dev libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev \
     gnuplot-nox \
     python3 python3-pip ca-certificates >/dev/null

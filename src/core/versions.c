@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <lapacke.h>
 #include <stdio.h>
+#include <zlib.h>
 #include <zstd.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -22,6 +23,7 @@ int sg_library_versions(sg_library_version *out, int max)
         {"openblas", openblas_get_config()},
         {"lapack", lapack},
         {"zstd", ZSTD_versionString()},
+        {"zlib", zlibVersion()},
         {"liburing", SG_URING_VERSION},
         {"cjson", cJSON_Version()},
         {"pcre2", pcre2},

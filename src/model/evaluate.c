@@ -76,7 +76,7 @@ static int blocks_on_backend(sg_backend *be, sg_model_files *files, const sg_mod
  * at a time, log-softmax on the host. */
 static int head_on_backend(sg_backend *be, const sg_model *m, const float *x,
                            const int32_t *targets, int64_t T, double *nll, int64_t *count,
-                           float *logits_out)
+                           double *row_nll, float *logits_out)
 {
     const sg_model_config *c = &m->cfg;
     int64_t d = c->head_in_dim, V = c->vocab_size, rows = T < HEAD_ROWS ? T : HEAD_ROWS;
@@ -109,7 +109,8 @@ static int head_on_backend(sg_backend *be, const sg_model *m, const float *x,
         if (!err && logits_out)
             memcpy(logits_out + t0 * V, logits, n * V * sizeof(float));
         if (!err)
-            sg_logits_nll(logits, n, V, targets ? targets + t0 : NULL, nll, count);
+            sg_logits_nll(logits, n, V, targets ? targets + t0 : NULL, nll, count,
+                          row_nll ? row_nll + t0 : NULL);
     }
     for (int i = 0; i < N; i++)
         if (t[i].dev)
@@ -149,9 +150,13 @@ static int host_blocks(sg_model_files *files, const sg_model_config *c, const sg
 /* The forward pass over a batch. For scoring, each sequence's last token
  * is only a target, so it is not run: a sequence of n tokens needs n - 1
  * positions (a 257-token line fits a 256-position model). For logits,
- * every token runs. */
+ * every token runs. With want (batch tokens), only the tokens marked are
+ * targets, and the head runs only on the rows that predict them: their
+ * activations are gathered to the front after the last block; lp receives
+ * log p of each marked token at its batch index. */
 static int run(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
-               sg_progress *pr, const char *phase, sg_eval_result *res, float *logits)
+               sg_progress *pr, const char *phase, sg_eval_result *res, float *logits,
+               const uint8_t *want, double *lp)
 {
     if (!be)
         be = sg_backend_cpu();
@@ -165,7 +170,9 @@ static int run(sg_backend *be, sg_model_files *files, const sg_token_batch *batc
     int64_t *offsets = malloc((n_seq + 1) * sizeof(int64_t));
     int32_t *ids = malloc(T * sizeof(int32_t)), *targets = malloc(T * sizeof(int32_t));
     float *x = malloc(T * c->dim * sizeof(float)), *y = malloc(T * c->dim * sizeof(float));
-    if (!offsets || !ids || !targets || !x || !y) {
+    int64_t *where = want ? malloc(T * sizeof(int64_t)) : NULL; /* row -> batch index */
+    double *row_nll = want ? malloc(T * sizeof(double)) : NULL;
+    if (!offsets || !ids || !targets || !x || !y || (want && (!where || !row_nll))) {
         err = sg_fail(-ENOMEM, "out of memory for activations of %lld tokens", (long long)T);
         goto out;
     }
@@ -177,7 +184,9 @@ static int run(sg_backend *be, sg_model_files *files, const sg_token_batch *batc
             if (!logits && t == b - 1)
                 break;
             ids[k] = batch->ids[t];
-            targets[k++] = t + 1 < b ? batch->ids[t + 1] : -1;
+            if (where)
+                where[k] = t + 1;
+            targets[k++] = t + 1 < b && (!want || want[t + 1]) ? batch->ids[t + 1] : -1;
         }
         offsets[s + 1] = k;
     }
@@ -192,10 +201,24 @@ static int run(sg_backend *be, sg_model_files *files, const sg_token_batch *batc
     if (err)
         goto out;
     sg_progress_update(pr, c->n_layers, "head");
+    int64_t rows = n, d = c->head_in_dim;
+    if (want) {
+        /* x (n, d) -> the rows with a target, in order, in place */
+        rows = 0;
+        for (int64_t k = 0; k < n; k++)
+            if (targets[k] >= 0) {
+                if (rows != k)
+                    memcpy(x + rows * d, x + k * d, d * sizeof(float));
+                targets[rows] = targets[k];
+                where[rows++] = where[k];
+            }
+    }
     sg_eval_result r = {0};
     err = be->ops->host_memory
-              ? sg_head_nll(&m, x, targets, n, &r.nll, &r.count, logits)
-              : head_on_backend(be, &m, x, targets, n, &r.nll, &r.count, logits);
+              ? sg_head_nll(&m, x, targets, rows, &r.nll, &r.count, row_nll, logits)
+              : head_on_backend(be, &m, x, targets, rows, &r.nll, &r.count, row_nll, logits);
+    for (int64_t k = 0; want && !err && k < rows; k++)
+        lp[where[k]] = -row_nll[k];
     r.seconds = sg_now() - t0;
     r.tokens = n;
     if (res)
@@ -210,34 +233,43 @@ out:
     free(targets);
     free(x);
     free(y);
+    free(where);
+    free(row_nll);
     sg_model_free(&m);
     return err;
 }
 
 int sg_evaluate(sg_model_files *files, const sg_token_batch *batch, sg_eval_result *res)
 {
-    return run(NULL, files, batch, NULL, NULL, res, NULL);
+    return run(NULL, files, batch, NULL, NULL, res, NULL, NULL, NULL);
 }
 
 int sg_evaluate_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
                    sg_eval_result *res)
 {
-    return run(be, files, batch, NULL, NULL, res, NULL);
+    return run(be, files, batch, NULL, NULL, res, NULL, NULL, NULL);
 }
 
 int sg_evaluate_logits(sg_model_files *files, const sg_token_batch *batch, float *logits)
 {
-    return run(NULL, files, batch, NULL, NULL, NULL, logits);
+    return run(NULL, files, batch, NULL, NULL, NULL, logits, NULL, NULL);
 }
 
 int sg_evaluate_logits_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
                           float *logits)
 {
-    return run(be, files, batch, NULL, NULL, NULL, logits);
+    return run(be, files, batch, NULL, NULL, NULL, logits, NULL, NULL);
 }
 
 int sg_evaluate_progress(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
                          sg_progress *pr, const char *phase, sg_eval_result *res)
 {
-    return run(be, files, batch, pr, phase, res, NULL);
+    return run(be, files, batch, pr, phase, res, NULL, NULL, NULL);
+}
+
+int sg_evaluate_loglik(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
+                       const uint8_t *want, sg_progress *pr, const char *phase,
+                       sg_eval_result *res, double *lp)
+{
+    return run(be, files, batch, pr, phase, res, NULL, want, lp);
 }

@@ -33,6 +33,14 @@ int sg_evaluate_on(sg_backend *be, sg_model_files *files, const sg_token_batch *
  * step per block and one for the head; the rate counts the batch's tokens. */
 int sg_evaluate_progress(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
                          sg_progress *pr, const char *phase, sg_eval_result *res);
+/* Log-likelihoods of chosen tokens (zero-shot tasks): for each token t of
+ * the batch with want[t] set (never a sequence's first token), lp[t] =
+ * log p(ids[t] | the tokens before it in its sequence); other entries of
+ * lp are untouched. The head runs only on the positions that predict a
+ * wanted token; res->count counts them, res->tokens the positions run. */
+int sg_evaluate_loglik(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
+                       const uint8_t *want, sg_progress *pr, const char *phase,
+                       sg_eval_result *res, double *lp);
 int sg_evaluate_logits_on(sg_backend *be, sg_model_files *files, const sg_token_batch *batch,
                           float *logits);
 

@@ -399,21 +399,24 @@ int sg_embed(const sg_model *m, const int32_t *ids, const sg_seqs *seqs, float *
 }
 
 void sg_logits_nll(const float *logits, int64_t n, int64_t V, const int32_t *targets,
-                   double *nll, int64_t *count)
+                   double *nll, int64_t *count, double *row_nll)
 {
     for (int64_t i = 0; targets && i < n; i++) {
         if (targets[i] < 0)
             continue;
         const float *row = logits + i * V;
-        *nll += sg_logsumexp(row, V) - row[targets[i]];
+        double v = sg_logsumexp(row, V) - row[targets[i]];
+        *nll += v;
         (*count)++;
+        if (row_nll)
+            row_nll[i] = v;
     }
 }
 
 #define HEAD_CHUNK 256
 
 int sg_head_nll(const sg_model *m, const float *x, const int32_t *targets, int64_t T,
-                double *nll, int64_t *count, float *logits_out)
+                double *nll, int64_t *count, double *row_nll, float *logits_out)
 {
     const sg_model_config *c = &m->cfg;
     int64_t d = c->head_in_dim, V = c->vocab_size;
@@ -431,7 +434,8 @@ int sg_head_nll(const sg_model *m, const float *x, const int32_t *targets, int64
         linear(h, n, d, m->lm_head, m->lm_head_b, V, logits, 0.0f);
         if (logits_out)
             memcpy(logits_out + t0 * V, logits, n * V * sizeof(float));
-        sg_logits_nll(logits, n, V, targets ? targets + t0 : NULL, nll, count);
+        sg_logits_nll(logits, n, V, targets ? targets + t0 : NULL, nll, count,
+                      row_nll ? row_nll + t0 : NULL);
     }
     free(h);
     free(logits);

@@ -65,15 +65,17 @@ int sg_block_forward_mlp(const sg_model_config *cfg, const sg_block *b, const fl
 
 /* Final norm, head and log-softmax over x (tokens, head_in_dim): adds
  * -log p(targets[t]) for every t with targets[t] >= 0 to *nll and counts
- * them in *count. If logits is not NULL, every token's logits are copied
+ * them in *count; row_nll (tokens; may be NULL) also receives each such
+ * row's own term. If logits is not NULL, every token's logits are copied
  * there ((tokens, vocab); for tests). */
 int sg_head_nll(const sg_model *m, const float *x, const int32_t *targets, int64_t tokens,
-                double *nll, int64_t *count, float *logits);
+                double *nll, int64_t *count, double *row_nll, float *logits);
 
 /* Adds -log softmax(logits row i)[targets[i]] for the n rows (V wide)
- * whose target is >= 0 to *nll, counting them in *count. */
+ * whose target is >= 0 to *nll, counting them in *count, and stores it in
+ * row_nll[i] when row_nll is not NULL. */
 void sg_logits_nll(const float *logits, int64_t n, int64_t V, const int32_t *targets,
-                   double *nll, int64_t *count);
+                   double *nll, int64_t *count, double *row_nll);
 
 /* Peak scratch bytes sg_block_forward allocates for a batch of tokens
  * whose sequences have at most max_len tokens (the plan command and the
