@@ -58,6 +58,10 @@ int sg_cmd_ppl(int argc, char **argv);
 int sg_cmd_plan(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);
 int sg_cmd_report(int argc, char **argv);
+int sg_cmd_tasks(int argc, char **argv);
+
+/* Tokens per forward batch of tasks and run --tasks (--batch-tokens). */
+#define SG_TASKS_BATCH_TOKENS 32768
 
 /* The stage filters (slicegpt-stream(5)): cmd_stages.c, cmd_capture.c, cmd_dump.c */
 int sg_cmd_load(int argc, char **argv);

@@ -16,6 +16,7 @@ static const struct {
 } commands[] = {
     {"run", sg_cmd_run, "slice a model: calibrate, rotate, slice, write, evaluate"},
     {"ppl", sg_cmd_ppl, "perplexity of a model (dense or sliced) on a text"},
+    {"tasks", sg_cmd_tasks, "zero-shot accuracy (PIQA, WinoGrande, HellaSwag, ARC) of a model"},
     {"plan", sg_cmd_plan, "memory a slicing run needs, from the config alone"},
     {"report", sg_cmd_report, "summary and plots (gnuplot) of a sliced model and run reports"},
     {"load", sg_cmd_load, "stage: read a model into a stream (first of the pipe)"},
