@@ -1,6 +1,7 @@
 /* slicegpt-stream run: the main job. Slice a model with SliceGPT, write
  * it, and report dense and sliced perplexity, sizes and time per stage. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
@@ -13,6 +14,7 @@
 #include "cli_options.h"
 #include "json_report.h"
 #include "slicegpt.h"
+#include "task_table.h"
 
 static const char usage[] =
     "usage: slicegpt-stream run --model PATH --calib FILE --out DIR [options]\n"
@@ -26,6 +28,10 @@ static const char usage[] =
     "  --eval-seqlen N       evaluation window (default: --seqlen; capped at the context, as\n"
     "                        in ppl)\n"
     "  --eval-windows K      evaluate at most K windows (default: all)\n"
+    "  --tasks LIST          also score dense and sliced zero-shot accuracy on these tasks\n"
+    "                        (as the tasks command: piqa, winogrande, hellaswag, arc_easy,\n"
+    "                        arc_challenge or .jsonl paths), the same requests for both\n"
+    "  --tasks-limit N       the first N documents of each task (default: all)\n"
     "  --report FILE.json    also write every figure printed, as JSON (slicegpt-stream(1))\n"
     "  --out-gguf FILE       with --rotation uniform: also write the plain model as GGUF\n"
     "                        for llama.cpp\n"
@@ -48,8 +54,8 @@ static const char usage[] =
     "    --eval wikitext2-test.txt --out llama-2-70b-sliced\n";
 
 typedef struct {
-    const char *model, *out, *eval, *report, *out_gguf;
-    int64_t eval_seqlen, eval_windows;
+    const char *model, *out, *eval, *report, *out_gguf, *tasks;
+    int64_t eval_seqlen, eval_windows, tasks_limit;
     sg_dtype gguf_type;
     int resume;
 } run_args;
@@ -66,6 +72,8 @@ static int run_option(void *ctx, int c, const char *arg)
     case 'W': return sg_cli_int("--eval-windows", arg, 0, INT64_MAX, &a->eval_windows);
     case 'G': a->out_gguf = arg; return 0;
     case 'r': a->resume = 1; return 0;
+    case 'K': a->tasks = arg; return 0;
+    case 'L': return sg_cli_int("--tasks-limit", arg, 1, INT64_MAX, &a->tasks_limit);
     case 'T': {
         static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"};
         static const sg_dtype types[] = {SG_DT_F32, SG_DT_F16, SG_DT_BF16,
@@ -97,6 +105,47 @@ static int eval_ppl(sg_backend *be, const char *model, const sg_token_batch *bat
     return err;
 }
 
+/* Zero-shot accuracy of the dense and the sliced model on the same
+ * requests, side by side. */
+static int run_tasks(sg_backend *be, const char *dense, const char *sliced, sg_task *tasks,
+                     int n, int64_t limit, sg_progress *pr, cJSON *json)
+{
+    sg_task_score *sc = calloc(2 * (size_t)n, sizeof *sc);
+    sg_eval_result r[2];
+    int64_t n_req = 0;
+    int err = sc ? 0 : sg_fail(-ENOMEM, "out of memory");
+    const char *paths[2] = {dense, sliced}, *phases[2] = {"tasks, dense", "tasks, sliced"};
+    for (int m = 0; m < 2 && !err; m++) {
+        sg_model_files *files;
+        double avg, avg_norm;
+        err = sg_model_files_open(paths[m], &files);
+        if (err)
+            break;
+        err = sg_tasks_loglik(be, files, tasks, n, SG_TASKS_BATCH_TOKENS, pr, phases[m], &r[m],
+                              &n_req);
+        sg_model_files_close(files);
+        if (!err)
+            sg_cli_tasks_score(tasks, n, sc + m * n, &avg, &avg_norm);
+    }
+    if (!err) {
+        printf("zero-shot accuracy%s%lld%s, dense and sliced on the same %lld requests:\n",
+               limit ? ", at most " : "", (long long)limit, limit ? " documents per task" : "",
+               (long long)n_req);
+        sg_cli_tasks_print_pair(tasks, n, sc, sc + n);
+        printf("tasks: %.1f / %.1f requests/s, %.0f / %.0f tokens/s\n", n_req / r[0].seconds,
+               n_req / r[1].seconds, r[0].tokens / r[0].seconds, r[1].tokens / r[1].seconds);
+        cJSON *jt = cJSON_AddObjectToObject(json, "zero_shot");
+        sg_json_int(jt, "limit", limit);
+        sg_json_int(jt, "requests", n_req);
+        sg_cli_tasks_json(jt, "dense", tasks, n, sc);
+        sg_cli_tasks_json(jt, "sliced", tasks, n, sc + n);
+        cJSON_AddNumberToObject(jt, "dense_requests_per_s", n_req / r[0].seconds);
+        cJSON_AddNumberToObject(jt, "sliced_requests_per_s", n_req / r[1].seconds);
+    }
+    free(sc);
+    return err;
+}
+
 int sg_cmd_run(int argc, char **argv)
 {
     static const struct option own[] = {
@@ -104,7 +153,8 @@ int sg_cmd_run(int argc, char **argv)
         {"eval", required_argument, 0, 'e'},        {"eval-seqlen", required_argument, 0, 'E'},
         {"eval-windows", required_argument, 0, 'W'}, {"report", required_argument, 0, 'R'},
         {"out-gguf", required_argument, 0, 'G'},    {"gguf-type", required_argument, 0, 'T'},
-        {"resume", no_argument, 0, 'r'},            {0, 0, 0, 0}};
+        {"resume", no_argument, 0, 'r'},            {"tasks", required_argument, 0, 'K'},
+        {"tasks-limit", required_argument, 0, 'L'}, {0, 0, 0, 0}};
     run_args a = {.gguf_type = SG_DT_F16};
     sg_cli_job j;
     sg_cli_job_default(&j);
@@ -175,7 +225,7 @@ int sg_cmd_run(int argc, char **argv)
      * sliced model then carries the model's own, if it has one */
     if (!err) {
         err = sg_model_files_tokenizer(files, tok_path, &tok);
-        if (err && calib_tokens && !eval && !tok_path) {
+        if (err && calib_tokens && !eval && !a.tasks && !tok_path) {
             fprintf(stderr, "slicegpt-stream: notice: no tokenizer (%s); the sliced model will "
                             "have none\n", sg_last_error());
             err = 0;
@@ -204,6 +254,12 @@ int sg_cmd_run(int argc, char **argv)
         err = sg_text_read(eval, &eval_text, &eval_len);
     if (!err && eval)
         err = sg_batch_windows(tok, eval_text, eval_len, es, eval_windows, &eval_batch);
+    /* the task requests too, tokenized once for both models */
+    sg_task *tasks = NULL;
+    int n_tasks = 0;
+    if (!err && a.tasks)
+        err = sg_cli_tasks_load(a.tasks, a.tasks_limit, tok, cfg->max_positions, &tasks,
+                                &n_tasks);
     if (!err) {
         /* the sliced model carries its tokenizer: the file we were given or
          * the model's own, else the one in use, written as tokenizer.json */
@@ -378,6 +434,9 @@ int sg_cmd_run(int argc, char **argv)
             cJSON_AddNumberToObject(je, "sliced_tokens_per_s", rs.tokens / rs.seconds);
         }
     }
+    if (!err && a.tasks)
+        err = run_tasks(o.backend, model, o.out_dir, tasks, n_tasks, a.tasks_limit, &progress,
+                        json);
     if (!err) {
         int64_t host_peak = sg_json_report_host_peak();
         printf("memory: host peak %.1f MiB resident", host_peak / 1048576.0);
@@ -389,6 +448,7 @@ int sg_cmd_run(int argc, char **argv)
         json = NULL;
     }
     cJSON_Delete(json);
+    sg_cli_tasks_free(tasks, n_tasks);
     sg_token_batch_free(&batch);
     sg_token_batch_free(&eval_batch);
     free(text);
