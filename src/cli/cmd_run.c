@@ -128,9 +128,10 @@ static int run_tasks(sg_backend *be, const char *dense, const char *sliced, sg_t
             sg_cli_tasks_score(tasks, n, sc + m * n, &avg, &avg_norm);
     }
     if (!err) {
-        printf("zero-shot accuracy%s%lld%s, dense and sliced on the same %lld requests:\n",
-               limit ? ", at most " : "", (long long)limit, limit ? " documents per task" : "",
-               (long long)n_req);
+        printf("zero-shot accuracy");
+        if (limit)
+            printf(", at most %lld documents per task", (long long)limit);
+        printf(", dense and sliced on the same %lld requests:\n", (long long)n_req);
         sg_cli_tasks_print_pair(tasks, n, sc, sc + n);
         printf("tasks: %.1f / %.1f requests/s, %.0f / %.0f tokens/s\n", n_req / r[0].seconds,
                n_req / r[1].seconds, r[0].tokens / r[0].seconds, r[1].tokens / r[1].seconds);

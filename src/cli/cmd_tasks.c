@@ -93,10 +93,11 @@ int sg_cmd_tasks(int argc, char **argv)
         sg_task_score *scores = calloc(n, sizeof *scores);
         double avg, avg_norm;
         sg_cli_tasks_score(tasks, n, scores, &avg, &avg_norm);
-        printf("zero-shot accuracy of %s (%s, D = %lld, %lld layers)%s%lld%s\n", a.model,
-               sg_arch_name(cfg->arch), (long long)cfg->dim, (long long)cfg->n_layers,
-               a.limit ? ", at most " : "", (long long)a.limit,
-               a.limit ? " documents per task" : "");
+        printf("zero-shot accuracy of %s (%s, D = %lld, %lld layers)", a.model,
+               sg_arch_name(cfg->arch), (long long)cfg->dim, (long long)cfg->n_layers);
+        if (a.limit)
+            printf(", at most %lld documents per task", (long long)a.limit);
+        printf("\n");
         sg_cli_tasks_print(tasks, n, scores);
         int64_t run_pos, tree_pos;
         sg_tasks_prefix_sharing(tasks, n, &run_pos, &tree_pos);

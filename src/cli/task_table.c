@@ -27,9 +27,9 @@ void sg_cli_tasks_free(sg_task *tasks, int n)
 
 static void report_skips(const sg_task *t, int64_t max_positions)
 {
-    static const char *const why[] = {NULL, "an empty continuation",
-                                      "longer than the model's context", "no context and no "
-                                      "BOS or EOS token to start from"};
+    static const char *const why[] = {NULL, "with an empty continuation",
+                                      "longer than the model's context", "with no context and "
+                                      "no BOS or EOS token to start from"};
     int64_t total = 0;
     for (int r = 1; r < 4; r++)
         total += t->skipped[r];
@@ -40,9 +40,9 @@ static void report_skips(const sg_task *t, int64_t max_positions)
     const char *sep = "";
     for (int r = 1; r < 4; r++)
         if (t->skipped[r]) {
-            fprintf(stderr, "%s%lld with %s", sep, (long long)t->skipped[r], why[r]);
+            fprintf(stderr, "%s%lld %s", sep, (long long)t->skipped[r], why[r]);
             if (r == SG_REQ_TOO_LONG)
-                fprintf(stderr, " of %lld positions", (long long)max_positions);
+                fprintf(stderr, " (%lld positions)", (long long)max_positions);
             fprintf(stderr, ", the first at line %lld", (long long)t->first_skipped_line[r]);
             sep = "; ";
         }
@@ -69,7 +69,16 @@ int sg_cli_tasks_load(const char *list, int64_t limit, const sg_tokenizer *tok,
     }
     int err = 0, k = 0;
     char *save = NULL;
+    /* every name known before any file is read */
     for (char *spec = strtok_r(copy, ",", &save); spec && !err;
+         spec = strtok_r(NULL, ",", &save))
+        err = sg_task_check_spec(spec);
+    free(copy);
+    copy = err ? NULL : strdup(list);
+    if (!err && !copy)
+        err = sg_fail(-ENOMEM, "out of memory");
+    save = NULL;
+    for (char *spec = err ? NULL : strtok_r(copy, ",", &save); spec && !err;
          spec = strtok_r(NULL, ",", &save)) {
         if (!*spec)
             continue;

@@ -68,8 +68,14 @@ int sg_jsonl_next(sg_jsonl *r, const char **line, size_t *len, int64_t *lineno)
         n += strlen(r->buf + n);
         if (n > 0 && r->buf[n - 1] == '\n')
             break;
-        if (gzeof(r->gz))
+        if (gzeof(r->gz)) {
+            int zerr;
+            gzerror(r->gz, &zerr);
+            if (zerr == Z_BUF_ERROR) /* a line cut by the end of the compressed data */
+                return sg_fail(SG_EFORMAT, "%s:%lld: truncated gzip data", r->path,
+                               (long long)r->lineno + 1);
             break;
+        }
     }
     if (n > 0 && r->buf[n - 1] == '\n')
         r->buf[--n] = 0;

@@ -191,26 +191,32 @@ static int read_requests(sg_task *t, int64_t limit)
     return err;
 }
 
+int sg_task_check_spec(const char *spec)
+{
+    if (is_path(spec))
+        return 0;
+    for (int i = 0; i < SG_N_TASK_NAMES; i++)
+        if (!strcmp(spec, sg_task_names[i]))
+            return 0;
+    char names[256] = "", esc[128];
+    for (int i = 0; i < SG_N_TASK_NAMES; i++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
+                 sg_task_names[i]);
+    return sg_fail(SG_EARG, "unknown task '%s' (known: %s; or the path of a .jsonl file of "
+                            "requests)",
+                   sg_escape(spec, strlen(spec), esc, sizeof esc), names);
+}
+
 int sg_task_load(const char *spec, const char *cache_dir, int64_t limit, sg_task *out)
 {
     memset(out, 0, sizeof *out);
     char path[4096];
+    int err = sg_task_check_spec(spec);
+    if (err)
+        return err;
     if (is_path(spec)) {
         snprintf(path, sizeof path, "%s", spec);
     } else {
-        int known = -1;
-        for (int i = 0; i < SG_N_TASK_NAMES; i++)
-            if (!strcmp(spec, sg_task_names[i]))
-                known = i;
-        if (known < 0) {
-            char names[256] = "", esc[128];
-            for (int i = 0; i < SG_N_TASK_NAMES; i++)
-                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
-                         i ? ", " : "", sg_task_names[i]);
-            return sg_fail(SG_EARG, "unknown task '%s' (known: %s; or the path of a .jsonl "
-                                    "file of requests)",
-                           sg_escape(spec, strlen(spec), esc, sizeof esc), names);
-        }
         sg_task_cache_path(cache_dir, spec, path, sizeof path);
         FILE *f = fopen(path, "rb");
         if (!f)
@@ -225,7 +231,7 @@ int sg_task_load(const char *spec, const char *cache_dir, int64_t limit, sg_task
         sg_task_free(out);
         return sg_fail(-ENOMEM, "out of memory");
     }
-    int err = read_requests(out, limit);
+    err = read_requests(out, limit);
     if (err)
         sg_task_free(out);
     return err;

@@ -58,6 +58,10 @@ enum { SG_N_TASK_NAMES = 5 };
 /* Where a named task's requests are: <cache_dir>/tasks/<name>/requests.jsonl.gz. */
 void sg_task_cache_path(const char *cache_dir, const char *name, char *buf, size_t n);
 
+/* 0 when spec names a known task or is a path; else SG_EARG with a
+ * message that lists the known names. */
+int sg_task_check_spec(const char *spec);
+
 /* Loads one task: spec is a task name (one of sg_task_names) or a path (it
  * has a '/' or ends in .jsonl or .jsonl.gz). limit > 0 keeps the first
  * limit documents. An unknown name, a missing cache file, a malformed line

