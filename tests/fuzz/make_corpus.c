@@ -21,7 +21,10 @@
  *                 model with tok512.bin | fold | capture (2 x 16 tokens) |
  *                 cov | eig | slice, the stream after capture and after cov
  *                 cut at 52000 and 58000 bytes, the one after eig whole, and
- *                 `load --zstd 3` of the vocab-32 llama GGUF */
+ *                 `load --zstd 3` of the vocab-32 llama GGUF
+ *   tasks/        own.jsonl written by hand (our line format), and the first
+ *                 8 lines of arc_easy's oe-eval requests.jsonl.gz
+ *                 (tools/fetch-tasks.sh), gzip -9 */
 #include <stdio.h>
 #include <stdlib.h>
 
