@@ -3,12 +3,15 @@
  * predicted) equal an independent float64 computation (ref_forward.c, one
  * request at a time, log-softmax in float64); acc and acc_norm follow from
  * them exactly; lm-evaluation-harness's tokenization on a request worked
- * by hand. The five tasks come from the cache tools/fetch-tasks.sh fills. */
+ * by hand; the pretend device (device_sim.c), which takes the GPU's path,
+ * gives the same; and the task files hold the documented numbers of
+ * documents. The five tasks come from the cache tools/fetch-tasks.sh fills. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "device_sim.h"
 #include "llama2c.h"
 #include "model_files.h"
 #include "ref_forward.h"
@@ -164,6 +167,32 @@ int main(void)
     err = sg_tasks_loglik(NULL, f, tasks, SG_N_TASK_NAMES, 600, NULL, NULL, &r, &n_req);
     tap_ok(!err, "scored %lld requests (%s)", (long long)n_req, err ? sg_last_error() : "ok");
 
+    /* the GPU's path: blocks and head on the pretend device, chunk by chunk */
+    double *cpu_ll = malloc(n_req * sizeof(double));
+    int64_t k = 0;
+    for (int i = 0; i < SG_N_TASK_NAMES; i++)
+        for (int64_t q = 0; q < tasks[i].n_req; q++)
+            cpu_ll[k++] = tasks[i].req[q].ll;
+    sg_backend *sim = device_sim_new(0);
+    sg_eval_result rs;
+    int64_t n_sim;
+    err = sg_tasks_loglik(sim, f, tasks, SG_N_TASK_NAMES, 600, NULL, NULL, &rs, &n_sim);
+    double worst_sim = 0;
+    k = 0;
+    for (int i = 0; i < SG_N_TASK_NAMES; i++)
+        for (int64_t q = 0; q < tasks[i].n_req; q++) {
+            double e = fabs(tasks[i].req[q].ll - cpu_ll[k]) / (1 + fabs(cpu_ll[k]));
+            worst_sim = e > worst_sim ? e : worst_sim;
+            tasks[i].req[q].ll = cpu_ll[k++]; /* the CPU's, for what follows */
+        }
+    tap_ok(!err && n_sim == n_req && rs.count == r.count && worst_sim < 1e-5 &&
+               device_sim_violations(sim) == 0,
+           "the pretend device (the GPU's path) gives the same log-likelihoods (worst %.2e, "
+           "%d pointer mix-ups)",
+           worst_sim, device_sim_violations(sim));
+    sim->ops->free(sim);
+    free(cpu_ll);
+
     sg_model m;
     sg_block *blocks = calloc(cfg->n_layers, sizeof *blocks);
     err = sg_model_load(f, &m);
@@ -184,6 +213,21 @@ int main(void)
                sg_task_names[i], (long long)tasks[i].n_req, (long long)tokens, worst);
         check_scores(&tasks[i]);
         sg_task_free(&tasks[i]);
+    }
+    /* the whole files: the documents the issue and the man page count */
+    const int64_t docs[SG_N_TASK_NAMES] = {1838, 1267, 10042, 570, 299};
+    for (int i = 0; i < SG_N_TASK_NAMES; i++) {
+        sg_task t;
+        err = sg_task_load(sg_task_names[i], cache, 0, &t);
+        int64_t unscored = 0;
+        for (int64_t d = 0; !err && d < t.n_docs; d++)
+            unscored += t.docs[d].n_choices < 2 || t.docs[d].gold >= t.docs[d].n_choices;
+        tap_ok(!err && t.n_docs == docs[i] && unscored == 0,
+               "%s: %lld documents (%lld requests, unconditioned ones left out), each with 2 or "
+               "more choices and a gold among them",
+               sg_task_names[i], err ? 0LL : (long long)t.n_docs, err ? 0LL : (long long)t.n_req);
+        if (!err)
+            sg_task_free(&t);
     }
     for (int64_t l = 0; l < cfg->n_layers; l++)
         sg_block_free(&blocks[l]);
