@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@
 const char *const sg_task_names[] = {"piqa", "winogrande", "hellaswag", "arc_easy",
                                      "arc_challenge"};
 
+/* a gold index beyond this is taken for a malformed line */
+#define MAX_CHOICES 65536
 /* oe-eval numbers the unconditioned twin of document N as N + this */
 #define UNCOND_DOC_OFFSET 1000000
 
@@ -86,10 +89,11 @@ static int parse_line(const char *path, int64_t line, cJSON *j, line_fields *f)
     if (!doc || !(cJSON_IsNumber(doc) || cJSON_IsString(doc)))
         return field_error(path, line, src == j ? "no \"doc\" id (a number or a string)"
                                                 : "no \"doc_id\" number");
-    if (!cJSON_IsNumber(gold) || gold->valuedouble != (double)(int64_t)gold->valuedouble ||
-        gold->valuedouble < 0)
-        return field_error(path, line, src == j ? "no \"gold\" choice index (an integer >= 0)"
-                                                : "no \"label\" choice index (an integer >= 0)");
+    /* range first: converting a double beyond int64 is undefined */
+    if (!cJSON_IsNumber(gold) || !(gold->valuedouble >= 0 && gold->valuedouble <= MAX_CHOICES) ||
+        gold->valuedouble != floor(gold->valuedouble))
+        return field_error(path, line, src == j ? "no \"gold\" choice index (an integer, 0 to 65536)"
+                                                : "no \"label\" choice index (an integer, 0 to 65536)");
     f->gold = (int64_t)gold->valuedouble;
     f->uncond = src != j && cJSON_IsNumber(doc) && doc->valuedouble >= UNCOND_DOC_OFFSET;
     if (cJSON_IsNumber(doc))
