@@ -7,7 +7,8 @@
 #    same table;
 #  - bad input: a malformed line names the file and the line, an unknown
 #    task lists the known ones, a missing field, a gold out of range: one
-#    line and a non-zero exit; an empty continuation and a request longer
+#    line and a non-zero exit (run --tasks too, before anything is
+#    written); an empty continuation and a request longer
 #    than the context are skipped and counted, never silently;
 #  - the default model (SmolLM2-135M) on two documents of each task.
 . "$(dirname "$0")/tap.sh"
@@ -95,6 +96,12 @@ SG_CACHE="$work/nocache" "$sgs" tasks --model "$work/stories" --tasks piqa --qui
     >/dev/null 2>"$work/nocache.err"
 [ $? -ne 0 ] && one_line "$work/nocache.err" "piqa: no task data at $work/nocache/tasks/piqa/requests.jsonl.gz.*tools/fetch-tasks.sh"
 check $? "an empty cache: one line naming the file and tools/fetch-tasks.sh"
+
+"$sgs" run --model "$work/stories" --calib "$calib" --nsamples 8 --seqlen 128 --out "$work/never" \
+    --tasks "$work/malformed.jsonl" --quiet --device cpu >/dev/null 2>"$work/runbad.err"
+[ $? -ne 0 ] && one_line "$work/runbad.err" "malformed.jsonl:3: not valid JSON" &&
+    [ ! -e "$work/never" ] && [ ! -e "$work/never.tmp" ]
+check $? "run --tasks with a malformed file stops before slicing: one line, nothing written"
 
 # skipped and counted: an empty continuation, a request past the context
 long=$(python3 -c 'print(" ".join(["the little dog ran"] * 200))')
