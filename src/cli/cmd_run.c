@@ -121,8 +121,8 @@ static int run_tasks(sg_backend *be, const char *dense, const char *sliced, sg_t
         err = sg_model_files_open(paths[m], &files);
         if (err)
             break;
-        err = sg_tasks_loglik(be, files, tasks, n, SG_TASKS_BATCH_TOKENS, pr, phases[m], &r[m],
-                              &n_req);
+        err = sg_tasks_loglik(be, files, tasks, n, SG_TASKS_BATCH_TOKENS, 1, pr, phases[m],
+                              &r[m], &n_req);
         sg_model_files_close(files);
         if (!err)
             sg_cli_tasks_score(tasks, n, sc + m * n, &avg, &avg_norm);

@@ -18,8 +18,10 @@ static const char usage[] =
     "                        arc_challenge (from the cache tools/fetch-tasks.sh fills), or\n"
     "                        paths of .jsonl(.gz) request files (slicegpt-stream(1), TASKS)\n"
     "  --limit N             the first N documents of each task (default: all)\n"
-    "  --batch-tokens N      tokens per forward batch, whole requests (default 32768);\n"
+    "  --batch-tokens N      tokens per forward batch, whole documents (default 32768);\n"
     "                        each batch streams through the model one block at a time\n"
+    "  --no-prefix-sharing   run each choice as its own sequence (on the CPU the tokens a\n"
+    "                        document's choices share run once by default)\n"
     SG_HELP_TOKENIZER
     "  --device auto|cuda|cpu  where the blocks and the head run (default auto)\n"
     "  --gpu-mem SIZE        cap on GPU memory, e.g. 24G (default: what the card has free)\n"
@@ -34,6 +36,7 @@ static const char usage[] =
 typedef struct {
     const char *model, *tasks, *json, *device;
     int64_t limit, batch_tokens, gpu_mem;
+    int share_prefix;
 } tasks_args;
 
 static int tasks_option(void *ctx, int c, const char *arg)
@@ -47,6 +50,7 @@ static int tasks_option(void *ctx, int c, const char *arg)
     case 'l': return sg_cli_int("--limit", arg, 1, INT64_MAX, &a->limit);
     case 'b': return sg_cli_int("--batch-tokens", arg, 1, INT64_MAX / 8, &a->batch_tokens);
     case 'g': return sg_cli_size("--gpu-mem", arg, &a->gpu_mem);
+    case 'P': a->share_prefix = 0; return 0;
     }
     return -1;
 }
@@ -58,8 +62,8 @@ int sg_cmd_tasks(int argc, char **argv)
         {"limit", required_argument, 0, 'l'},  {"batch-tokens", required_argument, 0, 'b'},
         {"json", required_argument, 0, 'j'},   {"report", required_argument, 0, 'j'},
         {"device", required_argument, 0, 'd'}, {"gpu-mem", required_argument, 0, 'g'},
-        {0, 0, 0, 0}};
-    tasks_args a = {.device = "auto", .batch_tokens = SG_TASKS_BATCH_TOKENS};
+        {"no-prefix-sharing", no_argument, 0, 'P'}, {0, 0, 0, 0}};
+    tasks_args a = {.device = "auto", .batch_tokens = SG_TASKS_BATCH_TOKENS, .share_prefix = 1};
     sg_cli_job j;
     sg_cli_job_default(&j);
     int r = sg_cli_parse(argc, argv, SG_OPT_TOKENIZER | SG_OPT_QUIET, own, tasks_option, &a,
@@ -86,8 +90,8 @@ int sg_cmd_tasks(int argc, char **argv)
     sg_eval_result res;
     int64_t n_req = 0;
     err = err ? err
-              : sg_tasks_loglik(be, files, tasks, n, a.batch_tokens, &progress, "tasks", &res,
-                                &n_req);
+              : sg_tasks_loglik(be, files, tasks, n, a.batch_tokens, a.share_prefix, &progress,
+                                "tasks", &res, &n_req);
     int status = SG_EXIT_OK;
     if (!err) {
         sg_task_score *scores = calloc(n, sizeof *scores);
@@ -99,16 +103,22 @@ int sg_cmd_tasks(int argc, char **argv)
             printf(", at most %lld documents per task", (long long)a.limit);
         printf("\n");
         sg_cli_tasks_print(tasks, n, scores);
-        int64_t run_pos, tree_pos;
-        sg_tasks_prefix_sharing(tasks, n, &run_pos, &tree_pos);
+        int64_t unshared_pos, shared_pos;
+        sg_tasks_prefix_sharing(tasks, n, &unshared_pos, &shared_pos);
         printf("scored %lld requests (%lld continuation tokens, %lld positions run) in %.2f s: "
-               "%.1f requests/s, %.0f tokens/s, %s%s%s; a prefix tree per document would run "
-               "%lld positions (%.1f%% fewer)\n",
+               "%.1f requests/s, %.0f tokens/s, %s%s%s; ",
                (long long)n_req, (long long)res.count, (long long)res.tokens, res.seconds,
                n_req / res.seconds, res.tokens / res.seconds, be->ops->name,
                be->ops->host_memory ? ", OpenBLAS kernels " : "",
-               be->ops->host_memory ? sg_blas_corename() : "", (long long)tree_pos,
-               run_pos ? 100.0 * (run_pos - tree_pos) / run_pos : 0.0);
+               be->ops->host_memory ? sg_blas_corename() : "");
+        if (res.tokens < unshared_pos)
+            printf("shared prefixes ran once: %lld positions instead of %lld (%.1f%% fewer)\n",
+                   (long long)res.tokens, (long long)unshared_pos,
+                   100.0 * (unshared_pos - res.tokens) / unshared_pos);
+        else
+            printf("each choice its own sequence (sharing prefixes would run %lld positions, "
+                   "%.1f%% fewer)\n", (long long)shared_pos,
+                   unshared_pos ? 100.0 * (unshared_pos - shared_pos) / unshared_pos : 0.0);
         sg_backend_mem bm;
         int64_t host_peak = sg_json_report_host_peak(), gpu_peak = 0;
         if (!be->ops->host_memory && !be->ops->memory(be, &bm))
@@ -129,7 +139,8 @@ int sg_cmd_tasks(int argc, char **argv)
         sg_json_int(js, "requests", n_req);
         sg_json_int(js, "continuation_tokens", res.count);
         sg_json_int(js, "positions", res.tokens);
-        sg_json_int(js, "prefix_tree_positions", tree_pos);
+        sg_json_int(js, "positions_unshared", unshared_pos);
+        sg_json_int(js, "positions_shared", shared_pos);
         cJSON_AddNumberToObject(js, "seconds", res.seconds);
         cJSON_AddNumberToObject(js, "requests_per_s", n_req / res.seconds);
         cJSON_AddNumberToObject(js, "tokens_per_s", res.tokens / res.seconds);

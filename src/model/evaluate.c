@@ -176,12 +176,18 @@ static int run(sg_backend *be, sg_model_files *files, const sg_token_batch *batc
         err = sg_fail(-ENOMEM, "out of memory for activations of %lld tokens", (long long)T);
         goto out;
     }
-    /* inputs and, aligned with them, the token each one predicts */
+    if (batch->parent && !be->ops->host_memory) {
+        err = sg_fail(SG_EARG, "sequences with a shared prefix run on the CPU only");
+        goto out;
+    }
+    /* inputs and, aligned with them, the token each one predicts; a
+     * parent's last token is context for its children, so it runs */
     offsets[0] = 0;
     for (int64_t s = 0; s < n_seq; s++) {
         int64_t a = batch->offsets[s], b = batch->offsets[s + 1], k = offsets[s];
+        int is_parent = batch->parent && s + 1 < n_seq && batch->parent[s + 1] == s;
         for (int64_t t = a; t < b; t++) {
-            if (!logits && t == b - 1)
+            if (!logits && t == b - 1 && !is_parent)
                 break;
             ids[k] = batch->ids[t];
             if (where)
@@ -190,7 +196,7 @@ static int run(sg_backend *be, sg_model_files *files, const sg_token_batch *batc
         }
         offsets[s + 1] = k;
     }
-    sg_seqs seqs = {n_seq, offsets};
+    sg_seqs seqs = {n_seq, offsets, batch->parent};
     int64_t n = offsets[n_seq];
     sg_progress_begin(pr, phase, c->n_layers + 1, n);
     if ((err = sg_embed(&m, ids, &seqs, x)))

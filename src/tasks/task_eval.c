@@ -1,15 +1,17 @@
 /* Packing requests into batches and summing their continuations'
  * log-likelihoods (task_eval.h).
  *
- * Why one sequence per choice: the choices of a document share their
- * context, but under causal attention a choice may only see the context
- * and itself, so running the context once needs a tree-shaped mask or the
- * context's keys and values kept per block, neither of which the backends'
- * attention has. Separate sequences packed back to back are exactly the
- * forward ppl runs, on every backend. What is saved instead: the head,
- * the largest single matrix of a small model, runs only on the positions
- * that predict a continuation token. sg_tasks_prefix_sharing says what a
- * shared prefix would save on top. */
+ * The choices of a document usually share their first tokens (the whole
+ * context, or in WinoGrande the sentence up to the blank). On the CPU that
+ * prefix runs once, as a parent sequence the choices continue
+ * (sg_token_batch.parent: their positions follow it and their attention
+ * sees it), so a four-choice document runs its context once instead of
+ * four times. The prefix stops one token before the earliest continuation,
+ * so each choice's first row predicts its own first continuation token.
+ * Backends that keep blocks in device memory have no prefix attention;
+ * there each choice is its own sequence. Either way sequences are packed
+ * back to back without padding, and the head runs only on the rows that
+ * predict a continuation token. */
 #include "task_eval.h"
 
 #include <errno.h>
@@ -19,45 +21,115 @@
 
 #include "sg_error.h"
 
+/* One sequence of a batch: request req of task `task` from its id `from`
+ * on, or (req < 0) the shared prefix ids [0, n) of document `doc`. */
 typedef struct {
     int task;
-    int64_t req;
-} req_ref;
+    int64_t req, doc, from, n;
+    int64_t back; /* its parent is the sequence this many places before it; 0: none */
+} seq_ref;
 
 static int scored(const sg_task *t, int64_t i)
 {
     return t->req[i].skip == SG_REQ_OK && !t->docs[t->req[i].doc].dropped;
 }
 
-/* One batch: refs[0..n) through the model, their ll filled. */
-static int run_batch(sg_backend *be, sg_model_files *files, sg_task *tasks, const req_ref *refs,
+static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int64_t nb)
+{
+    int64_t k = 0;
+    while (k < na && k < nb && a[k] == b[k])
+        k++;
+    return k;
+}
+
+/* The ids a document's choices can share: common to all of them and
+ * ending before the first row that predicts a continuation token; 0 when
+ * the document has one choice or nothing to share. */
+static int64_t shared_prefix(const sg_task *t, const sg_task_doc *doc)
+{
+    if (doc->n_choices < 2)
+        return 0;
+    const sg_task_request *q0 = &t->req[doc->first];
+    int64_t p = q0->n_ids - q0->n_cont - 1;
+    for (int c = 1; c < doc->n_choices; c++) {
+        const sg_task_request *q = &t->req[doc->first + c];
+        int64_t common = common_prefix(q0->ids, p, q->ids, q->n_ids - q->n_cont - 1);
+        p = common < p ? common : p;
+    }
+    return p > 0 ? p : 0;
+}
+
+/* Every sequence to run, documents whole and in order; a family (a
+ * prefix and its choices) is marked so a batch never splits it. */
+static int64_t list_sequences(const sg_task *tasks, int n, int share, seq_ref *out)
+{
+    int64_t m = 0;
+    for (int k = 0; k < n; k++) {
+        const sg_task *t = &tasks[k];
+        for (int64_t d = 0; d < t->n_docs; d++) {
+            const sg_task_doc *doc = &t->docs[d];
+            if (doc->dropped)
+                continue;
+            int64_t p = share ? shared_prefix(t, doc) : 0, parent = -1;
+            if (p > 0) {
+                if (out)
+                    out[m] = (seq_ref){k, -1, d, 0, p, 0};
+                parent = m++;
+            }
+            for (int c = 0; c < doc->n_choices; c++) {
+                int64_t i = doc->first + c;
+                if (!scored(t, i))
+                    continue;
+                if (out)
+                    out[m] = (seq_ref){k, i, d, p, t->req[i].n_ids - p, parent >= 0 ? m - parent : 0};
+                m++;
+            }
+        }
+    }
+    return m;
+}
+
+/* One batch: seqs[0..n) through the model, the requests' ll filled. */
+static int run_batch(sg_backend *be, sg_model_files *files, sg_task *tasks, const seq_ref *seqs,
                      int64_t n, sg_progress *pr, const char *phase, sg_eval_result *sum)
 {
     int64_t T = 0;
-    for (int64_t i = 0; i < n; i++)
-        T += tasks[refs[i].task].req[refs[i].req].n_ids;
-    sg_token_batch b = {malloc(T * sizeof(int32_t)), malloc((n + 1) * sizeof(int64_t)), n};
+    int any_parent = 0;
+    for (int64_t i = 0; i < n; i++) {
+        T += seqs[i].n;
+        any_parent |= seqs[i].back > 0;
+    }
+    sg_token_batch b = {malloc(T * sizeof(int32_t)), malloc((n + 1) * sizeof(int64_t)), n, NULL};
+    int64_t *parent = any_parent ? malloc(n * sizeof(int64_t)) : NULL;
     uint8_t *want = calloc(T, 1);
     double *lp = malloc(T * sizeof(double));
     int err = 0;
-    if (!b.ids || !b.offsets || !want || !lp) {
+    if (!b.ids || !b.offsets || !want || !lp || (any_parent && !parent)) {
         err = sg_fail(-ENOMEM, "out of memory for a batch of %lld tokens", (long long)T);
         goto out;
     }
     b.offsets[0] = 0;
     for (int64_t i = 0; i < n; i++) {
-        const sg_task_request *q = &tasks[refs[i].task].req[refs[i].req];
+        const seq_ref *r = &seqs[i];
+        const sg_task *t = &tasks[r->task];
+        const int32_t *ids = r->req >= 0 ? t->req[r->req].ids : t->req[t->docs[r->doc].first].ids;
         int64_t o = b.offsets[i];
-        memcpy(b.ids + o, q->ids, q->n_ids * sizeof(int32_t));
-        memset(want + o + q->n_ids - q->n_cont, 1, q->n_cont);
-        b.offsets[i + 1] = o + q->n_ids;
+        memcpy(b.ids + o, ids + r->from, r->n * sizeof(int32_t));
+        if (r->req >= 0)
+            memset(want + o + r->n - t->req[r->req].n_cont, 1, t->req[r->req].n_cont);
+        b.offsets[i + 1] = o + r->n;
+        if (parent)
+            parent[i] = r->back ? i - r->back : -1;
     }
+    b.parent = parent;
     sg_eval_result r;
     err = sg_evaluate_loglik(be, files, &b, want, pr, phase, &r, lp);
     if (err)
         goto out;
     for (int64_t i = 0; i < n; i++) {
-        sg_task_request *q = &tasks[refs[i].task].req[refs[i].req];
+        if (seqs[i].req < 0)
+            continue;
+        sg_task_request *q = &tasks[seqs[i].task].req[seqs[i].req];
         double ll = 0;
         for (int64_t t = b.offsets[i + 1] - q->n_cont; t < b.offsets[i + 1]; t++)
             ll += lp[t];
@@ -70,86 +142,72 @@ static int run_batch(sg_backend *be, sg_model_files *files, sg_task *tasks, cons
 out:
     free(b.ids);
     free(b.offsets);
+    free(parent);
     free(want);
     free(lp);
     return err;
 }
-
 int sg_tasks_loglik(sg_backend *be, sg_model_files *files, sg_task *tasks, int n,
-                    int64_t batch_tokens, sg_progress *pr, const char *phase,
+                    int64_t batch_tokens, int share_prefix, sg_progress *pr, const char *phase,
                     sg_eval_result *res, int64_t *n_requests)
 {
-    int64_t total = 0, total_tokens = 0;
-    for (int k = 0; k < n; k++)
-        for (int64_t i = 0; i < tasks[k].n_req; i++)
-            if (scored(&tasks[k], i)) {
-                total++;
-                total_tokens += tasks[k].req[i].n_ids;
-            }
+    int share = share_prefix && (!be || be->ops->host_memory);
+    int64_t m = list_sequences(tasks, n, share, NULL), total_tokens = 0;
     memset(res, 0, sizeof *res);
-    *n_requests = total;
-    req_ref *refs = malloc((total ? total : 1) * sizeof *refs);
-    if (!refs)
-        return sg_fail(-ENOMEM, "out of memory for %lld requests", (long long)total);
-    int64_t m = 0;
-    for (int k = 0; k < n; k++)
-        for (int64_t i = 0; i < tasks[k].n_req; i++)
-            if (scored(&tasks[k], i))
-                refs[m++] = (req_ref){k, i};
+    *n_requests = 0;
+    seq_ref *seqs = malloc((m ? m : 1) * sizeof *seqs);
+    if (!seqs)
+        return sg_fail(-ENOMEM, "out of memory for %lld sequences", (long long)m);
+    list_sequences(tasks, n, share, seqs);
+    for (int64_t i = 0; i < m; i++) {
+        total_tokens += seqs[i].n;
+        *n_requests += seqs[i].req >= 0;
+    }
     int64_t n_batches = batch_tokens > 0 ? (total_tokens + batch_tokens - 1) / batch_tokens : 1;
     int err = 0;
     for (int64_t i0 = 0, nb = 0; i0 < m && !err; nb++) {
+        /* whole families: a batch ends only before a sequence without a parent */
         int64_t i1 = i0, tok = 0;
         while (i1 < m) {
-            int64_t len = tasks[refs[i1].task].req[refs[i1].req].n_ids;
+            int64_t fam = i1 + 1, len = seqs[i1].n;
+            while (fam < m && seqs[fam].back)
+                len += seqs[fam++].n;
             if (i1 > i0 && batch_tokens > 0 && tok + len > batch_tokens)
                 break;
             tok += len;
-            i1++;
+            i1 = fam;
         }
         char ph[256];
         if (nb + 1 > n_batches)
-            n_batches = nb + 1; /* whole requests make a few more than the division */
+            n_batches = nb + 1; /* whole families make a few more than the division */
         snprintf(ph, sizeof ph, "%s, batch %lld/%lld", phase ? phase : "tasks",
                  (long long)nb + 1, (long long)n_batches);
-        err = run_batch(be, files, tasks, refs + i0, i1 - i0, pr, ph, res);
+        err = run_batch(be, files, tasks, seqs + i0, i1 - i0, pr, ph, res);
         i0 = i1;
     }
-    free(refs);
+    free(seqs);
     return err;
 }
 
-static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int64_t nb)
+void sg_tasks_prefix_sharing(const sg_task *tasks, int n, int64_t *unshared_positions,
+                             int64_t *shared_positions)
 {
-    int64_t k = 0;
-    while (k < na && k < nb && a[k] == b[k])
-        k++;
-    return k;
-}
-
-void sg_tasks_prefix_sharing(const sg_task *tasks, int n, int64_t *run_positions,
-                             int64_t *tree_positions)
-{
-    int64_t run = 0, tree = 0;
+    int64_t unshared = 0, shared = 0;
     for (int k = 0; k < n; k++) {
         const sg_task *t = &tasks[k];
         for (int64_t d = 0; d < t->n_docs; d++) {
             const sg_task_doc *doc = &t->docs[d];
             if (doc->dropped)
                 continue;
+            int64_t p = shared_prefix(t, doc);
+            shared += p;
             for (int c = 0; c < doc->n_choices; c++) {
-                const sg_task_request *q = &t->req[doc->first + c];
-                int64_t p = q->n_ids - 1, shared = 0; /* positions run, the last id only a target */
-                for (int e = 0; e < c; e++) {
-                    const sg_task_request *o = &t->req[doc->first + e];
-                    int64_t s = common_prefix(q->ids, p, o->ids, o->n_ids - 1);
-                    shared = s > shared ? s : shared;
-                }
-                run += p;
-                tree += p - shared;
+                int64_t run = t->req[doc->first + c].n_ids - 1; /* the last id only a target */
+                unshared += run;
+                shared += run - p;
             }
         }
     }
-    *run_positions = run;
-    *tree_positions = tree;
+    *unshared_positions = unshared;
+    *shared_positions = shared;
 }

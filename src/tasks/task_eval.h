@@ -13,19 +13,19 @@
 #include "task_set.h"
 
 /* Fills ll of every request of tasks[0..n) whose document is not dropped.
- * Requests are packed, one sequence each and no padding, into batches of
- * at most batch_tokens tokens (a longer request alone); each batch goes
- * through the model block by block. res sums the batches: seconds, the
- * positions run (tokens) and the continuation tokens scored (count);
+ * Requests are packed, no padding, into batches of at most batch_tokens
+ * tokens (a longer document alone); each batch goes through the model
+ * block by block. With share_prefix, on the CPU, the tokens a document's
+ * choices share run once (task_eval.c). res sums the batches: seconds,
+ * the positions run (tokens) and the continuation tokens scored (count);
  * *n_requests counts the requests scored. */
 int sg_tasks_loglik(sg_backend *be, sg_model_files *files, sg_task *tasks, int n,
-                    int64_t batch_tokens, sg_progress *pr, const char *phase,
+                    int64_t batch_tokens, int share_prefix, sg_progress *pr, const char *phase,
                     sg_eval_result *res, int64_t *n_requests);
 
-/* The positions the scored requests run (one sequence per choice), and
- * how many a forward that ran each document's shared token prefixes once
- * (its choices as a prefix tree) would run. */
-void sg_tasks_prefix_sharing(const sg_task *tasks, int n, int64_t *run_positions,
-                             int64_t *tree_positions);
+/* The positions the scored requests run as separate sequences, and with
+ * each document's shared prefix run once. */
+void sg_tasks_prefix_sharing(const sg_task *tasks, int n, int64_t *unshared_positions,
+                             int64_t *shared_positions);
 
 #endif

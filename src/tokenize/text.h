@@ -12,11 +12,17 @@
 int sg_text_read(const char *path, char **text, size_t *len);
 
 /* Token sequences packed back to back: sequence s is ids[offsets[s] ..
- * offsets[s+1]). */
+ * offsets[s+1]). parent (NULL: none) lets sequences share a prefix:
+ * parent[s] >= 0 names an earlier sequence whose tokens come before s's
+ * (s's positions continue the parent's, its attention sees the parent's
+ * tokens); a parent has no parent of its own, its children follow it
+ * with nothing between them but its other children, and its tokens are
+ * all context (none is scored, its last token is run too). Not owned. */
 typedef struct {
     int32_t *ids;
     int64_t *offsets;
     int64_t n_seq;
+    const int64_t *parent;
 } sg_token_batch;
 
 void sg_token_batch_free(sg_token_batch *b);
