@@ -44,11 +44,15 @@ static void shortcut(const float *x, int64_t t, int64_t n_in, const float *s, in
                 x, (int)n_in, s, (int)n_out, 0.0f, y, (int)n_out);
 }
 
-void sg_norm_rows(const sg_model_config *cfg, float *x, int64_t rows, int64_t d, const float *w,
-                  const float *b)
+/* dst rows = norm of src rows (rows, d); dst may be src. One pass over
+ * each row after its statistic, with the roundings of the in-place loops
+ * (normalise, then scale, then shift). */
+static void norm_rows_to(const sg_model_config *cfg, const float *src, float *dst, int64_t rows,
+                         int64_t d, const float *w, const float *b)
 {
     for (int64_t r = 0; r < rows; r++) {
-        float *v = x + r * d;
+        const float *v = src + r * d;
+        float *o = dst + r * d;
         if (cfg->norm == SG_NORM_LAYER) {
             double mean = 0, var = 0;
             for (int64_t i = 0; i < d; i++)
@@ -57,23 +61,29 @@ void sg_norm_rows(const sg_model_config *cfg, float *x, int64_t rows, int64_t d,
             for (int64_t i = 0; i < d; i++)
                 var += (v[i] - mean) * (v[i] - mean);
             float inv = (float)(1.0 / sqrt(var / d + cfg->norm_eps));
-            for (int64_t i = 0; i < d; i++)
-                v[i] = (float)(v[i] - mean) * inv;
+            for (int64_t i = 0; i < d; i++) {
+                float t = (float)(v[i] - mean) * inv;
+                t = w ? t * w[i] : t;
+                o[i] = b ? t + b[i] : t;
+            }
         } else {
             double ss = 0;
             for (int64_t i = 0; i < d; i++)
                 ss += (double)v[i] * v[i];
             float inv = (float)(1.0 / sqrt(ss / cfg->norm_dim + cfg->norm_eps));
-            for (int64_t i = 0; i < d; i++)
-                v[i] *= inv;
+            for (int64_t i = 0; i < d; i++) {
+                float t = v[i] * inv;
+                t = w ? t * w[i] : t;
+                o[i] = b ? t + b[i] : t;
+            }
         }
-        if (w)
-            for (int64_t i = 0; i < d; i++)
-                v[i] *= w[i];
-        if (b)
-            for (int64_t i = 0; i < d; i++)
-                v[i] += b[i];
     }
+}
+
+void sg_norm_rows(const sg_model_config *cfg, float *x, int64_t rows, int64_t d, const float *w,
+                  const float *b)
+{
+    norm_rows_to(cfg, x, x, rows, d, w, b);
 }
 
 /* Inverse frequency of rotary pair i, after the model's scaling rule. */
@@ -106,17 +116,30 @@ void sg_rope_inv_freq(const sg_model_config *c, double *out)
         out[i] = rope_inv_freq(c, i);
 }
 
+/* cs (n, rope_dim / 2, 2): cos and sin of position p times pair i's
+ * frequency, rounded to float as the rotation uses them. */
+static void rope_table(const sg_model_config *c, int64_t n, const double *inv_freq, float *cs)
+{
+    int64_t half = c->rope_dim / 2;
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t i = 0; i < half; i++) {
+            double a = p * inv_freq[i];
+            cs[(p * half + i) * 2] = (float)cos(a);
+            cs[(p * half + i) * 2 + 1] = (float)sin(a);
+        }
+}
+
 /* Rotates rows of q or k in place: x (rows, n_heads * head_dim), row i at
- * position pos[i]. */
+ * position pos[i], angles from rope_table. */
 static void rope_rows(const sg_model_config *c, float *x, int64_t n_heads, const int64_t *pos,
-                      int64_t rows, const double *inv_freq)
+                      int64_t rows, const float *table)
 {
     int64_t half = c->rope_dim / 2;
     for (int64_t t = 0; t < rows; t++) {
         float *row = x + t * n_heads * c->head_dim;
+        const float *cst = table + pos[t] * half * 2;
         for (int64_t i = 0; i < half; i++) {
-            double a = pos[t] * inv_freq[i];
-            float cs = (float)cos(a), sn = (float)sin(a);
+            float cs = cst[2 * i], sn = cst[2 * i + 1];
             int64_t i0 = c->rope == SG_ROPE_PAIRS ? 2 * i : i;
             int64_t i1 = c->rope == SG_ROPE_PAIRS ? 2 * i + 1 : i + half;
             for (int64_t h = 0; h < n_heads; h++) {
@@ -195,12 +218,14 @@ typedef struct {
     int64_t att_floats;     /* one worker's share of att_scratch */
     int64_t *pos;           /* (g) position of each token in its sequence */
     double *inv_freq;       /* (rope_dim / 2) */
+    float *rope_cs;         /* (max seq len, rope_dim / 2, 2), rope_table */
 } scratch;
 
 static void scratch_free(scratch *s)
 {
     free(s->h); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->up); free(s->gate); free(s->att_scratch); free(s->pos); free(s->inv_freq);
+    free(s->rope_cs);
 }
 
 static int scratch_alloc(scratch *s, const sg_model_config *c, int64_t g, int64_t max_len)
@@ -218,12 +243,15 @@ static int scratch_alloc(scratch *s, const sg_model_config *c, int64_t g, int64_
     s->att_scratch = malloc(sg_parallel_workers() * s->att_floats * sizeof(float));
     s->pos = malloc(g * sizeof(int64_t));
     s->inv_freq = malloc((c->rope_dim / 2 + 1) * sizeof(double));
+    s->rope_cs = malloc((max_len * (c->rope_dim / 2) * 2 + 1) * sizeof(float));
     if (!s->h || !s->q || !s->k || !s->v || !s->att || !s->up || (c->gated_mlp && !s->gate) ||
-        !s->att_scratch || !s->pos || !s->inv_freq) {
+        !s->att_scratch || !s->pos || !s->inv_freq || !s->rope_cs) {
         scratch_free(s);
         return sg_fail(-ENOMEM, "out of memory for block scratch (%lld tokens)", (long long)g);
     }
     sg_rope_inv_freq(c, s->inv_freq);
+    if (c->rope != SG_ROPE_NONE)
+        rope_table(c, max_len, s->inv_freq, s->rope_cs);
     return 0;
 }
 
@@ -249,8 +277,7 @@ typedef struct {
 static void norm_rows_into(const sg_model_config *c, float *h, const float *x, int64_t a,
                            int64_t b, int64_t d, const float *w, const float *bias)
 {
-    memcpy(h + a * d, x + a * d, (b - a) * d * sizeof(float));
-    sg_norm_rows(c, h + a * d, b - a, d, w, bias);
+    norm_rows_to(c, x + a * d, h + a * d, b - a, d, w, bias);
 }
 
 static void job_before_attention(void *arg, int64_t i, int worker)
@@ -269,8 +296,8 @@ static void job_before_attention(void *arg, int64_t i, int worker)
     linear(s->h + a * d, e - a, d, b->wk, b->bk, kvd, s->k + a * kvd, 0.0f);
     linear(s->h + a * d, e - a, d, b->wv, b->bv, kvd, s->v + a * kvd, 0.0f);
     if (c->rope != SG_ROPE_NONE) {
-        rope_rows(c, s->q + a * qd, c->n_heads, s->pos + a, e - a, s->inv_freq);
-        rope_rows(c, s->k + a * kvd, c->n_kv_heads, s->pos + a, e - a, s->inv_freq);
+        rope_rows(c, s->q + a * qd, c->n_heads, s->pos + a, e - a, s->rope_cs);
+        rope_rows(c, s->k + a * kvd, c->n_kv_heads, s->pos + a, e - a, s->rope_cs);
     }
 }
 
@@ -377,7 +404,7 @@ int64_t sg_forward_scratch_bytes(const sg_model_config *c, int64_t max_len, int6
     int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     int64_t per_token = c->dim + 2 * qd + 2 * kvd + (c->gated_mlp ? 2 : 1) * c->ffn_dim +
                         c->dim + 2; /* h, q, att, k, v, up (+gate), residual, position */
-    return (g * per_token +
+    return (g * per_token + max_len * c->rope_dim +
             sg_parallel_workers() *
                 sg_attention_scratch_floats(c->n_heads, c->n_kv_heads, c->head_dim, max_len)) *
            (int64_t)sizeof(float);
