@@ -5,7 +5,11 @@
  * scores for a text (BOS first), so the other engines see the same windows.
  *
  *   sg-gguf-f32 IN.gguf OUT.gguf
- *   sg-gguf-f32 --tokens IN.gguf TEXT     (ids, one per line, on stdout) */
+ *   sg-gguf-f32 --tokens IN.gguf TEXT     (ids, one per line, on stdout)
+ *   sg-gguf-f32 --calib IN.gguf TEXT NSAMPLES SEQLEN SEED
+ *                                         (the calibration windows run samples
+ *                                         with the same options, one per line,
+ *                                         ids separated by spaces) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,10 +42,38 @@ static int tokens(const char *model, const char *text_path)
     return 0;
 }
 
+/* The windows sg_batch_calibration draws, as `run --calib` does: what
+ * bench/bench_slice_peers.sh hands the PyTorch reference. */
+static int calib(const char *model, const char *text_path, int64_t nsamples, int64_t seqlen,
+                 uint64_t seed)
+{
+    sg_model_files *f;
+    sg_tokenizer *tok;
+    char *text;
+    size_t len;
+    sg_token_batch b;
+    if (sg_model_files_open(model, &f) || sg_model_files_tokenizer(f, NULL, &tok))
+        return die(model);
+    if (sg_text_read(text_path, &text, &len) ||
+        sg_batch_calibration(tok, text, len, nsamples, seqlen, seed, &b))
+        return die(text_path);
+    for (int64_t s = 0; s < b.n_seq; s++)
+        for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; t++)
+            printf("%d%c", b.ids[t], t + 1 < b.offsets[s + 1] ? ' ' : '\n');
+    sg_token_batch_free(&b);
+    free(text);
+    sg_tokenizer_free(tok);
+    sg_model_files_close(f);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "--tokens"))
         return tokens(argv[2], argv[3]);
+    if (argc == 7 && !strcmp(argv[1], "--calib"))
+        return calib(argv[2], argv[3], atoll(argv[4]), atoll(argv[5]),
+                     (uint64_t)strtoull(argv[6], NULL, 10));
     if (argc != 3) {
         fprintf(stderr, "usage: sg-gguf-f32 IN.gguf OUT.gguf | sg-gguf-f32 --tokens IN.gguf TEXT\n");
         return 2;
