@@ -318,7 +318,7 @@ int main(int argc, char **argv)
     int64_t *offsets = malloc((o.chunk_seqs + 1) * sizeof(int64_t));
     for (int64_t s = 0; s <= o.chunk_seqs; s++)
         offsets[s] = s * o.seqlen;
-    sg_seqs chunk = {o.chunk_seqs, offsets};
+    sg_seqs chunk = {o.chunk_seqs, offsets, NULL};
     printf("host data generated in %.1f s\n", now() - tg);
     fflush(stdout);
 

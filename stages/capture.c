@@ -21,7 +21,7 @@ int sg_capture_init(sg_capture *c, sg_backend *be, const sg_token_batch *b,
         sg_capture_free(c);
         return sg_fail(-ENOMEM, "out of memory planning chunks");
     }
-    sg_seqs all = {b->n_seq, b->offsets};
+    sg_seqs all = {b->n_seq, b->offsets, NULL};
     for (int64_t s = 0; s < b->n_seq;) {
         int64_t e = sg_seqs_group_end(&all, s, chunk_tokens);
         c->first[c->n_chunks++] = s;
@@ -84,7 +84,7 @@ static int to_host(sg_backend *be, float *dst, const float *src, int64_t floats)
 static sg_seqs chunk_seqs(sg_capture *c, int64_t i, int64_t *rows)
 {
     const sg_token_batch *b = c->calib;
-    sg_seqs all = {b->n_seq, b->offsets};
+    sg_seqs all = {b->n_seq, b->offsets, NULL};
     int64_t s0 = c->first[i], s1 = c->first[i + 1];
     *rows = b->offsets[s1] - b->offsets[s0];
     return sg_seqs_sub(&all, s0, s1, c->local);

@@ -177,7 +177,7 @@ int test_model_logits(const test_model *tm, const int32_t *ids, const int64_t *o
                       int64_t n_seq, float *logits)
 {
     const sg_model_config *c = &tm->model.cfg;
-    sg_seqs seqs = {n_seq, offsets};
+    sg_seqs seqs = {n_seq, offsets, NULL};
     int64_t T = offsets[n_seq];
     float *x = malloc(T * c->dim * sizeof(float)), *y = malloc(T * c->dim * sizeof(float));
     int err = sg_embed(&tm->model, ids, &seqs, x);
@@ -213,7 +213,7 @@ void test_config_make_sliced(sg_model_config *c)
 sg_token_batch test_random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint64_t seed)
 {
     sg_token_batch b = {malloc(n_seq * len * sizeof(int32_t)),
-                        malloc((n_seq + 1) * sizeof(int64_t)), n_seq};
+                        malloc((n_seq + 1) * sizeof(int64_t)), n_seq, NULL};
     for (int64_t s = 0; s <= n_seq; s++)
         b.offsets[s] = s * len;
     for (int64_t i = 0; i < n_seq * len; i++) {

@@ -357,7 +357,7 @@ static void check_real(void)
     int64_t offsets[NSEQ + 1];
     for (int s = 0; s <= NSEQ; s++)
         offsets[s] = s * LEN;
-    sg_seqs seqs = {NSEQ, offsets};
+    sg_seqs seqs = {NSEQ, offsets, NULL};
     int64_t D = c->dim, T = NSEQ * LEN;
     float *x = malloc(T * D * sizeof(float));
     err = sg_embed(&m, ids, &seqs, x);

@@ -94,7 +94,7 @@ static void check(const sg_model_config *c, uint64_t seed, const char *what)
     int64_t offsets[N_SEQ + 1] = {0};
     for (int s = 0; s < N_SEQ; s++)
         offsets[s + 1] = offsets[s] + 1 + (s * 37 + 11) % 60;
-    sg_seqs seqs = {N_SEQ, offsets};
+    sg_seqs seqs = {N_SEQ, offsets, NULL};
     int64_t T = offsets[N_SEQ], width = c->dim;
     int32_t *ids = malloc(T * sizeof(int32_t));
     for (int64_t t = 0; t < T; t++)

@@ -79,7 +79,7 @@ static int64_t slice_in_child(const char *model, const char *out, const char *sp
             offsets[s] = s * len;
         for (int64_t i = 0; i < n_seq * len; i++)
             ids[i] = (int32_t)((i * 2654435761u) % mc->vocab);
-        sg_token_batch calib = {ids, offsets, n_seq};
+        sg_token_batch calib = {ids, offsets, n_seq, NULL};
         sg_slice_options o;
         sg_slice_options_default(&o);
         o.out_dir = out;

@@ -17,7 +17,7 @@
 static float *logits_of(sg_model_files *f, const int32_t *ids, int64_t n)
 {
     int64_t offsets[2] = {0, n}, V = sg_model_files_config(f)->vocab_size;
-    sg_token_batch b = {(int32_t *)ids, offsets, 1};
+    sg_token_batch b = {(int32_t *)ids, offsets, 1, NULL};
     float *logits = malloc(n * V * sizeof(float));
     if (sg_evaluate_logits(f, &b, logits)) {
         tap_diag("%s", sg_last_error());

@@ -120,6 +120,72 @@ static void check_tokenization(const char *tmp, const sg_tokenizer *tok)
         sg_task_free(&t);
 }
 
+/* The worst relative difference of the requests' ll from want (in
+ * request order), then want put back as their ll. */
+static double worst_against(sg_task *tasks, const double *want)
+{
+    double worst = 0;
+    int64_t k = 0;
+    for (int i = 0; i < SG_N_TASK_NAMES; i++)
+        for (int64_t q = 0; q < tasks[i].n_req; q++) {
+            double e = fabs(tasks[i].req[q].ll - want[k]) / (1 + fabs(want[k]));
+            worst = e > worst ? e : worst;
+            tasks[i].req[q].ll = want[k++];
+        }
+    return worst;
+}
+
+/* tinyopt-250K (learned positions, LayerNorm; the same tokenizer) scores
+ * the same requests with shared prefixes and without. */
+static void check_opt_prefix(sg_task *tasks)
+{
+    const char *dir = tap_data_find("tinyopt-250K");
+    sg_model_files *f;
+    if (!dir || sg_model_files_open(dir, &f)) {
+        tap_skip("tinyopt-250K: shared prefixes with learned positions", "no tinyopt-250K");
+        return;
+    }
+    /* its 256 positions: documents with a longer request sit this one out */
+    int64_t n = 0, max_pos = sg_model_files_config(f)->max_positions, out = 0;
+    for (int i = 0; i < SG_N_TASK_NAMES; i++) {
+        n += tasks[i].n_req;
+        for (int64_t q = 0; q < tasks[i].n_req; q++)
+            if (tasks[i].req[q].n_ids > max_pos && !tasks[i].docs[tasks[i].req[q].doc].dropped) {
+                tasks[i].docs[tasks[i].req[q].doc].dropped = 2; /* ours, undone below */
+                out++;
+            }
+    }
+    double *saved = malloc(n * sizeof(double)), *shared = malloc(n * sizeof(double));
+    int64_t k = 0;
+    for (int i = 0; i < SG_N_TASK_NAMES; i++)
+        for (int64_t q = 0; q < tasks[i].n_req; q++)
+            saved[k++] = tasks[i].req[q].ll;
+    sg_eval_result r;
+    int64_t n_req;
+    int err = sg_tasks_loglik(NULL, f, tasks, SG_N_TASK_NAMES, 600, 1, NULL, NULL, &r, &n_req);
+    k = 0;
+    for (int i = 0; i < SG_N_TASK_NAMES; i++)
+        for (int64_t q = 0; q < tasks[i].n_req; q++)
+            shared[k++] = tasks[i].req[q].ll;
+    err = err ? err : sg_tasks_loglik(NULL, f, tasks, SG_N_TASK_NAMES, 600, 0, NULL, NULL, &r,
+                                      &n_req);
+    double worst = worst_against(tasks, shared);
+    tap_ok(!err && worst < 1e-5,
+           "tinyopt-250K (learned positions): shared prefixes and separate choices give the same "
+           "log-likelihoods (worst %.2e; %lld documents over its positions left out)", worst,
+           (long long)out);
+    if (err)
+        tap_diag("%s", sg_last_error());
+    for (int i = 0; i < SG_N_TASK_NAMES; i++)
+        for (int64_t d = 0; d < tasks[i].n_docs; d++)
+            if (tasks[i].docs[d].dropped == 2)
+                tasks[i].docs[d].dropped = 0;
+    worst_against(tasks, saved);
+    free(saved);
+    free(shared);
+    sg_model_files_close(f);
+}
+
 int main(void)
 {
     const char *tmp = tap_tmpdir();
@@ -161,34 +227,44 @@ int main(void)
             return tap_done();
         }
     }
-    /* a small batch size, so the requests span several batches */
+    /* a small batch size, so the requests span several batches; on the CPU
+     * each document's shared prefix runs once */
     sg_eval_result r;
     int64_t n_req;
-    err = sg_tasks_loglik(NULL, f, tasks, SG_N_TASK_NAMES, 600, NULL, NULL, &r, &n_req);
+    err = sg_tasks_loglik(NULL, f, tasks, SG_N_TASK_NAMES, 600, 1, NULL, NULL, &r, &n_req);
     tap_ok(!err, "scored %lld requests (%s)", (long long)n_req, err ? sg_last_error() : "ok");
+    int64_t unshared_pos, shared_pos;
+    sg_tasks_prefix_sharing(tasks, SG_N_TASK_NAMES, &unshared_pos, &shared_pos);
+    tap_ok(r.tokens == shared_pos && shared_pos < unshared_pos,
+           "shared prefixes ran once: %lld positions where separate choices run %lld",
+           (long long)r.tokens, (long long)unshared_pos);
 
-    /* the GPU's path: blocks and head on the pretend device, chunk by chunk */
     double *cpu_ll = malloc(n_req * sizeof(double));
     int64_t k = 0;
     for (int i = 0; i < SG_N_TASK_NAMES; i++)
         for (int64_t q = 0; q < tasks[i].n_req; q++)
             cpu_ll[k++] = tasks[i].req[q].ll;
+    /* each choice its own sequence: the same numbers to float32 rounding */
+    sg_eval_result ru;
+    int64_t n_unshared;
+    err = sg_tasks_loglik(NULL, f, tasks, SG_N_TASK_NAMES, 600, 0, NULL, NULL, &ru, &n_unshared);
+    double worst_unshared = worst_against(tasks, cpu_ll);
+    tap_ok(!err && ru.tokens == unshared_pos && ru.count == r.count && worst_unshared < 1e-5,
+           "each choice as its own sequence gives the same log-likelihoods (worst %.2e)",
+           worst_unshared);
+    /* learned positions (OPT): a child's positions continue its prefix's */
+    check_opt_prefix(tasks);
+
+    /* the GPU's path: blocks and head on the pretend device, chunk by chunk */
     sg_backend *sim = device_sim_new(0);
     sg_eval_result rs;
     int64_t n_sim;
-    err = sg_tasks_loglik(sim, f, tasks, SG_N_TASK_NAMES, 600, NULL, NULL, &rs, &n_sim);
-    double worst_sim = 0;
-    k = 0;
-    for (int i = 0; i < SG_N_TASK_NAMES; i++)
-        for (int64_t q = 0; q < tasks[i].n_req; q++) {
-            double e = fabs(tasks[i].req[q].ll - cpu_ll[k]) / (1 + fabs(cpu_ll[k]));
-            worst_sim = e > worst_sim ? e : worst_sim;
-            tasks[i].req[q].ll = cpu_ll[k++]; /* the CPU's, for what follows */
-        }
+    err = sg_tasks_loglik(sim, f, tasks, SG_N_TASK_NAMES, 600, 1, NULL, NULL, &rs, &n_sim);
+    double worst_sim = worst_against(tasks, cpu_ll);
     tap_ok(!err && n_sim == n_req && rs.count == r.count && worst_sim < 1e-5 &&
                device_sim_violations(sim) == 0,
-           "the pretend device (the GPU's path) gives the same log-likelihoods (worst %.2e, "
-           "%d pointer mix-ups)",
+           "the pretend device (the GPU's path, each choice its own sequence) gives the same "
+           "log-likelihoods (worst %.2e, %d pointer mix-ups)",
            worst_sim, device_sim_violations(sim));
     sim->ops->free(sim);
     free(cpu_ll);

@@ -170,32 +170,42 @@ int64_t sg_attention_scratch_floats(int64_t nh, int64_t nkv, int64_t hd, int64_t
 }
 
 /* One tile: query rows [r0, r0 + rows) of the query heads of key/value
- * head g; scratch as sg_attention_scratch_floats for n. */
+ * head g; scratch as sg_attention_scratch_floats for np + n. With np > 0
+ * the sequence continues a prefix of np tokens whose keys and values are
+ * kp and vp (same row stride): every row sees all of them first, so the
+ * scores are (prefix | own keys) side by side and the output sums the two
+ * products. Without a prefix the arithmetic is the plain causal tile's. */
 static void attention_tile(int64_t nh, int64_t nkv, int64_t hd, const float *q, const float *k,
                            const float *v, float *out, int64_t n, int64_t g, int64_t r0,
-                           float *scratch)
+                           const float *kp, const float *vp, int64_t np, float *scratch)
 {
-    int64_t group = nh / nkv, tile_rows = group * (n < ATT_TILE ? n : ATT_TILE);
-    /* scratch: scores (tile_rows, n), then the stacked queries and outputs
-     * (tile_rows, hd) each */
-    float *scores = scratch, *qbuf = scores + tile_rows * n, *obuf = qbuf + tile_rows * hd;
+    int64_t nt = np + n, group = nh / nkv, tile_rows = group * (nt < ATT_TILE ? nt : ATT_TILE);
+    /* scratch: scores (tile_rows, np + n), then the stacked queries and
+     * outputs (tile_rows, hd) each */
+    float *scores = scratch, *qbuf = scores + tile_rows * nt, *obuf = qbuf + tile_rows * hd;
     float scale = 1.0f / sqrtf((float)hd);
     const float *kg = k + g * hd, *vg = v + g * hd;
-    int64_t rows = n - r0 < ATT_TILE ? n - r0 : ATT_TILE, r1 = r0 + rows;
+    int64_t rows = n - r0 < ATT_TILE ? n - r0 : ATT_TILE, r1 = r0 + rows, w = np + r1;
     int64_t m = group * rows;
     /* qbuf (m, hd): row gi*rows + i is query head g*group+gi at position r0+i */
     for (int64_t gi = 0; gi < group; gi++)
         for (int64_t i = 0; i < rows; i++)
             memcpy(qbuf + (gi * rows + i) * hd, q + (r0 + i) * nh * hd + (g * group + gi) * hd,
                    hd * sizeof(float));
-    /* scores (m, r1) = qbuf (m, hd) · K[0:r1]ᵀ */
+    /* scores (m, np + r1) = qbuf (m, hd) · [Kp ; K[0:r1]]ᵀ */
+    if (np)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)np, (int)hd, scale,
+                    qbuf, (int)hd, kp + g * hd, (int)(nkv * hd), 0.0f, scores, (int)w);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)r1, (int)hd, scale, qbuf,
-                (int)hd, kg, (int)(nkv * hd), 0.0f, scores, (int)r1);
-    for (int64_t row = 0; row < m; row++) /* row sees keys 0 .. r0 + row % rows */
-        sg_softmax_row(scores + row * r1, r0 + row % rows + 1, r1);
-    /* obuf (m, hd) = P (m, r1) · V[0:r1] */
+                (int)hd, kg, (int)(nkv * hd), 0.0f, scores + np, (int)w);
+    for (int64_t row = 0; row < m; row++) /* row sees the prefix and keys 0 .. r0 + row % rows */
+        sg_softmax_row(scores + row * w, np + r0 + row % rows + 1, w);
+    /* obuf (m, hd) = P (m, np + r1) · [Vp ; V[0:r1]] */
+    if (np)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)np, 1.0f,
+                    scores, (int)w, vp + g * hd, (int)(nkv * hd), 0.0f, obuf, (int)hd);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)r1, 1.0f,
-                scores, (int)r1, vg, (int)(nkv * hd), 0.0f, obuf, (int)hd);
+                scores + np, (int)w, vg, (int)(nkv * hd), np ? 1.0f : 0.0f, obuf, (int)hd);
     for (int64_t gi = 0; gi < group; gi++)
         for (int64_t i = 0; i < rows; i++)
             memcpy(out + (r0 + i) * nh * hd + (g * group + gi) * hd, obuf + (gi * rows + i) * hd,
@@ -207,7 +217,7 @@ void sg_attention_causal(int64_t nh, int64_t nkv, int64_t hd, const float *q, co
 {
     for (int64_t g = 0; g < nkv; g++)
         for (int64_t r0 = 0; r0 < n; r0 += ATT_TILE)
-            attention_tile(nh, nkv, hd, q, k, v, out, n, g, r0, scratch);
+            attention_tile(nh, nkv, hd, q, k, v, out, n, g, r0, NULL, NULL, 0, scratch);
 }
 
 typedef struct {
@@ -315,8 +325,11 @@ static void job_attention(void *arg, int64_t i, int worker)
     int64_t off = j->seqs->offsets[q] - j->t0, n = j->seqs->offsets[q + 1] - j->seqs->offsets[q];
     if (tile * ATT_TILE >= n)
         return;
+    int64_t p = j->seqs->parent ? j->seqs->parent[q] : -1; /* in this group: families stay whole */
+    int64_t poff = p >= 0 ? j->seqs->offsets[p] - j->t0 : 0, np = sg_seqs_prefix(j->seqs, q);
     attention_tile(c->n_heads, c->n_kv_heads, c->head_dim, s->q + off * qd, s->k + off * kvd,
                    s->v + off * kvd, s->att + off * qd, n, g, tile * ATT_TILE,
+                   s->k + poff * kvd, s->v + poff * kvd, np,
                    s->att_scratch + worker * s->att_floats);
 }
 
@@ -413,15 +426,23 @@ int64_t sg_forward_scratch_bytes(const sg_model_config *c, int64_t max_len, int6
 int64_t sg_seqs_longest(const sg_seqs *seqs)
 {
     int64_t max_len = 1;
-    for (int64_t s = 0; s < seqs->n_seq; s++)
-        if (seqs->offsets[s + 1] - seqs->offsets[s] > max_len)
-            max_len = seqs->offsets[s + 1] - seqs->offsets[s];
+    for (int64_t s = 0; s < seqs->n_seq; s++) {
+        int64_t len = seqs->offsets[s + 1] - seqs->offsets[s] + sg_seqs_prefix(seqs, s);
+        max_len = len > max_len ? len : max_len;
+    }
     return max_len;
 }
 
 int64_t sg_seqs_group_cap(const sg_seqs *seqs, int64_t target)
 {
-    int64_t longest = sg_seqs_longest(seqs), cap = longest > target ? longest : target;
+    int64_t largest = 1;
+    for (int64_t s = 0; s < seqs->n_seq;) {
+        int64_t e = sg_seqs_family_end(seqs, s);
+        if (seqs->offsets[e] - seqs->offsets[s] > largest)
+            largest = seqs->offsets[e] - seqs->offsets[s];
+        s = e;
+    }
+    int64_t cap = largest > target ? largest : target;
     return cap > sg_seqs_tokens(seqs) ? sg_seqs_tokens(seqs) : cap;
 }
 
@@ -445,7 +466,7 @@ int sg_block_forward(const sg_model_config *c, const sg_block *b, const float *x
         int64_t t0 = seqs->offsets[s0], g = seqs->offsets[s1] - t0;
         for (int64_t q = s0; q < s1; q++)
             for (int64_t t = seqs->offsets[q]; t < seqs->offsets[q + 1]; t++)
-                s.pos[t - t0] = t - seqs->offsets[q];
+                s.pos[t - t0] = t - seqs->offsets[q] + sg_seqs_prefix(seqs, q);
         int64_t longest = 1;
         for (int64_t q = s0; q < s1; q++)
             if (seqs->offsets[q + 1] - seqs->offsets[q] > longest)
@@ -509,7 +530,7 @@ int sg_embed(const sg_model *m, const int32_t *ids, const sg_seqs *seqs, float *
     int64_t d = c->embed_dim;
     for (int64_t s = 0; s < seqs->n_seq; s++)
         for (int64_t t = seqs->offsets[s]; t < seqs->offsets[s + 1]; t++) {
-            int64_t pos = t - seqs->offsets[s];
+            int64_t pos = t - seqs->offsets[s] + sg_seqs_prefix(seqs, s);
             if (ids[t] < 0 || ids[t] >= c->vocab_size)
                 return sg_fail(SG_EARG, "token id %d outside the vocabulary (%lld)", ids[t],
                                (long long)c->vocab_size);
@@ -517,7 +538,8 @@ int sg_embed(const sg_model *m, const int32_t *ids, const sg_seqs *seqs, float *
             if (m->pos_embd) {
                 if (pos >= c->max_positions)
                     return sg_fail(SG_EARG, "sequence of %lld tokens exceeds the model's %lld positions",
-                                   (long long)(seqs->offsets[s + 1] - seqs->offsets[s]),
+                                   (long long)(seqs->offsets[s + 1] - seqs->offsets[s] +
+                                               sg_seqs_prefix(seqs, s)),
                                    (long long)c->max_positions);
                 const float *p = m->pos_embd + (pos + c->pos_offset) * d;
                 for (int64_t i = 0; i < d; i++)

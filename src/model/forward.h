@@ -17,33 +17,59 @@
 typedef struct {
     int64_t n_seq;
     const int64_t *offsets; /* n_seq + 1 entries, offsets[0] == 0 */
+    /* NULL, or per sequence the earlier sequence it continues (-1: none):
+     * a shared prefix run once. A child's positions start after its
+     * parent's tokens and its attention sees them all; a parent has no
+     * parent, and its children follow it with nothing else between. */
+    const int64_t *parent;
 } sg_seqs;
 
 static inline int64_t sg_seqs_tokens(const sg_seqs *s) { return s->offsets[s->n_seq]; }
 
-/* Work goes over groups of whole sequences. The longest sequence (at
- * least 1); the group size for about `target` tokens: at least the
- * longest sequence, at most the whole batch. */
+/* The tokens before sequence q's first one: its parent's, or none. */
+static inline int64_t sg_seqs_prefix(const sg_seqs *s, int64_t q)
+{
+    int64_t p = s->parent ? s->parent[q] : -1;
+    return p >= 0 ? s->offsets[p + 1] - s->offsets[p] : 0;
+}
+
+/* The end of the family that starts at s0: s0 and the children after it. */
+static inline int64_t sg_seqs_family_end(const sg_seqs *s, int64_t s0)
+{
+    int64_t e = s0 + 1;
+    while (e < s->n_seq && s->parent && s->parent[e] >= 0)
+        e++;
+    return e;
+}
+
+/* Work goes over groups of whole sequences (whole families). The longest
+ * sequence with its prefix (at least 1); the group size for about `target`
+ * tokens: at least the largest family, at most the whole batch. */
 int64_t sg_seqs_longest(const sg_seqs *s);
 int64_t sg_seqs_group_cap(const sg_seqs *s, int64_t target);
 
-/* The end s1 of the largest group of whole sequences from s0 that holds
- * at most cap tokens (one sequence, whatever its length, at least). */
+/* The end s1 of the largest group of whole families from s0 that holds
+ * at most cap tokens (one family, whatever its length, at least). */
 static inline int64_t sg_seqs_group_end(const sg_seqs *s, int64_t s0, int64_t cap)
 {
-    int64_t s1 = s0 + 1;
-    while (s1 < s->n_seq && s->offsets[s1 + 1] - s->offsets[s0] <= cap)
-        s1++;
+    int64_t s1 = sg_seqs_family_end(s, s0);
+    while (s1 < s->n_seq) {
+        int64_t e = sg_seqs_family_end(s, s1);
+        if (s->offsets[e] - s->offsets[s0] > cap)
+            break;
+        s1 = e;
+    }
     return s1;
 }
 
 /* Sequences [s0, s1) as a batch of their own, positions from 0: local
- * receives their offsets (s1 - s0 + 1 entries). */
+ * receives their offsets (s1 - s0 + 1 entries). Only for batches without
+ * shared prefixes (parent NULL). */
 static inline sg_seqs sg_seqs_sub(const sg_seqs *s, int64_t s0, int64_t s1, int64_t *local)
 {
     for (int64_t q = s0; q <= s1; q++)
         local[q - s0] = s->offsets[q] - s->offsets[s0];
-    return (sg_seqs){s1 - s0, local};
+    return (sg_seqs){s1 - s0, local, NULL};
 }
 
 /* X (tokens, embed_dim) = token_embd[ids] (+ position_embd[pos + offset]). */
