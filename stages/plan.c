@@ -21,12 +21,18 @@ int64_t sg_sliced_dim(int64_t D, double sparsity, int64_t round_interval)
 
 void sg_plan_options_default(sg_plan_options *o)
 {
+    o->method = SG_METHOD_REFERENCE;
     o->sparsity = 0.25;
     o->round_interval = 8;
     o->slice_head = 0;
     o->embeddings = SG_EMBED_AUTO;
     o->target_size = 0;
     o->uniform = 0;
+}
+
+const char *sg_width_method_name(sg_width_method m)
+{
+    return m == SG_METHOD_SPECTRUM ? "spectrum" : "reference";
 }
 
 const char *sg_embed_mode_name(sg_embed_mode m)

@@ -29,7 +29,17 @@ int64_t sg_sliced_dim(int64_t D, double sparsity, int64_t round_interval);
 typedef enum { SG_EMBED_AUTO, SG_EMBED_KEEP, SG_EMBED_SLICE } sg_embed_mode;
 const char *sg_embed_mode_name(sg_embed_mode m);
 
+/* How the widths are chosen (--method).
+ *   SG_METHOD_REFERENCE: one width d for every cut signal (the published
+ *     method, bit for bit as before issue 13): the baseline.
+ *   SG_METHOD_SPECTRUM: a width per signal from the eigenvalue spectra of
+ *     a first pass over the dense model, at the stored size the reference
+ *     plan has (schedule.h). `run` only. */
+typedef enum { SG_METHOD_REFERENCE, SG_METHOD_SPECTRUM } sg_width_method;
+const char *sg_width_method_name(sg_width_method m);
+
 typedef struct {
+    sg_width_method method;
     double sparsity;          /* 0 .. 0.9 */
     int64_t round_interval;   /* sliced widths are multiples of this (default 8) */
     int slice_head;           /* also slice the last block's output and the head */
