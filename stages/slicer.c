@@ -20,6 +20,7 @@
 #include "load.h"
 #include "resume.h"
 #include "rotate_slice.h"
+#include "schedule.h"
 #include "write_model.h"
 
 void sg_slice_options_default(sg_slice_options *o)
@@ -155,6 +156,7 @@ typedef struct {
     sg_slice_cov cov;
     double *eig;                    /* (D) */
     sg_spectra *spectra;            /* eigenvalues per signal, written beside the model */
+    sg_schedule_spectra *probe;     /* --method spectrum's first pass: record, cut nothing */
     next_block next;                /* the block after the current one (GPU runs) */
     int resumable;                  /* record each step in OUT.tmp (resume.h) */
     uint64_t fingerprint;
@@ -220,6 +222,12 @@ static int fused_axes(sg_pipeline *p, const char *signal, int64_t layer, sg_rota
         return uniform_axes(p, f->u, f->cov.h, q);
     int err = sg_slice_axes(p->be, f->cov.h, p->orig->dim, layer, o->rotation, o->seed,
                             o->damp_frac, o->eigh, q, f->eig);
+    if (f->probe) {
+        /* the dense model's spectrum; its signal goes on as it is */
+        if (!err)
+            sg_schedule_spectra_put(f->probe, signal, layer, f->eig);
+        return err ? err : sg_rotation_identity(p->be, p->orig->dim, q);
+    }
     return err ? err : sg_spectra_add(f->spectra, signal, layer, f->eig, p->orig->dim);
 }
 
@@ -482,6 +490,44 @@ static int uniform_run(sg_pipeline *p, fused *f)
     return sg_pipeline_run(p);
 }
 
+/* --method spectrum (schedule.h): a first pass over the dense folded
+ * model, nothing cut and nothing written, records every signal's spectrum;
+ * the schedule then chooses a width per signal at the reference plan's
+ * stored size, and f->sliced becomes that plan for the slicing pass. */
+static int spectrum_probe(sg_pipeline *p, fused *f, const sg_plan_options *plan)
+{
+    const sg_slice_options *o = f->o;
+    sg_model_config reference = f->sliced;
+    sg_plan_options dense = *plan;
+    dense.method = SG_METHOD_REFERENCE;
+    dense.sparsity = 0;
+    dense.target_size = 0;
+    dense.round_interval = 1;
+    int64_t d = sg_slice_plan(p->orig, &dense, &f->sliced);
+    if (d < 0)
+        return (int)d;
+    sg_schedule_spectra spectra;
+    int err = sg_schedule_spectra_init(&spectra, p->orig->dim, p->orig->n_layers);
+    if (err)
+        return err;
+    f->probe = &spectra;
+    p->slice = 0;
+    p->phase = "spectra";
+    err = sg_pipeline_run(p);
+    f->probe = NULL;
+    p->slice = 1;
+    p->phase = "slice";
+    /* the last activations: the slicing pass starts again from the tokens */
+    static const char *const left[] = {"input", "output", "residual"};
+    for (int i = 0; i < 3 && !err; i++)
+        if (sg_act_store_chunks(p->cap.store, left[i]) > 0)
+            err = sg_act_store_drop(p->cap.store, left[i]);
+    if (!err)
+        err = sg_schedule_widths(&reference, &o->plan, &spectra, &f->sliced);
+    sg_schedule_spectra_free(&spectra);
+    return err;
+}
+
 #define HASH(h, v) ((h) = sg_resume_hash((h), &(v), sizeof(v)))
 
 /* What makes the bytes written: the model files, the calibration tokens
@@ -506,6 +552,7 @@ static int fingerprint(const sg_pipeline *p, const fused *f, sg_model_files *fil
     HASH(h, o->plan.slice_head);
     HASH(h, o->plan.embeddings);
     HASH(h, o->plan.target_size);
+    HASH(h, o->plan.method);
     HASH(h, o->rotation);
     HASH(h, o->seed);
     HASH(h, o->damp_frac);
@@ -594,6 +641,11 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     p.orig = sg_model_files_config(files);
     if (p.orig->sliced)
         return sg_fail(SG_EARG, "%s: model is already sliced", sg_model_files_path(files));
+    if (plan.method == SG_METHOD_SPECTRUM && o->rotation != SG_ROTATION_PCA)
+        return sg_fail(SG_EARG, "--method spectrum chooses a width per signal from its PCA "
+                                "spectrum: it needs --rotation pca (a %s rotation has %s)",
+                       plan.uniform ? "uniform" : "random",
+                       plan.uniform ? "one width for the whole network" : "no spectrum");
     int64_t D = p.orig->dim;
     rep->calib_tokens = calib->offsets[calib->n_seq];
     rep->d = sg_slice_plan(p.orig, &plan, &f.sliced);
@@ -635,6 +687,8 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     sg_slice_memory_estimate(p.orig, 0, p.cap.max_tokens, p.cap.max_tokens, &mem);
     if (!p.be->ops->host_memory)
         mem.total += mem.block_f32; /* the next block, prepared while this one runs */
+    if (plan.method == SG_METHOD_SPECTRUM) /* the first pass's spectra */
+        mem.total += sg_schedule_spectra_bytes(D, p.orig->n_layers);
     int64_t host = o->host_mem_bytes > 0 ? o->host_mem_bytes : physical_memory() / 2;
     rep->store_budget = host > mem.total ? host - mem.total : 0;
     const char *spill = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -647,6 +701,13 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     if (!f.eig || !f.spectra) {
         err = sg_fail(-ENOMEM, "out of memory for rotations of width %lld", (long long)D);
         goto out;
+    }
+    if (plan.method == SG_METHOD_SPECTRUM) {
+        if ((err = spectrum_probe(&p, &f, &plan)))
+            goto out;
+        rep->sliced = f.sliced;
+        rep->params_stored = sg_model_param_count(&f.sliced);
+        out_cfg = f.sliced;
     }
     f.resumable = o->resumable && !f.u;
     if (f.resumable) {

@@ -90,8 +90,11 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
     "  --sparsity S          fraction of the hidden dimension removed (default 0.25)\n"      \
     "  --target-size F       instead: the widest width whose stored parameters (shortcuts\n"  \
     "                        and heads included) are at most F x the dense model's\n"        \
-    "  --method reference    how the widths are chosen: reference, one width d for every\n" \
-    "                        signal, the published method bit for bit (default)\n"          \
+    "  --method reference|spectrum  how the widths are chosen: reference, one width d for\n" \
+    "                        every signal, the published method bit for bit (default);\n"  \
+    "                        spectrum (run only), a width per signal from the spectra of a\n" \
+    "                        first pass over the dense model, at the reference's stored\n"  \
+    "                        size (--sparsity or --target-size)\n"                          \
     "  --round-interval N    sliced width is a multiple of N (default 8)\n"                  \
     "  --slice-head          also slice the last block's output and the head\n"                \
     "  --embeddings auto|keep|slice  keep the token embeddings as they are and the head\n"  \

@@ -291,6 +291,19 @@ int sg_cmd_run(int argc, char **argv)
                    (long long)rep.d, (long long)cfg->dim,
                    rep.embeddings_kept ? "kept (head tied to them)" : "rotated and cut",
                    o.out_dir);
+        if (o.plan.method == SG_METHOD_SPECTRUM) {
+            /* the schedule as written in config.json's slicegpt section */
+            const sg_model_config *w = &rep.sliced;
+            printf("schedule (--method spectrum, the reference's stored size at d = %lld): "
+                   "embeddings %lld, head reads %lld\n  d_mid:",
+                   (long long)rep.d, (long long)w->embed_dim, (long long)w->head_in_dim);
+            for (int64_t l = 0; l < w->n_layers; l++)
+                printf(" %lld", (long long)w->d_mid[l]);
+            printf("\n  d_out:");
+            for (int64_t l = 0; l < w->n_layers; l++)
+                printf(" %lld", (long long)w->d_out[l]);
+            printf("\n");
+        }
         if (a.out_gguf) {
             err = sg_export_gguf(o.out_dir, a.out_gguf, a.gguf_type, tok);
             if (!err)

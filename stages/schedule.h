@@ -1,0 +1,63 @@
+/* Stage "schedule": a width per signal from the eigenvalue spectra
+ * (--method spectrum), at the stored size of the reference plan.
+ *
+ * SliceGPT cuts three kinds of signal: the embeddings (unless kept), each
+ * block's residual after attention (its width is d_mid[l]) and each
+ * block's output (d_out[l] = d_in[l+1]). The reference gives them all one
+ * width d; but the share of variance the last components carry differs
+ * from signal to signal, and so does what a component costs (a column of
+ * the next block's q/k/v/gate/up and of two shortcuts, a row of the
+ * previous o_proj/down and shortcut). The schedule spends the budget
+ * where a parameter keeps most variance:
+ *
+ *   every cut signal s starts at D; while the stored parameters exceed
+ *   the budget, the signal whose next cut of r components (the round
+ *   interval) discards the least normalised variance per stored
+ *   parameter saved,  Σ_{i ∈ cut} λ_i / Σ_i λ_i  /  Δparams,
+ *   is cut by r.
+ *
+ * The eigenvalues are cut from the top: the fraction a cut discards only
+ * grows as a signal narrows, so this greedy order is the optimum of the
+ * relaxed problem (a sum of convex costs under one linear budget) up to
+ * the last step. Every width stays a multiple of r and at least
+ * min_width.
+ *
+ * The spectra come from a first pass over the dense model (slicer.c):
+ * under streaming the sliced model's spectrum of block l is known only
+ * when block l is reached, after the widths before it are fixed; the
+ * dense model's spectra are the best estimate available before any cut. */
+#ifndef SG_STAGE_SCHEDULE_H
+#define SG_STAGE_SCHEDULE_H
+
+#include <stdint.h>
+
+#include "model_config.h"
+#include "plan.h"
+
+/* The eigenvalues of every signal a plan cuts, descending (D each). */
+typedef struct {
+    int64_t D, n_layers;
+    double *embeddings; /* (D) */
+    double *mid;        /* (n_layers, D): attention_output */
+    double *out;        /* (n_layers, D): block_output */
+    uint8_t *have;      /* (2 n_layers + 1): embeddings, mid[l], out[l] measured */
+} sg_schedule_spectra;
+
+int sg_schedule_spectra_init(sg_schedule_spectra *s, int64_t D, int64_t n_layers);
+void sg_schedule_spectra_free(sg_schedule_spectra *s);
+/* Records a signal's eigenvalues ("embeddings", "attention_output",
+ * "block_output"; others are ignored). */
+void sg_schedule_spectra_put(sg_schedule_spectra *s, const char *signal, int64_t layer,
+                             const double *eig);
+/* Bytes it holds, for the planner. */
+int64_t sg_schedule_spectra_bytes(int64_t D, int64_t n_layers);
+
+/* reference: the reference plan at the same options (sg_slice_plan): it
+ * says which signals are cut and, by its stored parameters, the budget.
+ * The widths go into *sliced (reference's structure, each width chosen
+ * here). Returns 0, or a negative code when a signal it must cut was not
+ * measured. */
+int sg_schedule_widths(const sg_model_config *reference, const sg_plan_options *o,
+                       const sg_schedule_spectra *s, sg_model_config *sliced);
+
+#endif
