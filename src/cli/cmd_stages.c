@@ -524,6 +524,13 @@ int sg_cmd_slice(int argc, char **argv)
                                &j, 0);
     if (status >= 0)
         return status;
+    if (j.plan.method != SG_METHOD_REFERENCE) {
+        fprintf(stderr, "slicegpt-stream slice: --method %s: its widths come from a first pass "
+                        "over the whole model, which only `run` makes; the filters slice with "
+                        "--method reference\n",
+                sg_width_method_name(j.plan.method));
+        return SG_EXIT_USAGE;
+    }
     sg_stage st;
     slice_state s = {.st = &st};
     sg_progress progress;
@@ -534,11 +541,6 @@ int sg_cmd_slice(int argc, char **argv)
     err = err ? err : sg_stage_read_header(&st, "eig");
     if (!err && !st.store[0])
         err = sg_fail(SG_EFORMAT, "stdin: the stream header names no store directory");
-    if (!err && j.plan.method != SG_METHOD_REFERENCE)
-        err = sg_fail(SG_EARG, "--method %s: its widths come from a first pass over the whole "
-                               "model, which only `run` makes; the filters slice with "
-                               "--method reference",
-                      sg_width_method_name(j.plan.method));
     if (!err) {
         p.orig = &st.orig;
         int64_t d = sg_slice_plan(&st.orig, &j.plan, &s.sliced);
