@@ -5,7 +5,80 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+#include <math.h>
+
+#include "cpu_kernels.h"
 #include "sg_error.h"
+
+int sg_schedule_probe_init(sg_schedule_probe *p, int64_t D)
+{
+    int64_t max_rows = SG_COV_CHUNK; /* normalised a piece at a time */
+    memset(p, 0, sizeof *p);
+    p->D = D;
+    p->max_rows = max_rows;
+    p->hn = calloc(D * D, sizeof(double));
+    p->chunk = malloc(SG_COV_CHUNK * D * sizeof(double));
+    p->xn = malloc(max_rows * D * sizeof(float));
+    p->m = malloc(D * D * sizeof(double));
+    if (!p->hn || !p->chunk || !p->xn || !p->m) {
+        sg_schedule_probe_free(p);
+        return sg_fail(-ENOMEM, "out of memory for the schedule's probe (D = %lld)", (long long)D);
+    }
+    return 0;
+}
+
+void sg_schedule_probe_free(sg_schedule_probe *p)
+{
+    free(p->hn);
+    free(p->chunk);
+    free(p->xn);
+    free(p->m);
+    memset(p, 0, sizeof *p);
+}
+
+int64_t sg_schedule_probe_bytes(int64_t D)
+{
+    return (2 * D * D + SG_COV_CHUNK * D) * (int64_t)sizeof(double) +
+           SG_COV_CHUNK * D * (int64_t)sizeof(float);
+}
+
+void sg_schedule_probe_begin(sg_schedule_probe *p)
+{
+    memset(p->hn, 0, p->D * p->D * sizeof(double));
+}
+
+void sg_schedule_probe_add(sg_schedule_probe *p, const float *x, int64_t rows)
+{
+    int64_t D = p->D;
+    for (int64_t start = 0; start < rows; start += p->max_rows) {
+        int64_t n = rows - start < p->max_rows ? rows - start : p->max_rows;
+        for (int64_t t = 0; t < n; t++) {
+            const float *row = x + (start + t) * D;
+            double ss = 0;
+            for (int64_t j = 0; j < D; j++)
+                ss += (double)row[j] * row[j];
+            float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+            for (int64_t j = 0; j < D; j++)
+                p->xn[t * D + j] = row[j] * inv;
+        }
+        sg_cov_accumulate_upper(p->hn, p->chunk, D, p->xn, n);
+    }
+}
+
+void sg_schedule_probe_energy(sg_schedule_probe *p, const double *q, double *e)
+{
+    int64_t D = p->D;
+    sg_cov_mirror_upper(p->hn, D);
+    /* m = Hn·Q; e_i = Σ_a Q[a][i] m[a][i] */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)D, (int)D, (int)D, 1.0, p->hn,
+                (int)D, q, (int)D, 0.0, p->m, (int)D);
+    for (int64_t i = 0; i < D; i++)
+        e[i] = 0;
+    for (int64_t a = 0; a < D; a++)
+        for (int64_t i = 0; i < D; i++)
+            e[i] += q[a * D + i] * p->m[a * D + i];
+}
 
 int sg_schedule_spectra_init(sg_schedule_spectra *s, int64_t D, int64_t L)
 {
@@ -78,13 +151,52 @@ static double discarded(const signal_t *s, int64_t to)
     return v;
 }
 
-int sg_schedule_widths(const sg_model_config *ref, const sg_plan_options *o,
-                       const sg_schedule_spectra *sp, sg_model_config *c)
+/* --method fill: from the reference's widths, while the budget allows,
+ * the signal whose next r components keep the most energy per stored
+ * parameter added is widened by r. No signal is narrower than in the
+ * reference. */
+static void fill(signal_t *sig, int n, int64_t D, int64_t r, double budget, sg_model_config *c)
+{
+    double params = (double)sg_model_param_count(c);
+    for (;;) {
+        int best = -1;
+        double best_gain = 0, best_params = 0;
+        for (int i = 0; i < n; i++) {
+            int64_t from = sig[i].width, to = (from / r + 1) * r;
+            if (to > D)
+                to = D;
+            if (to <= from)
+                continue;
+            set_width(&sig[i], to);
+            double after = (double)sg_model_param_count(c);
+            set_width(&sig[i], from);
+            if (after > budget || after <= params)
+                continue;
+            double kept = 0;
+            for (int64_t j = from; j < to; j++)
+                kept += sig[i].share[j];
+            double gain = kept / (after - params);
+            if (best < 0 || gain > best_gain)
+                best = i, best_gain = gain, best_params = after;
+        }
+        if (best < 0)
+            return;
+        int64_t to = (sig[best].width / r + 1) * r;
+        set_width(&sig[best], to > D ? D : to);
+        params = best_params;
+    }
+}
+
+int sg_schedule_widths(const sg_model_config *orig, const sg_model_config *ref,
+                       const sg_plan_options *o, const sg_schedule_spectra *sp,
+                       sg_model_config *c)
 {
     int64_t D = sp->D, L = ref->n_layers, r = o->round_interval;
     int64_t min_width = r; /* sg_sliced_dim's floor */
     *c = *ref;
     double budget = (double)sg_model_param_count(ref);
+    if (o->method == SG_METHOD_FILL && o->target_size > 0)
+        budget = o->target_size * (double)sg_model_param_count(orig);
     signal_t sig[2 * SG_MAX_LAYERS + 1];
     double *shares = malloc((2 * L + 1) * D * sizeof(double));
     if (!shares)
@@ -126,8 +238,13 @@ int sg_schedule_widths(const sg_model_config *ref, const sg_plan_options *o,
             total += eig[i] > 0 ? eig[i] : 0;
         for (int64_t i = 0; i < D; i++)
             s.share[i] = total > 0 && eig[i] > 0 ? eig[i] / total : 0;
-        set_width(&s, D);
+        set_width(&s, o->method == SG_METHOD_FILL ? *s.w[0] : D);
         sig[n++] = s;
+    }
+    if (!err && o->method == SG_METHOD_FILL) {
+        fill(sig, n, D, r, budget, c);
+        free(shares);
+        return 0;
     }
     /* greedy: the cheapest cut of r components per parameter saved */
     double params = (double)sg_model_param_count(c);

@@ -52,12 +52,38 @@ void sg_schedule_spectra_put(sg_schedule_spectra *s, const char *signal, int64_t
 /* Bytes it holds, for the planner. */
 int64_t sg_schedule_spectra_bytes(int64_t D, int64_t n_layers);
 
+/* What a component of a signal is worth to the readers. Every reader of
+ * the residual stream sees it through a norm, which divides each token by
+ * its own RMS; so the loss a cut makes is the per-token relative energy
+ * it discards, Σ_t ‖P x_t‖² / ‖x_t‖², not the share of Σ_t ‖P x_t‖² (the
+ * covariance's eigenvalues), which a few tokens of huge norm ("massive
+ * activations", e.g. at BOS) dominate and make every tail look empty.
+ * The probe accumulates Hn = Σ_t x_t x_tᵀ / ‖x_t‖² beside H (on the CPU,
+ * from the host copy of each chunk) and measures component i of the PCA
+ * basis as e_i = q_iᵀ Hn q_i. */
+typedef struct {
+    int64_t D, max_rows;
+    double *hn;        /* (D, D) */
+    double *chunk;     /* (SG_COV_CHUNK, D) the CPU accumulation's work */
+    float *xn;         /* (max_rows, D) a chunk, each row scaled to norm 1 */
+    double *m;         /* (D, D) Hn·Q */
+} sg_schedule_probe;
+int sg_schedule_probe_init(sg_schedule_probe *p, int64_t D);
+void sg_schedule_probe_free(sg_schedule_probe *p);
+int64_t sg_schedule_probe_bytes(int64_t D);
+/* Hn = 0 (the first chunk of a signal), then += each chunk x (rows, D). */
+void sg_schedule_probe_begin(sg_schedule_probe *p);
+void sg_schedule_probe_add(sg_schedule_probe *p, const float *x, int64_t rows);
+/* e (D) = diag(Qᵀ Hn Q) for q (D, D) row-major, column i the i-th axis. */
+void sg_schedule_probe_energy(sg_schedule_probe *p, const double *q, double *e);
+
 /* reference: the reference plan at the same options (sg_slice_plan): it
  * says which signals are cut and, by its stored parameters, the budget.
  * The widths go into *sliced (reference's structure, each width chosen
  * here). Returns 0, or a negative code when a signal it must cut was not
  * measured. */
-int sg_schedule_widths(const sg_model_config *reference, const sg_plan_options *o,
-                       const sg_schedule_spectra *s, sg_model_config *sliced);
+int sg_schedule_widths(const sg_model_config *orig, const sg_model_config *reference,
+                       const sg_plan_options *o, const sg_schedule_spectra *s,
+                       sg_model_config *sliced);
 
 #endif

@@ -26,7 +26,7 @@ void sg_cli_job_default(sg_cli_job *j)
 
 /* The shared options; vals from 256 up, so they never meet a command's own. */
 enum {
-    O_CALIB = 256, O_CALIB_TOKENS, O_CALIB_LAYOUT, O_METHOD, O_NSAMPLES, O_SEQLEN, O_SEED, O_CHUNK_TOKENS, O_SPILL_DIR,
+    O_CALIB = 256, O_CALIB_TOKENS, O_CALIB_LAYOUT, O_METHOD, O_SHARED_BASIS, O_NSAMPLES, O_SEQLEN, O_SEED, O_CHUNK_TOKENS, O_SPILL_DIR,
     O_SPARSITY, O_TARGET_SIZE, O_ROUND, O_SLICE_HEAD, O_EMBEDDINGS, O_RANDOM, O_ROTATION, O_DAMP, O_EIGH, O_COV, O_DTYPE, O_TOKENIZER,
     O_ZSTD, O_DEVICE, O_GPU_MEM, O_HOST_MEM, O_QUIET, O_HELP
 };
@@ -49,6 +49,7 @@ static const struct {
     {SG_OPT_PLAN, {"slice-head", no_argument, 0, O_SLICE_HEAD}},
     {SG_OPT_PLAN, {"embeddings", required_argument, 0, O_EMBEDDINGS}},
     {SG_OPT_PLAN, {"method", required_argument, 0, O_METHOD}},
+    {SG_OPT_PLAN, {"shared-basis", no_argument, 0, O_SHARED_BASIS}},
     {SG_OPT_AXES, {"random-rotation", no_argument, 0, O_RANDOM}},
     {SG_OPT_AXES, {"rotation", required_argument, 0, O_ROTATION}},
     {SG_OPT_AXES, {"damp", required_argument, 0, O_DAMP}},
@@ -123,6 +124,7 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
         return -1;
     case O_ROUND: return sg_cli_int("--round-interval", arg, 1, 1 << 16, &j->plan.round_interval);
     case O_SLICE_HEAD: j->plan.slice_head = 1; return 0;
+    case O_SHARED_BASIS: j->plan.shared_basis = 1; return 0;
     case O_EMBEDDINGS:
         if ((i = one_of("--embeddings", arg, embed_modes, 3)) < 0)
             return -1;
@@ -130,8 +132,8 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
         return 0;
     case O_METHOD: {
         /* in sg_width_method order */
-        static const char *const methods[] = {"reference", "spectrum"};
-        if ((i = one_of("--method", arg, methods, 2)) < 0)
+        static const char *const methods[] = {"reference", "spectrum", "fill"};
+        if ((i = one_of("--method", arg, methods, 3)) < 0)
             return -1;
         j->plan.method = (sg_width_method)i;
         return 0;

@@ -15,7 +15,7 @@ enum {
     SG_OPT_CALIB = 1 << 0,     /* --calib --calib-tokens --calib-layout --nsamples --seqlen
                                   --seed --chunk-tokens --spill-dir */
     SG_OPT_PLAN = 1 << 1,      /* --sparsity --target-size --round-interval --slice-head
-                                  --embeddings --method */
+                                  --embeddings --method --shared-basis */
     SG_OPT_AXES = 1 << 2,      /* --rotation --random-rotation --seed --damp --eigh */
     SG_OPT_COV = 1 << 3,       /* --cov */
     SG_OPT_DTYPE = 1 << 4,     /* --dtype */
@@ -95,6 +95,9 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
     "                        spectrum (run only), a width per signal from the spectra of a\n" \
     "                        first pass over the dense model, at the reference's stored\n"  \
     "                        size (--sparsity or --target-size)\n"                          \
+    "  --shared-basis        one basis per block: each block's output keeps its mid basis,\n" \
+    "                        so its MLP shortcut is the identity and is not stored (a\n"   \
+    "                        --target-size spends that on a wider d; run only)\n"          \
     "  --round-interval N    sliced width is a multiple of N (default 8)\n"                  \
     "  --slice-head          also slice the last block's output and the head\n"                \
     "  --embeddings auto|keep|slice  keep the token embeddings as they are and the head\n"  \

@@ -140,9 +140,11 @@ int sg_cmd_plan(int argc, char **argv)
      * the block output (width D) at once; --method spectrum's first pass
      * runs the dense model (input width D) and keeps every signal's
      * spectrum until the widths are chosen */
-    int spectrum = j.plan.method == SG_METHOD_SPECTRUM;
+    int spectrum = j.plan.method != SG_METHOD_REFERENCE;
     int64_t store_peak = T * ((spectrum ? D : d) + 2 * D) * (int64_t)sizeof(float);
-    int64_t spectra_bytes = spectrum ? sg_schedule_spectra_bytes(D, cfg.n_layers) : 0;
+    int64_t spectra_bytes = spectrum ? sg_schedule_spectra_bytes(D, cfg.n_layers) +
+                                           sg_schedule_probe_bytes(D)
+                                     : 0;
     m.total += spectra_bytes;
     int64_t total_params = sg_model_param_count(&cfg);
 
@@ -199,7 +201,7 @@ int sg_cmd_plan(int argc, char **argv)
     row(jh, "rotations_bytes", "rotate      Q_prev, Q_mid, Q_out (float64)", m.rotations);
     row(jh, "globals_bytes", "embed/head  embeddings, then the untied head", m.globals);
     if (spectrum)
-        row(jh, "spectra_bytes", "schedule    every signal's spectrum (--method spectrum)",
+        row(jh, "spectra_bytes", "schedule    the spectra and per-token energies (--method spectrum)",
             spectra_bytes);
     row(jh, "fixed_bytes", "fixed total", m.total);
     row(jh, "store_peak_bytes", "activation store peak (input + residual + output)", store_peak);

@@ -245,6 +245,7 @@ int sg_cmd_run(int argc, char **argv)
         cJSON_AddBoolToObject(jo, "slice_head", o.plan.slice_head);
         cJSON_AddStringToObject(jo, "embeddings", sg_embed_mode_name(o.plan.embeddings));
         cJSON_AddStringToObject(jo, "method", sg_width_method_name(o.plan.method));
+        cJSON_AddBoolToObject(jo, "shared_basis", o.plan.shared_basis);
         cJSON_AddStringToObject(jo, "rotation",
                                 o.rotation == SG_ROTATION_RANDOM    ? "random"
                                 : o.rotation == SG_ROTATION_UNIFORM ? "uniform"
@@ -291,11 +292,14 @@ int sg_cmd_run(int argc, char **argv)
                    (long long)rep.d, (long long)cfg->dim,
                    rep.embeddings_kept ? "kept (head tied to them)" : "rotated and cut",
                    o.out_dir);
-        if (o.plan.method == SG_METHOD_SPECTRUM) {
+        if (o.plan.method != SG_METHOD_REFERENCE) {
             /* the schedule as written in config.json's slicegpt section */
             const sg_model_config *w = &rep.sliced;
-            printf("schedule (--method spectrum, the reference's stored size at d = %lld): "
+            printf("schedule (--method %s, %s d = %lld): "
                    "embeddings %lld, head reads %lld\n  d_mid:",
+                   sg_width_method_name(o.plan.method),
+                   o.plan.method == SG_METHOD_FILL ? "the budget left over from"
+                                                   : "the reference's stored size at",
                    (long long)rep.d, (long long)w->embed_dim, (long long)w->head_in_dim);
             for (int64_t l = 0; l < w->n_layers; l++)
                 printf(" %lld", (long long)w->d_mid[l]);
