@@ -8,7 +8,8 @@
 # `slicegpt-stream tasks` exists.
 #
 #   bench/quality.sh [MODELS] [SIZES] [METHODS]
-#     defaults: "smollm2 tinyopt stories" "0.9 0.8 0.7" "reference spectrum"
+#     defaults: "smollm2 tinyopt stories" "0.9 0.8 0.7" "reference spectrum fill shared"
+#   a method is a --method value, or "shared": --method reference --shared-basis
 #   SG_QUALITY_OUT: where results go (default out/quality); a cell whose
 #   report is there already is not run again (delete it to redo it).
 #
@@ -25,7 +26,7 @@ sgs="$here/slicegpt-stream"
 data=${SG_DATA:-$here/../shared/data}
 models=${1:-smollm2 tinyopt stories}
 sizes=${2:-0.9 0.8 0.7}
-methods=${3:-reference spectrum}
+methods=${3:-reference spectrum fill shared}
 out=${SG_QUALITY_OUT:-$here/out/quality}
 mkdir -p "$out/texts"
 lic=/usr/share/common-licenses
@@ -75,7 +76,9 @@ for m in $models; do
             [ -f "$cell.ppl.json" ] && continue
             rm -rf "$cell.model"
             echo "quality.sh: $m, --method $me, --target-size $s" >&2
-            "$sgs" run --quiet --model "$model" $calib_opts --method $me --target-size $s \
+            how="--method $me"
+            [ $me = shared ] && how="--method reference --shared-basis"
+            "$sgs" run --quiet --model "$model" $calib_opts $how --target-size $s \
                 --out "$cell.model" --report "$cell.run.json" >"$cell.log"
             ppl "$cell.model" "$cell.ppl.json"
             if [ $has_tasks = 1 ]; then
@@ -106,7 +109,7 @@ table="$out/quality.md"
                 stored=$(jq '.parameters.stored' "$c.run.json")
                 pct=$(jq '.parameters.stored_percent' "$c.run.json")
                 p=$(jq '.perplexity.perplexity' "$c.ppl.json")
-                if [ $me = reference ]; then
+                if [ $me = reference ] || [ $me = shared ]; then
                     w="d = $(jq '.widths.d' "$c.run.json")"
                 else
                     w="mid $(jq -r '[.widths.d_mid[]] | "\(min)-\(max)"' "$c.run.json"), out $(jq -r '[.widths.d_out[]] | "\(min)-\(max)"' "$c.run.json"), emb $(jq '.widths.embeddings' "$c.run.json")"

@@ -47,6 +47,32 @@ check $? "stored $1 parameters: within the reference's $3 and 0.8 x dense $2"
     >"$work/ppl" 2>/dev/null && grep -q '^perplexity [0-9]' "$work/ppl"
 check $? "the scheduled model scores: $(head -1 "$work/ppl" | cut -d" " -f1-2)"
 
+# --method fill: the reference's widths, widened with what the rounding
+# left of the budget; never narrower, never above the target
+run --method fill --out "$work/fill" >"$work/fill.log" 2>"$work/err"
+check $? "--method fill at --target-size 0.8$(cat "$work/err")"
+set -- $(stored "$work/fill.log") $(stored "$work/ref.log")
+[ $# -eq 4 ] && [ "$1" -ge "$3" ] && [ $((10 * $1)) -le $((8 * $2)) ]
+check $? "fill stores $1: at least the reference's $3, at most 0.8 x dense $2"
+d=$(sed -n 's/^sliced width d = \([0-9]*\) .*/\1/p' "$work/ref.log")
+bad=0
+for w in $(tr -d ' \t\n' <"$work/fill/config.json" | grep -o '"d_\(mid\|out\)":[0-9]*' | cut -d: -f2); do
+    [ "$w" -ge "$d" ] || bad=1
+done
+check $bad "no fill width below the reference's d = $d"
+
+# --shared-basis: each block's output keeps its mid basis, and the MLP
+# shortcut, the identity, is neither stored nor counted
+run --method reference --shared-basis --out "$work/sh" >"$work/sh.log" 2>"$work/err"
+check $? "--shared-basis at --target-size 0.8$(cat "$work/err")"
+n_shared=$(tr -d ' \t\n' <"$work/sh/config.json" | grep -o '"shared_basis":true' | wc -l)
+n_mlp=$(grep -o 'layers\.[0-9]*\.mlp_shortcut' "$work/sh/model.safetensors.index.json" | sort -u | wc -l)
+[ "$n_shared" -eq 4 ] && [ "$n_mlp" -eq 1 ]
+check $? "4 blocks share a basis (the last writes the kept embeddings' basis), 1 MLP shortcut stored ($n_shared, $n_mlp)"
+"$sgs" ppl --device cpu --model "$work/sh" --text "$text" --seqlen 128 --max-windows 8 --quiet \
+    >"$work/ppl" 2>/dev/null && grep -q '^perplexity [0-9]' "$work/ppl"
+check $? "the shared-basis model scores: $(head -1 "$work/ppl" | cut -d" " -f1-2)"
+
 # a killed run resumes to the same bytes: the first pass is made again and
 # chooses the same widths, so the fingerprint matches (the kill points in
 # the first pass fire before OUT.tmp exists: a rerun starts again)
