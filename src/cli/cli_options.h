@@ -90,11 +90,12 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
     "  --sparsity S          fraction of the hidden dimension removed (default 0.25)\n"      \
     "  --target-size F       instead: the widest width whose stored parameters (shortcuts\n"  \
     "                        and heads included) are at most F x the dense model's\n"        \
-    "  --method reference|spectrum  how the widths are chosen: reference, one width d for\n" \
-    "                        every signal, the published method bit for bit (default);\n"  \
-    "                        spectrum (run only), a width per signal from the spectra of a\n" \
-    "                        first pass over the dense model, at the reference's stored\n"  \
-    "                        size (--sparsity or --target-size)\n"                          \
+    "  --method reference|spectrum|fill  how the widths are chosen: reference, one width\n" \
+    "                        d for every signal, the published method bit for bit\n"       \
+    "                        (default); run only: a width per signal from a first pass\n"  \
+    "                        over the dense model: spectrum, at the reference's stored\n"  \
+    "                        size; fill, the reference's widths widened with what the\n"    \
+    "                        --target-size budget leaves after them\n"                       \
     "  --shared-basis        one basis per block: each block's output keeps its mid basis,\n" \
     "                        so its MLP shortcut is the identity and is not stored (a\n"   \
     "                        --target-size spends that on a wider d; run only)\n"          \
