@@ -9,7 +9,9 @@
 #
 #   bench/quality.sh [MODELS] [SIZES] [METHODS]
 #     defaults: "smollm2 tinyopt stories" "0.9 0.8 0.7" "reference spectrum fill shared"
-#   a method is a --method value, or "shared": --method reference --shared-basis
+#   a method is a --method value, or "shared": --method reference --shared-basis,
+#   or "reference-r1": --method reference --round-interval 1 (the reference
+#   filling its budget to the parameter, the control for fill)
 #   SG_QUALITY_OUT: where results go (default out/quality); a cell whose
 #   report is there already is not run again (delete it to redo it).
 #
@@ -78,6 +80,7 @@ for m in $models; do
             echo "quality.sh: $m, --method $me, --target-size $s" >&2
             how="--method $me"
             [ $me = shared ] && how="--method reference --shared-basis"
+            [ $me = reference-r1 ] && how="--method reference --round-interval 1"
             "$sgs" run --quiet --model "$model" $calib_opts $how --target-size $s \
                 --out "$cell.model" --report "$cell.run.json" >"$cell.log"
             ppl "$cell.model" "$cell.ppl.json"
@@ -109,7 +112,7 @@ table="$out/quality.md"
                 stored=$(jq '.parameters.stored' "$c.run.json")
                 pct=$(jq '.parameters.stored_percent' "$c.run.json")
                 p=$(jq '.perplexity.perplexity' "$c.ppl.json")
-                if [ $me = reference ] || [ $me = shared ]; then
+                if [ $me = reference ] || [ $me = shared ] || [ $me = reference-r1 ]; then
                     w="d = $(jq '.widths.d' "$c.run.json")"
                 else
                     w="mid $(jq -r '[.widths.d_mid[]] | "\(min)-\(max)"' "$c.run.json"), out $(jq -r '[.widths.d_out[]] | "\(min)-\(max)"' "$c.run.json"), emb $(jq '.widths.embeddings' "$c.run.json")"
