@@ -34,10 +34,14 @@ mkdir -p "$out/texts"
 lic=/usr/share/common-licenses
 ts="$data/tinystories-valid-subset/tinystories_valid_first.txt"
 n=$(wc -l <"$ts")
-head -n $((n * 6 / 10)) "$ts" >"$out/texts/ts-calib.txt"
-tail -n +$((n * 6 / 10 + 1)) "$ts" >"$out/texts/ts-eval.txt"
-cat "$lic/GPL-3" "$lic/GPL-2" "$lic/LGPL-2.1" "$lic/Apache-2.0" >"$out/texts/lic-calib.txt"
-cat "$lic/GFDL-1.3" "$lic/MPL-2.0" "$lic/Artistic" >"$out/texts/lic-eval.txt"
+# made once: another run of this script may be reading them
+if [ ! -f "$out/texts/done" ]; then
+    head -n $((n * 6 / 10)) "$ts" >"$out/texts/ts-calib.txt"
+    tail -n +$((n * 6 / 10 + 1)) "$ts" >"$out/texts/ts-eval.txt"
+    cat "$lic/GPL-3" "$lic/GPL-2" "$lic/LGPL-2.1" "$lic/Apache-2.0" >"$out/texts/lic-calib.txt"
+    cat "$lic/GFDL-1.3" "$lic/MPL-2.0" "$lic/Artistic" >"$out/texts/lic-eval.txt"
+    touch "$out/texts/done"
+fi
 has_tasks=0
 "$sgs" tasks --help >/dev/null 2>&1 && has_tasks=1
 
