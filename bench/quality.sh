@@ -14,6 +14,8 @@
 #   filling its budget to the parameter, the control for fill)
 #   SG_QUALITY_OUT: where results go (default out/quality); a cell whose
 #   report is there already is not run again (delete it to redo it).
+#   SG_QUALITY_TABLE_ONLY=1: run nothing, make the table and plot of the
+#   cells there are.
 #
 # Calibration and held-out text:
 #   smollm2: examples/default-run.sh's job: the license texts GPL-3, GPL-2,
@@ -75,11 +77,12 @@ ppl() {
 
 for m in $models; do
     setup $m
-    [ -f "$out/$m-dense.json" ] || ppl "$model" "$out/$m-dense.json"
+    [ -f "$out/$m-dense.json" ] || [ -n "${SG_QUALITY_TABLE_ONLY:-}" ] ||
+        ppl "$model" "$out/$m-dense.json"
     for s in $sizes; do
         for me in $methods; do
             cell="$out/$m-$me-$s"
-            [ -f "$cell.ppl.json" ] && continue
+            [ -f "$cell.ppl.json" ] || [ -n "${SG_QUALITY_TABLE_ONLY:-}" ] && continue
             rm -rf "$cell.model"
             echo "quality.sh: $m, --method $me, --target-size $s" >&2
             how="--method $me"
