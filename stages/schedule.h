@@ -1,31 +1,33 @@
-/* Stage "schedule": a width per signal from the eigenvalue spectra
- * (--method spectrum), at the stored size of the reference plan.
+/* Stage "schedule": a width per signal (--method spectrum|fill).
  *
  * SliceGPT cuts three kinds of signal: the embeddings (unless kept), each
  * block's residual after attention (its width is d_mid[l]) and each
  * block's output (d_out[l] = d_in[l+1]). The reference gives them all one
- * width d; but the share of variance the last components carry differs
- * from signal to signal, and so does what a component costs (a column of
- * the next block's q/k/v/gate/up and of two shortcuts, a row of the
- * previous o_proj/down and shortcut). The schedule spends the budget
- * where a parameter keeps most variance:
+ * width d; but the share of a signal its last axes carry differs from
+ * signal to signal, and so does what an axis costs (a column of the next
+ * block's q/k/v/gate/up and of two shortcuts, a row of the previous
+ * o_proj/down and shortcut). Each axis i of a signal is worth its share
+ * e_i / Σe of the signal's per-token energy (sg_schedule_probe below);
+ * a step moves a signal by r axes (the round interval).
  *
- *   every cut signal s starts at D; while the stored parameters exceed
- *   the budget, the signal whose next cut of r components (the round
- *   interval) discards the least normalised variance per stored
- *   parameter saved,  Σ_{i ∈ cut} λ_i / Σ_i λ_i  /  Δparams,
- *   is cut by r.
+ *   spectrum: every cut signal starts at D; while the stored parameters
+ *     exceed the reference plan's, the signal whose next cut loses the
+ *     least share per stored parameter saved is cut by r.
+ *   fill: every signal starts at the reference's width; while the
+ *     --target-size budget allows, the signal whose next r axes keep the
+ *     most share per stored parameter added is widened by r.
  *
- * The eigenvalues are cut from the top: the fraction a cut discards only
- * grows as a signal narrows, so this greedy order is the optimum of the
- * relaxed problem (a sum of convex costs under one linear budget) up to
- * the last step. Every width stays a multiple of r and at least
- * min_width.
+ * The PCA axes come largest first, so what a step moves only shrinks as
+ * a signal widens: both greedy orders solve the relaxed problem (a sum
+ * of convex costs under one linear budget) up to the last step. Widths
+ * stay multiples of r, at least r.
  *
  * The spectra come from a first pass over the dense model (slicer.c):
  * under streaming the sliced model's spectrum of block l is known only
  * when block l is reached, after the widths before it are fixed; the
- * dense model's spectra are the best estimate available before any cut. */
+ * dense model's are the estimate available before any cut.
+ * bench/quality.sh measures both against the reference: neither wins at
+ * equal stored size on the bundled models (README). */
 #ifndef SG_STAGE_SCHEDULE_H
 #define SG_STAGE_SCHEDULE_H
 
@@ -34,7 +36,8 @@
 #include "model_config.h"
 #include "plan.h"
 
-/* The eigenvalues of every signal a plan cuts, descending (D each). */
+/* What each axis of every signal a plan cuts is worth (D each, in PCA
+ * order): the per-token energies of sg_schedule_probe_energy. */
 typedef struct {
     int64_t D, n_layers;
     double *embeddings; /* (D) */
