@@ -32,7 +32,7 @@ const char *sg_embed_mode_name(sg_embed_mode m);
 /* How the widths are chosen (--method).
  *   SG_METHOD_REFERENCE: one width d for every cut signal (the published
  *     method, bit for bit as before issue 13): the baseline.
- *   SG_METHOD_SPECTRUM: a width per signal from the eigenvalue spectra of
+ *   SG_METHOD_SPECTRUM: a width per signal from the per-axis energies of
  *     a first pass over the dense model, at the stored size the reference
  *     plan has (schedule.h). `run` only.
  *   SG_METHOD_FILL: the reference's widths, then what the --target-size
