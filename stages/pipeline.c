@@ -105,6 +105,27 @@ static int capture_attention(sg_pipeline *p, void *arg)
     return sg_capture_attention(&p->cap, a->work, a->b, a->l);
 }
 
+typedef struct {
+    const sg_model_config *work;
+    const sg_block *b;
+    const sg_rotation *q_mid;
+    int64_t d_mid, l;
+} mlp_step;
+
+static int capture_mlp(sg_pipeline *p, void *arg)
+{
+    mlp_step *a = arg;
+    return sg_capture_mlp(&p->cap, a->work, a->b, a->q_mid, a->d_mid, a->l);
+}
+
+/* dst = src, both copies (a shared basis: the block output keeps Q_mid) */
+static int rotation_copy(sg_backend *be, int64_t D, const sg_rotation *src, sg_rotation *dst)
+{
+    size_t bytes = D * D * sizeof(double);
+    memcpy(dst->host, src->host, bytes);
+    return dst->dev == dst->host ? 0 : be->ops->upload(be, dst->dev, dst->host, bytes);
+}
+
 /* Block l: rotated by q_prev (known) on its input side; finds q_mid and
  * q_out on the way. */
 static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_mid,
@@ -115,6 +136,10 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     /* with the embeddings kept the last block writes the original basis:
      * its output needs no axes, so no capture of its output either */
     int last = l == o->n_layers - 1, out_kept = last && sg_embeddings_kept(&p->sliced);
+    /* --shared-basis: the output keeps the mid basis, its capture feeds
+     * only the next block's inputs, and the MLP shortcut (the identity) is
+     * not stored */
+    int shared = p->sliced.shared_basis[l];
     sg_backend *be = p->be;
     sg_block b;
     sg_model_config work;
@@ -152,12 +177,16 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
         sg_pipeline_tick(p, SG_STAGE_ROTATE);
         show(p, l, sg_stage_names[p->capture ? SG_STAGE_CAPTURE : SG_STAGE_ROTATE]);
         /* second capture: the block output */
-        if (p->capture && !out_kept && (err = sg_capture_mlp(&p->cap, &work, &b, q_mid, d_mid, l)))
+        mlp_step m = {&work, &b, q_mid, d_mid, l};
+        if (p->capture && !out_kept &&
+            (err = shared ? capture_unsunk(p, capture_mlp, &m) : capture_mlp(p, &m)))
             goto out;
         if (p->capture && out_kept && (err = sg_act_store_drop(p->cap.store, "residual")))
             goto out;
     }
-    err = out_kept ? sg_rotation_identity(be, o->dim, q_out) : axes(p, "block_output", l, q_out);
+    err = out_kept ? sg_rotation_identity(be, o->dim, q_out)
+          : shared ? rotation_copy(be, o->dim, q_mid, q_out)
+                   : axes(p, "block_output", l, q_out);
     if (err)
         goto out;
     show(p, l, sg_stage_names[SG_STAGE_ROTATE]);
@@ -170,6 +199,10 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     if (!err && p->slice) {
         err = sg_block_to_host(be, o, &b);
         on_host = !err;
+        if (on_host && shared) {
+            free(b.mlp_shortcut); /* Q_midᵀQ_mid on the kept dims: the identity */
+            b.mlp_shortcut = NULL;
+        }
         sg_pipeline_tick(p, SG_STAGE_ROTATE);
         show(p, l, sg_stage_names[SG_STAGE_WRITE]);
         err = err ? err : p->io->put_block(p, l, &b);

@@ -21,12 +21,19 @@ int64_t sg_sliced_dim(int64_t D, double sparsity, int64_t round_interval)
 
 void sg_plan_options_default(sg_plan_options *o)
 {
+    o->method = SG_METHOD_REFERENCE;
     o->sparsity = 0.25;
     o->round_interval = 8;
     o->slice_head = 0;
     o->embeddings = SG_EMBED_AUTO;
     o->target_size = 0;
     o->uniform = 0;
+    o->shared_basis = 0;
+}
+
+const char *sg_width_method_name(sg_width_method m)
+{
+    return m == SG_METHOD_SPECTRUM ? "spectrum" : m == SG_METHOD_FILL ? "fill" : "reference";
 }
 
 const char *sg_embed_mode_name(sg_embed_mode m)
@@ -92,6 +99,9 @@ static void plan_at(const sg_model_config *orig, const sg_plan_options *o, int k
         for (int64_t l = 0; l < L; l++)
             c->d_mid[l] = c->d_out[l];
     c->head_in_dim = c->d_out[L - 1];
+    memset(c->shared_basis, 0, sizeof c->shared_basis);
+    for (int64_t l = 0; o->shared_basis && !c->parallel_block && l < L; l++)
+        c->shared_basis[l] = c->d_out[l] == c->d_mid[l] && c->d_out[l] < D;
 }
 
 int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
@@ -101,6 +111,11 @@ int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
     int kept, err = embeddings_kept(orig, o, &kept);
     if (err)
         return err;
+    if (o->shared_basis && (o->uniform || o->method != SG_METHOD_REFERENCE || orig->parallel_block))
+        return sg_fail(SG_EARG, "--shared-basis: %s",
+                       o->uniform ? "a uniform rotation has one basis for the whole network already"
+                       : orig->parallel_block ? "a parallel block (Phi-2) has no mid basis to share"
+                                              : "not with --method spectrum (it sizes d_mid and d_out apart)");
     if (!(o->target_size > 0)) {
         int64_t d = sg_sliced_dim(D, o->sparsity, r);
         if (o->sparsity > 0 && d >= D)

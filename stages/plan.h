@@ -29,7 +29,21 @@ int64_t sg_sliced_dim(int64_t D, double sparsity, int64_t round_interval);
 typedef enum { SG_EMBED_AUTO, SG_EMBED_KEEP, SG_EMBED_SLICE } sg_embed_mode;
 const char *sg_embed_mode_name(sg_embed_mode m);
 
+/* How the widths are chosen (--method).
+ *   SG_METHOD_REFERENCE: one width d for every cut signal (the published
+ *     method, bit for bit as before issue 13): the baseline.
+ *   SG_METHOD_SPECTRUM: a width per signal from the per-axis energies of
+ *     a first pass over the dense model, at the stored size the reference
+ *     plan has (schedule.h). `run` only.
+ *   SG_METHOD_FILL: the reference's widths, then what the --target-size
+ *     budget leaves after them (the rounding) spent widening the signals
+ *     whose next components keep the most energy per parameter (schedule.h).
+ *     Never narrower than the reference; `run` only. */
+typedef enum { SG_METHOD_REFERENCE, SG_METHOD_SPECTRUM, SG_METHOD_FILL } sg_width_method;
+const char *sg_width_method_name(sg_width_method m);
+
 typedef struct {
+    sg_width_method method;
     double sparsity;          /* 0 .. 0.9 */
     int64_t round_interval;   /* sliced widths are multiples of this (default 8) */
     int slice_head;           /* also slice the last block's output and the head */
@@ -43,6 +57,13 @@ typedef struct {
      * and the result is written as a plain model of hidden size d
      * (sg_uniform_config). RMSNorm models only. */
     int uniform;
+    /* 1 (--shared-basis): one basis per block. Block l's output is
+     * rotated by its mid basis Q_mid instead of a PCA of its own, so the
+     * MLP shortcut Q_midᵀQ_out is the identity and is not stored: about
+     * d² parameters less per block, which a --target-size spends on a
+     * wider d. Every block whose output is cut (not the last one with
+     * the embeddings kept or the head unsliced); sequential blocks only. */
+    int shared_basis;
 } sg_plan_options;
 void sg_plan_options_default(sg_plan_options *o);
 

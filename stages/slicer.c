@@ -20,6 +20,7 @@
 #include "load.h"
 #include "resume.h"
 #include "rotate_slice.h"
+#include "schedule.h"
 #include "write_model.h"
 
 void sg_slice_options_default(sg_slice_options *o)
@@ -155,6 +156,8 @@ typedef struct {
     sg_slice_cov cov;
     double *eig;                    /* (D) */
     sg_spectra *spectra;            /* eigenvalues per signal, written beside the model */
+    sg_schedule_spectra *probe;     /* --method spectrum's first pass: record, cut nothing */
+    sg_schedule_probe *energy;      /* ... each component's per-token energy (schedule.h) */
     next_block next;                /* the block after the current one (GPU runs) */
     int resumable;                  /* record each step in OUT.tmp (resume.h) */
     uint64_t fingerprint;
@@ -177,6 +180,11 @@ static int fused_chunk(void *ctx, const char *signal, int64_t layer, const char 
     double t = sg_now();
     int err = chunk == 0 ? sg_slice_cov_begin(&f->cov) : 0;
     err = err ? err : sg_slice_cov_add(&f->cov, x_dev, rows);
+    if (f->energy) {
+        if (chunk == 0)
+            sg_schedule_probe_begin(f->energy);
+        sg_schedule_probe_add(f->energy, x, rows);
+    }
     double spent = sg_now() - t;
     p->seconds[SG_STAGE_COV] += spent;
     p->clock += spent; /* not capture time */
@@ -220,6 +228,15 @@ static int fused_axes(sg_pipeline *p, const char *signal, int64_t layer, sg_rota
         return uniform_axes(p, f->u, f->cov.h, q);
     int err = sg_slice_axes(p->be, f->cov.h, p->orig->dim, layer, o->rotation, o->seed,
                             o->damp_frac, o->eigh, q, f->eig);
+    if (f->probe) {
+        /* what each axis of the dense model's signal is worth; the signal
+         * goes on as it is */
+        if (!err) {
+            sg_schedule_probe_energy(f->energy, q->host, f->eig);
+            sg_schedule_spectra_put(f->probe, signal, layer, f->eig);
+        }
+        return err ? err : sg_rotation_identity(p->be, p->orig->dim, q);
+    }
     return err ? err : sg_spectra_add(f->spectra, signal, layer, f->eig, p->orig->dim);
 }
 
@@ -482,6 +499,52 @@ static int uniform_run(sg_pipeline *p, fused *f)
     return sg_pipeline_run(p);
 }
 
+/* --method spectrum (schedule.h): a first pass over the dense folded
+ * model, nothing cut and nothing written, records every signal's spectrum;
+ * the schedule then chooses a width per signal at the reference plan's
+ * stored size, and f->sliced becomes that plan for the slicing pass. */
+static int spectrum_probe(sg_pipeline *p, fused *f, const sg_plan_options *plan)
+{
+    const sg_slice_options *o = f->o;
+    sg_model_config reference = f->sliced;
+    sg_plan_options dense = *plan;
+    dense.method = SG_METHOD_REFERENCE;
+    dense.sparsity = 0;
+    dense.target_size = 0;
+    dense.round_interval = 1;
+    int64_t d = sg_slice_plan(p->orig, &dense, &f->sliced);
+    if (d < 0)
+        return (int)d;
+    sg_schedule_spectra spectra;
+    sg_schedule_probe energy;
+    int err = sg_schedule_spectra_init(&spectra, p->orig->dim, p->orig->n_layers);
+    if (err)
+        return err;
+    if ((err = sg_schedule_probe_init(&energy, p->orig->dim))) {
+        sg_schedule_spectra_free(&spectra);
+        return err;
+    }
+    f->probe = &spectra;
+    f->energy = &energy;
+    p->slice = 0;
+    p->phase = "spectra";
+    err = sg_pipeline_run(p);
+    f->probe = NULL;
+    f->energy = NULL;
+    sg_schedule_probe_free(&energy);
+    p->slice = 1;
+    p->phase = "slice";
+    /* the last activations: the slicing pass starts again from the tokens */
+    static const char *const left[] = {"input", "output", "residual"};
+    for (int i = 0; i < 3 && !err; i++)
+        if (sg_act_store_chunks(p->cap.store, left[i]) > 0)
+            err = sg_act_store_drop(p->cap.store, left[i]);
+    if (!err)
+        err = sg_schedule_widths(p->orig, &reference, &o->plan, &spectra, &f->sliced);
+    sg_schedule_spectra_free(&spectra);
+    return err;
+}
+
 #define HASH(h, v) ((h) = sg_resume_hash((h), &(v), sizeof(v)))
 
 /* What makes the bytes written: the model files, the calibration tokens
@@ -506,6 +569,7 @@ static int fingerprint(const sg_pipeline *p, const fused *f, sg_model_files *fil
     HASH(h, o->plan.slice_head);
     HASH(h, o->plan.embeddings);
     HASH(h, o->plan.target_size);
+    HASH(h, o->plan.method);
     HASH(h, o->rotation);
     HASH(h, o->seed);
     HASH(h, o->damp_frac);
@@ -520,6 +584,8 @@ static int fingerprint(const sg_pipeline *p, const fused *f, sg_model_files *fil
         HASH(h, f->sliced.d_in[l]);
         HASH(h, f->sliced.d_mid[l]);
         HASH(h, f->sliced.d_out[l]);
+        if (f->sliced.shared_basis[l]) /* (absent before --shared-basis: same hash as then) */
+            HASH(h, f->sliced.shared_basis[l]);
     }
     HASH(h, f->sliced.embed_dim);
     HASH(h, f->sliced.head_in_dim);
@@ -594,6 +660,11 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     p.orig = sg_model_files_config(files);
     if (p.orig->sliced)
         return sg_fail(SG_EARG, "%s: model is already sliced", sg_model_files_path(files));
+    if (plan.method != SG_METHOD_REFERENCE && o->rotation != SG_ROTATION_PCA)
+        return sg_fail(SG_EARG, "--method spectrum|fill chooses a width per signal from its PCA "
+                                "spectrum: it needs --rotation pca (a %s rotation has %s)",
+                       plan.uniform ? "uniform" : "random",
+                       plan.uniform ? "one width for the whole network" : "no spectrum");
     int64_t D = p.orig->dim;
     rep->calib_tokens = calib->offsets[calib->n_seq];
     rep->d = sg_slice_plan(p.orig, &plan, &f.sliced);
@@ -635,6 +706,9 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     sg_slice_memory_estimate(p.orig, 0, p.cap.max_tokens, p.cap.max_tokens, &mem);
     if (!p.be->ops->host_memory)
         mem.total += mem.block_f32; /* the next block, prepared while this one runs */
+    if (plan.method != SG_METHOD_REFERENCE) /* the first pass's spectra */
+        mem.total += sg_schedule_spectra_bytes(D, p.orig->n_layers) +
+                     sg_schedule_probe_bytes(D);
     int64_t host = o->host_mem_bytes > 0 ? o->host_mem_bytes : physical_memory() / 2;
     rep->store_budget = host > mem.total ? host - mem.total : 0;
     const char *spill = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -647,6 +721,13 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     if (!f.eig || !f.spectra) {
         err = sg_fail(-ENOMEM, "out of memory for rotations of width %lld", (long long)D);
         goto out;
+    }
+    if (plan.method != SG_METHOD_REFERENCE) {
+        if ((err = spectrum_probe(&p, &f, &plan)))
+            goto out;
+        rep->sliced = f.sliced;
+        rep->params_stored = sg_model_param_count(&f.sliced);
+        out_cfg = f.sliced;
     }
     f.resumable = o->resumable && !f.u;
     if (f.resumable) {

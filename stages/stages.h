@@ -11,6 +11,7 @@
 #include "load.h"
 #include "pipeline.h"
 #include "plan.h"
+#include "schedule.h"
 #include "rotate_slice.h"
 #include "write_model.h"
 #include "export_gguf.h"

@@ -26,7 +26,7 @@ void sg_cli_job_default(sg_cli_job *j)
 
 /* The shared options; vals from 256 up, so they never meet a command's own. */
 enum {
-    O_CALIB = 256, O_CALIB_TOKENS, O_NSAMPLES, O_SEQLEN, O_SEED, O_CHUNK_TOKENS, O_SPILL_DIR,
+    O_CALIB = 256, O_CALIB_TOKENS, O_CALIB_LAYOUT, O_METHOD, O_SHARED_BASIS, O_NSAMPLES, O_SEQLEN, O_SEED, O_CHUNK_TOKENS, O_SPILL_DIR,
     O_SPARSITY, O_TARGET_SIZE, O_ROUND, O_SLICE_HEAD, O_EMBEDDINGS, O_RANDOM, O_ROTATION, O_DAMP, O_EIGH, O_COV, O_DTYPE, O_TOKENIZER,
     O_ZSTD, O_DEVICE, O_GPU_MEM, O_HOST_MEM, O_QUIET, O_HELP
 };
@@ -37,6 +37,7 @@ static const struct {
 } shared[] = {
     {SG_OPT_CALIB, {"calib", required_argument, 0, O_CALIB}},
     {SG_OPT_CALIB, {"calib-tokens", required_argument, 0, O_CALIB_TOKENS}},
+    {SG_OPT_CALIB, {"calib-layout", required_argument, 0, O_CALIB_LAYOUT}},
     {SG_OPT_CALIB, {"nsamples", required_argument, 0, O_NSAMPLES}},
     {SG_OPT_CALIB, {"seqlen", required_argument, 0, O_SEQLEN}},
     {SG_OPT_CALIB | SG_OPT_AXES, {"seed", required_argument, 0, O_SEED}},
@@ -47,6 +48,8 @@ static const struct {
     {SG_OPT_PLAN, {"round-interval", required_argument, 0, O_ROUND}},
     {SG_OPT_PLAN, {"slice-head", no_argument, 0, O_SLICE_HEAD}},
     {SG_OPT_PLAN, {"embeddings", required_argument, 0, O_EMBEDDINGS}},
+    {SG_OPT_PLAN, {"method", required_argument, 0, O_METHOD}},
+    {SG_OPT_PLAN, {"shared-basis", no_argument, 0, O_SHARED_BASIS}},
     {SG_OPT_AXES, {"random-rotation", no_argument, 0, O_RANDOM}},
     {SG_OPT_AXES, {"rotation", required_argument, 0, O_ROTATION}},
     {SG_OPT_AXES, {"damp", required_argument, 0, O_DAMP}},
@@ -86,6 +89,13 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
     switch (c) {
     case O_CALIB: j->calib = arg; return 0;
     case O_CALIB_TOKENS: j->calib_tokens = arg; return 0;
+    case O_CALIB_LAYOUT: {
+        static const char *const layouts[] = {"random", "rows"};
+        if ((i = one_of("--calib-layout", arg, layouts, 2)) < 0)
+            return -1;
+        j->calib_rows = i;
+        return 0;
+    }
     case O_NSAMPLES: return sg_cli_int("--nsamples", arg, 1, 1 << 24, &j->nsamples);
     case O_SEQLEN: return sg_cli_int("--seqlen", arg, 2, 1 << 20, &j->seqlen);
     case O_SEED: return sg_cli_int("--seed", arg, 0, INT64_MAX, &j->seed);
@@ -114,11 +124,20 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
         return -1;
     case O_ROUND: return sg_cli_int("--round-interval", arg, 1, 1 << 16, &j->plan.round_interval);
     case O_SLICE_HEAD: j->plan.slice_head = 1; return 0;
+    case O_SHARED_BASIS: j->plan.shared_basis = 1; return 0;
     case O_EMBEDDINGS:
         if ((i = one_of("--embeddings", arg, embed_modes, 3)) < 0)
             return -1;
         j->plan.embeddings = (sg_embed_mode)i;
         return 0;
+    case O_METHOD: {
+        /* in sg_width_method order */
+        static const char *const methods[] = {"reference", "spectrum", "fill"};
+        if ((i = one_of("--method", arg, methods, 3)) < 0)
+            return -1;
+        j->plan.method = (sg_width_method)i;
+        return 0;
+    }
     case O_RANDOM: j->rotation = SG_ROTATION_RANDOM; return 0;
     case O_ROTATION: {
         /* in sg_rotation_kind order */
@@ -166,6 +185,35 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
     case O_QUIET: j->quiet = 1; return 0;
     }
     return -1;
+}
+
+int sg_cli_calib_check(const sg_cli_job *j)
+{
+    if (sg_cli_one_calib(j->calib, j->calib_tokens))
+        return -1;
+    if (j->calib_rows && !j->calib_tokens) {
+        fputs("slicegpt-stream: --calib-layout rows: the rows are pre-tokenized ids; give them "
+              "with --calib-tokens FILE\n", stderr);
+        return -1;
+    }
+    return 0;
+}
+
+int sg_cli_calib_tokens(const sg_cli_job *j, int64_t vocab_size, int64_t max_positions,
+                        sg_token_batch *out)
+{
+    if (!j->calib_rows) {
+        int64_t seqlen = max_positions > 0 && j->seqlen > max_positions ? max_positions : j->seqlen;
+        return sg_batch_pretokenized(j->calib_tokens, vocab_size, j->nsamples, seqlen,
+                                     (uint64_t)j->seed, out);
+    }
+    if (max_positions > 0 && j->seqlen > max_positions)
+        return sg_fail(SG_EARG, "%s: --calib-layout rows: rows of --seqlen %lld do not fit the "
+                                "model's context of %lld (they would be cut); give rows of at "
+                                "most %lld",
+                       j->calib_tokens, (long long)j->seqlen, (long long)max_positions,
+                       (long long)max_positions);
+    return sg_batch_token_rows(j->calib_tokens, vocab_size, j->nsamples, j->seqlen, out);
 }
 
 int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *own,

@@ -12,10 +12,10 @@
 #include "slicegpt.h"
 
 enum {
-    SG_OPT_CALIB = 1 << 0,     /* --calib --calib-tokens --nsamples --seqlen --seed
-                                  --chunk-tokens --spill-dir */
+    SG_OPT_CALIB = 1 << 0,     /* --calib --calib-tokens --calib-layout --nsamples --seqlen
+                                  --seed --chunk-tokens --spill-dir */
     SG_OPT_PLAN = 1 << 1,      /* --sparsity --target-size --round-interval --slice-head
-                                  --embeddings */
+                                  --embeddings --method --shared-basis */
     SG_OPT_AXES = 1 << 2,      /* --rotation --random-rotation --seed --damp --eigh */
     SG_OPT_COV = 1 << 3,       /* --cov */
     SG_OPT_DTYPE = 1 << 4,     /* --dtype */
@@ -28,6 +28,7 @@ enum {
 typedef struct {
     /* calibration */
     const char *calib, *calib_tokens;
+    int calib_rows;            /* --calib-layout rows: the file is the sequences, in order */
     int64_t nsamples, seqlen, seed, chunk_tokens;
     const char *spill_dir;
     /* the widths */
@@ -49,6 +50,17 @@ typedef struct {
 
 void sg_cli_job_default(sg_cli_job *job);
 
+/* --calib or --calib-tokens, one of them, and --calib-layout rows only with
+ * --calib-tokens: 0, or -1 after a message. */
+int sg_cli_calib_check(const sg_cli_job *job);
+
+/* The pre-tokenized calibration of a job (--calib-tokens): seeded random
+ * windows of seqlen (default), or with --calib-layout rows the file's rows
+ * as they are, which must then be exactly --nsamples x --seqlen ids and
+ * fit the context (max_positions, 0: no limit) uncut. */
+int sg_cli_calib_tokens(const sg_cli_job *job, int64_t vocab_size, int64_t max_positions,
+                        sg_token_batch *out);
+
 /* A command's own option c (its val in `own`) with its argument: 0, or
  * -1 after printing why. */
 typedef int (*sg_cli_own_fn)(void *ctx, int c, const char *arg);
@@ -66,6 +78,10 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
 #define SG_HELP_CALIB                                                                         \
     "  --calib FILE          calibration text (documents separated by blank lines)\n"        \
     "  --calib-tokens FILE   or pre-tokenized calibration: little-endian uint32 ids\n"       \
+    "  --calib-layout random|rows  --calib-tokens as one stream, --nsamples windows drawn\n"  \
+    "                        at seeded random offsets (default), or exactly --nsamples x\n" \
+    "                        --seqlen ids taken as the sequences, in order (to reproduce\n"  \
+    "                        another tool's calibration)\n"                                  \
     "  --nsamples N          calibration samples (default 128)\n"                            \
     "  --seqlen N            tokens per sample (default 2048, capped at the context)\n"      \
     "  --seed N              calibration sampling seed (default 42)\n"                       \
@@ -74,6 +90,15 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
     "  --sparsity S          fraction of the hidden dimension removed (default 0.25)\n"      \
     "  --target-size F       instead: the widest width whose stored parameters (shortcuts\n"  \
     "                        and heads included) are at most F x the dense model's\n"        \
+    "  --method reference|spectrum|fill  how the widths are chosen: reference, one width\n" \
+    "                        d for every signal, the published method bit for bit\n"       \
+    "                        (default); run only: a width per signal from a first pass\n"  \
+    "                        over the dense model: spectrum, at the reference's stored\n"  \
+    "                        size; fill, the reference's widths widened with what the\n"    \
+    "                        --target-size budget leaves after them\n"                       \
+    "  --shared-basis        one basis per block: each block's output keeps its mid basis,\n" \
+    "                        so its MLP shortcut is the identity and is not stored (a\n"   \
+    "                        --target-size spends that on a wider d; run only)\n"          \
     "  --round-interval N    sliced width is a multiple of N (default 8)\n"                  \
     "  --slice-head          also slice the last block's output and the head\n"                \
     "  --embeddings auto|keep|slice  keep the token embeddings as they are and the head\n"  \

@@ -40,6 +40,7 @@ typedef struct {
     sg_stage *st;
     const char *calib, *calib_tokens;
     int64_t nsamples, seqlen, seed, chunk_tokens;
+    const sg_cli_job *job;   /* the calibration options, as parsed */
     sg_act_store *store;
     const char *dir;         /* the store directory */
     sg_tokenizer *tok;       /* from the stream's tokenizer file */
@@ -176,8 +177,7 @@ static int calibrate(capture_state *c, sg_pipeline *p)
                                                (uint64_t)c->seed, &c->batch);
         free(text);
     } else {
-        err = sg_batch_pretokenized(c->calib_tokens, o->vocab_size, c->nsamples, seqlen,
-                                    (uint64_t)c->seed, &c->batch);
+        err = sg_cli_calib_tokens(c->job, o->vocab_size, o->max_positions, &c->batch);
     }
     err = err ? err
               : sg_cli_check_calibration(&c->batch, o->dim, c->calib ? c->calib : c->calib_tokens);
@@ -299,12 +299,12 @@ int sg_cmd_capture(int argc, char **argv)
         fputs(usage, stderr);
         return SG_EXIT_USAGE;
     }
-    if (sg_cli_one_calib(j.calib, j.calib_tokens))
+    if (sg_cli_calib_check(&j))
         return SG_EXIT_USAGE;
     sg_progress progress;
     sg_cli_progress(&progress, j.quiet);
     capture_state c = {.calib = j.calib, .calib_tokens = j.calib_tokens, .nsamples = j.nsamples,
-                       .seqlen = j.seqlen, .seed = j.seed, .chunk_tokens = j.chunk_tokens};
+                       .seqlen = j.seqlen, .seed = j.seed, .chunk_tokens = j.chunk_tokens, .job = &j};
     sg_pipeline p = {.io = &capture_io, .ctx = &c, .be = sg_backend_cpu(), .capture = 1,
                      .progress = &progress, .phase = "capture"};
     const char *spill_dir = j.spill_dir;

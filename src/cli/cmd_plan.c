@@ -137,8 +137,15 @@ int sg_cmd_plan(int argc, char **argv)
     if (d < 0)
         return sg_cli_report((int)d);
     /* the store's peak: block input (width d), the captured residual and
-     * the block output (width D) at once */
-    int64_t store_peak = T * (d + 2 * D) * (int64_t)sizeof(float);
+     * the block output (width D) at once; --method spectrum's first pass
+     * runs the dense model (input width D) and keeps every signal's
+     * spectrum until the widths are chosen */
+    int spectrum = j.plan.method != SG_METHOD_REFERENCE;
+    int64_t store_peak = T * ((spectrum ? D : d) + 2 * D) * (int64_t)sizeof(float);
+    int64_t spectra_bytes = spectrum ? sg_schedule_spectra_bytes(D, cfg.n_layers) +
+                                           sg_schedule_probe_bytes(D)
+                                     : 0;
+    m.total += spectra_bytes;
     int64_t total_params = sg_model_param_count(&cfg);
 
     cJSON *json = sg_json_report_new("plan", argc, argv);
@@ -155,10 +162,17 @@ int sg_cmd_plan(int argc, char **argv)
     sg_json_int(jc, "seqlen", maxseq);
     sg_json_int(jc, "tokens", T);
     sg_json_int(jc, "chunk_tokens", chunk_tokens);
-    printf("sliced width: d = %lld of D = %lld at sparsity %.2f (multiple of %lld), the width "
-           "run uses; embeddings %s\n", (long long)d, (long long)D,
-           sg_plan_sparsity(&j.plan, D, d), (long long)j.plan.round_interval,
-           sg_embeddings_kept(&sliced) ? "kept" : "rotated and cut");
+    if (spectrum)
+        printf("sliced widths: one per signal, chosen by run from the spectra of a first pass "
+               "(--method spectrum), storing at most what d = %lld of D = %lld stores at "
+               "sparsity %.2f (multiple of %lld); embeddings %s\n", (long long)d, (long long)D,
+               sg_plan_sparsity(&j.plan, D, d), (long long)j.plan.round_interval,
+               sg_embeddings_kept(&sliced) ? "kept" : "rotated and cut");
+    else
+        printf("sliced width: d = %lld of D = %lld at sparsity %.2f (multiple of %lld), the width "
+               "run uses; embeddings %s\n", (long long)d, (long long)D,
+               sg_plan_sparsity(&j.plan, D, d), (long long)j.plan.round_interval,
+               sg_embeddings_kept(&sliced) ? "kept" : "rotated and cut");
     printf("parameters: dense %lld, stored when sliced %lld (%.1f%%)\n",
            (long long)sg_model_param_count(&cfg), (long long)sg_model_param_count(&sliced),
            100.0 * sg_model_param_count(&sliced) / sg_model_param_count(&cfg));
@@ -169,6 +183,7 @@ int sg_cmd_plan(int argc, char **argv)
     sg_json_int(jo, "round_interval", j.plan.round_interval);
     cJSON_AddBoolToObject(jo, "slice_head", j.plan.slice_head);
     cJSON_AddStringToObject(jo, "embeddings", sg_embeddings_kept(&sliced) ? "keep" : "slice");
+    cJSON_AddStringToObject(jo, "method", sg_width_method_name(j.plan.method));
     cJSON_AddNumberToObject(jo, "weight_bytes", wbytes);
     cJSON *jw = cJSON_AddObjectToObject(json, "widths");
     sg_json_int(jw, "D", D);
@@ -185,6 +200,9 @@ int sg_cmd_plan(int argc, char **argv)
     row(jh, "covariance_bytes", "covariance  H and eigensolver work (float64)", m.covariance);
     row(jh, "rotations_bytes", "rotate      Q_prev, Q_mid, Q_out (float64)", m.rotations);
     row(jh, "globals_bytes", "embed/head  embeddings, then the untied head", m.globals);
+    if (spectrum)
+        row(jh, "spectra_bytes", "schedule    the spectra and per-token energies (--method spectrum)",
+            spectra_bytes);
     row(jh, "fixed_bytes", "fixed total", m.total);
     row(jh, "store_peak_bytes", "activation store peak (input + residual + output)", store_peak);
     int64_t store_budget = host > m.total ? host - m.total : 0;

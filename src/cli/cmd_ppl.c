@@ -10,9 +10,13 @@
 #include "slicegpt.h"
 
 static const char usage[] =
-    "usage: slicegpt-stream ppl --model PATH --text FILE [options]\n"
+    "usage: slicegpt-stream ppl --model PATH --text FILE|--tokens FILE [options]\n"
     "  --model PATH       Hugging Face directory (config.json + safetensors) or .gguf\n"
     "  --text FILE        UTF-8 text to score\n"
+    "  --tokens FILE      or pre-tokenized ids to score (little-endian uint32), as another\n"
+    "                     tool evaluated them: no tokenizer, nothing added\n"
+    "  --tokens-layout stream|rows  one stream cut into windows of --seqlen (default), or\n"
+    "                     rows of exactly --seqlen ids, each scored as one sequence\n"
     "  --tokenizer FILE   tokenizer.json or llama2.c tokenizer.bin (default: the model's)\n"
     "  --seqlen N         window length in tokens (default 2048, capped at the context)\n"
     "  --max-windows K    score at most K windows (default: all)\n"
@@ -26,11 +30,15 @@ static const char usage[] =
     "\nexamples:\n"
     "  slicegpt-stream ppl --model out/smollm2-135m-sliced --text /usr/share/common-licenses/MPL-2.0 \\\n"
     "    --seqlen 512 --report sliced.json\n"
-    "  slicegpt-stream ppl --model stories260K.bin --tokenizer tok512.bin --text valid.txt --per-line\n";
+    "  slicegpt-stream ppl --model stories260K.bin --tokenizer tok512.bin --text valid.txt --per-line\n"
+    "  slicegpt-stream ppl --model out/smollm2-135m-sliced --tokens wikitext2-test.u32 \\\n"
+    "    --tokens-layout rows --seqlen 2048\n";
 
 int sg_cmd_ppl(int argc, char **argv)
 {
     const char *model = NULL, *text_path = NULL, *tok_path = NULL, *report = NULL;
+    const char *tokens_path = NULL;
+    int tokens_rows = 0, seqlen_given = 0;
     int64_t seqlen = 2048, max_windows = 0, first = 1, last = 0;
     int per_line = 0, quiet = 0;
     static const struct option opts[] = {
@@ -40,6 +48,7 @@ int sg_cmd_ppl(int argc, char **argv)
         {"lines", required_argument, 0, 'l'},     {"help", no_argument, 0, 'h'},
         {"device", required_argument, 0, 'G'},    {"gpu-mem", required_argument, 0, 'g'},
         {"quiet", no_argument, 0, 'q'},           {"report", required_argument, 0, 'R'},
+        {"tokens", required_argument, 0, 'T'},    {"tokens-layout", required_argument, 0, 'L'},
         {0, 0, 0, 0}};
     const char *device = "auto";
     int64_t gpu_mem = 0;
@@ -48,10 +57,20 @@ int sg_cmd_ppl(int argc, char **argv)
         switch (o) {
         case 'm': model = optarg; break;
         case 't': text_path = optarg; break;
+        case 'T': tokens_path = optarg; break;
+        case 'L':
+            if (strcmp(optarg, "stream") && strcmp(optarg, "rows")) {
+                fprintf(stderr, "slicegpt-stream: --tokens-layout: expected stream or rows, got "
+                                "'%s'\n", optarg);
+                return SG_EXIT_USAGE;
+            }
+            tokens_rows = !strcmp(optarg, "rows");
+            break;
         case 'k': tok_path = optarg; break;
         case 's':
             if (sg_cli_int("--seqlen", optarg, 2, 1 << 20, &seqlen))
                 return SG_EXIT_USAGE;
+            seqlen_given = 1;
             break;
         case 'w':
             if (sg_cli_int("--max-windows", optarg, 0, INT64_MAX, &max_windows))
@@ -76,8 +95,19 @@ int sg_cmd_ppl(int argc, char **argv)
         default: fputs(usage, stderr); return SG_EXIT_USAGE;
         }
     }
-    if (!model || !text_path) {
+    if (!model || !text_path == !tokens_path) {
+        if (text_path && tokens_path)
+            fputs("slicegpt-stream: give --text or --tokens, not both\n", stderr);
         fputs(usage, stderr);
+        return SG_EXIT_USAGE;
+    }
+    if (tokens_path && per_line) {
+        fputs("slicegpt-stream: --per-line scores lines of a text; with --tokens give "
+              "--tokens-layout rows\n", stderr);
+        return SG_EXIT_USAGE;
+    }
+    if (tokens_rows && !seqlen_given) {
+        fputs("slicegpt-stream: --tokens-layout rows: give the row length, --seqlen N\n", stderr);
         return SG_EXIT_USAGE;
     }
     sg_backend *be;
@@ -90,11 +120,26 @@ int sg_cmd_ppl(int argc, char **argv)
     sg_token_batch batch = {0};
     sg_eval_result r;
     int err = sg_model_files_open(model, &files);
-    if (!err)
+    if (!err && text_path)
         err = sg_model_files_tokenizer(files, tok_path, &tok);
-    if (!err)
+    if (!err && text_path)
         err = sg_text_read(text_path, &text, &len);
-    if (!err) {
+    if (!err && tokens_path) {
+        /* the ids as given: rows must fit the context uncut */
+        const sg_model_config *c = sg_model_files_config(files);
+        if (tokens_rows && c->max_positions > 0 && seqlen > c->max_positions + 1)
+            err = sg_fail(SG_EARG, "%s: rows of %lld ids do not fit the model's context of %lld "
+                                   "(+1 for the last target)",
+                          tokens_path, (long long)seqlen, (long long)c->max_positions);
+        else if (!tokens_rows && c->max_positions > 0 && seqlen > c->max_positions + 1)
+            seqlen = c->max_positions + 1;
+        if (!err)
+            err = tokens_rows ? sg_batch_token_rows(tokens_path, c->vocab_size, 0, seqlen, &batch)
+                              : sg_batch_token_stream(tokens_path, c->vocab_size, seqlen,
+                                                      max_windows, &batch);
+        if (!err && tokens_rows && max_windows > 0 && batch.n_seq > max_windows)
+            batch.n_seq = max_windows;
+    } else if (!err) {
         const sg_model_config *c = sg_model_files_config(files);
         /* the last token of a window is only a target: it needs no position */
         if (c->max_positions > 0 && seqlen > c->max_positions + 1)
@@ -125,7 +170,12 @@ int sg_cmd_ppl(int argc, char **argv)
         cJSON *json = sg_json_report_new("ppl", argc, argv);
         sg_json_report_model(json, model, sg_model_files_config(files));
         cJSON *jo = cJSON_AddObjectToObject(json, "options");
-        cJSON_AddStringToObject(jo, "text", text_path);
+        if (text_path)
+            cJSON_AddStringToObject(jo, "text", text_path);
+        else {
+            cJSON_AddStringToObject(jo, "tokens", tokens_path);
+            cJSON_AddStringToObject(jo, "tokens_layout", tokens_rows ? "rows" : "stream");
+        }
         sg_json_int(jo, "seqlen", seqlen);
         sg_json_int(jo, "max_windows", max_windows);
         cJSON_AddBoolToObject(jo, "per_line", per_line);

@@ -169,7 +169,7 @@ int sg_cmd_run(int argc, char **argv)
         fputs(usage, stderr);
         return SG_EXIT_USAGE;
     }
-    if (sg_cli_one_calib(j.calib, j.calib_tokens))
+    if (sg_cli_calib_check(&j))
         return SG_EXIT_USAGE;
     if (a.out_gguf && j.rotation != SG_ROTATION_UNIFORM) {
         fputs("slicegpt-stream: --out-gguf: only a uniform rotation's plain model has a GGUF "
@@ -240,8 +240,7 @@ int sg_cmd_run(int argc, char **argv)
         if (!err)
             err = sg_batch_calibration(tok, text, len, nsamples, seqlen, (uint64_t)seed, &batch);
     } else if (!err) {
-        err = sg_batch_pretokenized(calib_tokens, cfg->vocab_size, nsamples, seqlen,
-                                    (uint64_t)seed, &batch);
+        err = sg_cli_calib_tokens(&j, cfg->vocab_size, cfg->max_positions, &batch);
     }
     if (!err)
         err = sg_cli_check_calibration(&batch, cfg->dim, calib ? calib : calib_tokens);
@@ -302,6 +301,8 @@ int sg_cmd_run(int argc, char **argv)
         sg_json_int(jo, "round_interval", o.plan.round_interval);
         cJSON_AddBoolToObject(jo, "slice_head", o.plan.slice_head);
         cJSON_AddStringToObject(jo, "embeddings", sg_embed_mode_name(o.plan.embeddings));
+        cJSON_AddStringToObject(jo, "method", sg_width_method_name(o.plan.method));
+        cJSON_AddBoolToObject(jo, "shared_basis", o.plan.shared_basis);
         cJSON_AddStringToObject(jo, "rotation",
                                 o.rotation == SG_ROTATION_RANDOM    ? "random"
                                 : o.rotation == SG_ROTATION_UNIFORM ? "uniform"
@@ -317,6 +318,8 @@ int sg_cmd_run(int argc, char **argv)
         cJSON_AddStringToObject(jo, "out", o.out_dir);
         cJSON *jc = cJSON_AddObjectToObject(json, "calibration");
         cJSON_AddStringToObject(jc, "text", calib ? calib : calib_tokens);
+        if (calib_tokens)
+            cJSON_AddStringToObject(jc, "layout", j.calib_rows ? "rows" : "random");
         sg_json_int(jc, "tokens", batch.offsets[batch.n_seq]);
         sg_json_int(jc, "samples", batch.n_seq);
         sg_json_int(jc, "seqlen", seqlen);
@@ -346,6 +349,22 @@ int sg_cmd_run(int argc, char **argv)
                    (long long)rep.d, (long long)cfg->dim,
                    rep.embeddings_kept ? "kept (head tied to them)" : "rotated and cut",
                    o.out_dir);
+        if (o.plan.method != SG_METHOD_REFERENCE) {
+            /* the schedule as written in config.json's slicegpt section */
+            const sg_model_config *w = &rep.sliced;
+            printf("schedule (--method %s, %s d = %lld): "
+                   "embeddings %lld, head reads %lld\n  d_mid:",
+                   sg_width_method_name(o.plan.method),
+                   o.plan.method == SG_METHOD_FILL ? "the budget left over from"
+                                                   : "the reference's stored size at",
+                   (long long)rep.d, (long long)w->embed_dim, (long long)w->head_in_dim);
+            for (int64_t l = 0; l < w->n_layers; l++)
+                printf(" %lld", (long long)w->d_mid[l]);
+            printf("\n  d_out:");
+            for (int64_t l = 0; l < w->n_layers; l++)
+                printf(" %lld", (long long)w->d_out[l]);
+            printf("\n");
+        }
         if (a.out_gguf) {
             err = sg_export_gguf(o.out_dir, a.out_gguf, a.gguf_type, tok);
             if (!err)

@@ -524,6 +524,18 @@ int sg_cmd_slice(int argc, char **argv)
                                &j, 0);
     if (status >= 0)
         return status;
+    if (j.plan.shared_basis) {
+        fputs("slicegpt-stream slice: --shared-basis: the filters slice with a basis per signal; "
+              "use run\n", stderr);
+        return SG_EXIT_USAGE;
+    }
+    if (j.plan.method != SG_METHOD_REFERENCE) {
+        fprintf(stderr, "slicegpt-stream slice: --method %s: its widths come from a first pass "
+                        "over the whole model, which only `run` makes; the filters slice with "
+                        "--method reference\n",
+                sg_width_method_name(j.plan.method));
+        return SG_EXIT_USAGE;
+    }
     sg_stage st;
     slice_state s = {.st = &st};
     sg_progress progress;

@@ -413,6 +413,13 @@ static int load_slicegpt(jsec top, sg_model_config *c)
             (rc = j_int(ls, "d_mid", 1, 0, &c->d_mid[l])) ||
             (rc = j_int(ls, "d_out", 1, 0, &c->d_out[l])))
             return rc;
+        int shared;
+        if ((rc = j_bool(ls, "shared_basis", 0, &shared)))
+            return rc;
+        if (shared && c->d_mid[l] != c->d_out[l])
+            return sg_fail(SG_EFORMAT, "%s: %sshared_basis with d_mid %lld != d_out %lld",
+                           top.path, where, (long long)c->d_mid[l], (long long)c->d_out[l]);
+        c->shared_basis[l] = (uint8_t)shared;
         l++;
     }
     c->sliced = 1;
@@ -701,6 +708,8 @@ static cJSON *build_config(const sg_model_config *c, double sparsity)
             cJSON_AddNumberToObject(e, "d_in", (double)c->d_in[l]);
             cJSON_AddNumberToObject(e, "d_mid", (double)c->d_mid[l]);
             cJSON_AddNumberToObject(e, "d_out", (double)c->d_out[l]);
+            if (c->shared_basis[l])
+                cJSON_AddTrueToObject(e, "shared_basis");
             cJSON_AddItemToArray(layers, e);
         }
     }

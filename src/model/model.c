@@ -235,6 +235,8 @@ int64_t sg_block_param_count(const sg_model_config *c, int64_t l)
          * when the widths say a rotation is needed (sliced models store them) */
         if (!present || (present == 2 && (s->when != 's' && s->when != 'S')))
             continue;
+        if (s->when == 'S' && c->shared_basis[l])
+            continue; /* the identity, not stored */
         int64_t cols = slot_dim(c, &b, s->cols);
         n += slot_dim(c, &b, s->rows) * (cols ? cols : 1);
     }

@@ -1,5 +1,7 @@
 #include "model_config.h"
 
+#include <string.h>
+
 #include "sg_error.h"
 
 const char *sg_arch_name(sg_arch arch)
@@ -20,6 +22,7 @@ void sg_config_set_unsliced(sg_model_config *cfg)
     cfg->head_in_dim = cfg->dim;
     for (int64_t l = 0; l < cfg->n_layers && l < SG_MAX_LAYERS; l++)
         cfg->d_in[l] = cfg->d_mid[l] = cfg->d_out[l] = cfg->dim;
+    memset(cfg->shared_basis, 0, sizeof cfg->shared_basis);
 }
 
 int sg_config_validate(const sg_model_config *c, const char *source)

@@ -65,6 +65,9 @@ typedef struct {
     int64_t embed_dim;     /* width written by the embeddings (d_0) */
     int64_t d_in[SG_MAX_LAYERS], d_mid[SG_MAX_LAYERS], d_out[SG_MAX_LAYERS];
     int64_t head_in_dim;   /* width the final norm and lm_head read */
+    /* 1: block l's output keeps its mid basis (--shared-basis): d_out = d_mid,
+     * the MLP shortcut is the identity and is not stored */
+    uint8_t shared_basis[SG_MAX_LAYERS];
 } sg_model_config;
 
 /* Fills the SliceGPT fields for an unsliced model (every width == dim). */

@@ -244,12 +244,13 @@ int sg_batch_calibration(const sg_tokenizer *tok, const char *text, size_t len,
     return err;
 }
 
-int sg_batch_pretokenized(const char *path, int64_t vocab_size, int64_t nsamples,
-                          int64_t seqlen, uint64_t seed, sg_token_batch *out)
+/* The ids of a file of little-endian uint32 ids, each checked against the
+ * vocabulary. */
+static int read_ids(const char *path, int64_t vocab_size, int32_t **out, int64_t *count)
 {
-    memset(out, 0, sizeof *out);
     char *raw;
     size_t len;
+    *out = NULL;
     int err = sg_text_read(path, &raw, &len);
     if (err)
         return err;
@@ -258,12 +259,7 @@ int sg_batch_pretokenized(const char *path, int64_t vocab_size, int64_t nsamples
         return sg_fail(SG_EFORMAT, "%s: size %zu is not a whole number of uint32 ids", path, len);
     }
     int64_t n = (int64_t)(len / 4);
-    if (n < seqlen) {
-        free(raw);
-        return sg_fail(SG_EARG, "%s: %lld tokens, fewer than one sample of %lld", path,
-                       (long long)n, (long long)seqlen);
-    }
-    int32_t *ids = malloc(n * sizeof *ids);
+    int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
     if (!ids) {
         free(raw);
         return sg_fail(-ENOMEM, "%s: out of memory", path);
@@ -277,11 +273,88 @@ int sg_batch_pretokenized(const char *path, int64_t vocab_size, int64_t nsamples
         ids[i] = (int32_t)v;
     }
     free(raw);
+    if (err) {
+        free(ids);
+        return err;
+    }
+    *out = ids;
+    *count = n;
+    return 0;
+}
+
+int sg_batch_pretokenized(const char *path, int64_t vocab_size, int64_t nsamples,
+                          int64_t seqlen, uint64_t seed, sg_token_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    int32_t *ids;
+    int64_t n;
+    int err = read_ids(path, vocab_size, &ids, &n);
+    if (err)
+        return err;
+    if (n < seqlen) {
+        free(ids);
+        return sg_fail(SG_EARG, "%s: %lld tokens, fewer than one sample of %lld", path,
+                       (long long)n, (long long)seqlen);
+    }
     batch_builder bb = {out, 0, 0};
     for (int64_t s = 0; s < nsamples && !err; s++) {
         int64_t start = (int64_t)(rng_next(&seed) % (uint64_t)(n - seqlen + 1));
         err = builder_add(&bb, ids + start, seqlen);
     }
+    free(ids);
+    if (err)
+        sg_token_batch_free(out);
+    return err;
+}
+
+int sg_batch_token_rows(const char *path, int64_t vocab_size, int64_t nrows, int64_t seqlen,
+                        sg_token_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    int32_t *ids;
+    int64_t n;
+    int err = read_ids(path, vocab_size, &ids, &n);
+    if (err)
+        return err;
+    if (n == 0 || n % seqlen || (nrows > 0 && n != nrows * seqlen)) {
+        free(ids);
+        if (nrows > 0)
+            return sg_fail(SG_EARG, "%s: %lld ids, not %lld rows x %lld (rows layout: exactly "
+                                    "--nsamples x --seqlen ids)",
+                           path, (long long)n, (long long)nrows, (long long)seqlen);
+        return sg_fail(SG_EARG, "%s: %lld ids, not a whole number of rows of %lld (rows layout: "
+                                "--seqlen ids per row)",
+                       path, (long long)n, (long long)seqlen);
+    }
+    batch_builder bb = {out, 0, 0};
+    for (int64_t r = 0; r < n / seqlen && !err; r++)
+        err = builder_add(&bb, ids + r * seqlen, seqlen);
+    free(ids);
+    if (err)
+        sg_token_batch_free(out);
+    return err;
+}
+
+int sg_batch_token_stream(const char *path, int64_t vocab_size, int64_t seqlen,
+                          int64_t max_windows, sg_token_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    int32_t *ids;
+    int64_t n;
+    int err = read_ids(path, vocab_size, &ids, &n);
+    if (err)
+        return err;
+    int64_t windows = n / seqlen;
+    if (max_windows > 0 && windows > max_windows)
+        windows = max_windows;
+    if (windows == 0) {
+        free(ids);
+        return sg_fail(SG_EARG, "%s: %lld ids, fewer than one window of %lld", path,
+                       (long long)n, (long long)seqlen);
+    }
+    batch_builder bb = {out, 0, 0};
+    for (int64_t w = 0; w < windows && !err; w++)
+        err = builder_add(&bb, ids + w * seqlen, seqlen);
     free(ids);
     if (err)
         sg_token_batch_free(out);

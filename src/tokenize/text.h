@@ -53,4 +53,17 @@ int sg_batch_calibration(const sg_tokenizer *tok, const char *text, size_t len,
 int sg_batch_pretokenized(const char *path, int64_t vocab_size, int64_t nsamples,
                           int64_t seqlen, uint64_t seed, sg_token_batch *out);
 
+/* Pre-tokenized sequences given as they are (rows layout): the file is
+ * exactly nrows x seqlen little-endian uint32 ids (nrows 0: any whole
+ * number of rows), row r is sequence r. For reproducing another tool's
+ * calibration or evaluation sequences exactly. */
+int sg_batch_token_rows(const char *path, int64_t vocab_size, int64_t nrows, int64_t seqlen,
+                        sg_token_batch *out);
+
+/* Pre-tokenized text (stream layout): one stream of uint32 ids, cut like
+ * sg_batch_windows into non-overlapping windows of seqlen, the short tail
+ * dropped; nothing added (a BOS is in the file or not). max_windows 0: all. */
+int sg_batch_token_stream(const char *path, int64_t vocab_size, int64_t seqlen,
+                          int64_t max_windows, sg_token_batch *out);
+
 #endif
