@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_report.h"
 #include "slicegpt.h"
 
 int sg_cli_report(int code)
@@ -172,4 +173,15 @@ void sg_cli_progress(sg_progress *p, int quiet)
     if (!env || end == env || !(interval >= 0))
         interval = 5;
     sg_progress_init(p, quiet ? NULL : stderr, -1, "slicegpt-stream", interval);
+}
+
+void sg_cli_print_memory(sg_backend *be, int64_t *host_peak, int64_t *gpu_peak)
+{
+    sg_backend_mem bm;
+    *host_peak = sg_json_report_host_peak();
+    *gpu_peak = !be->ops->host_memory && !be->ops->memory(be, &bm) ? (int64_t)bm.peak : 0;
+    printf("memory: host peak %.1f MiB resident", *host_peak / 1048576.0);
+    if (*gpu_peak)
+        printf(", GPU peak %.1f MiB allocated", *gpu_peak / 1048576.0);
+    printf("\n");
 }

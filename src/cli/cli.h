@@ -54,6 +54,10 @@ int sg_cli_one_calib(const char *calib, const char *calib_tokens);
  * (default 5), plus one as each phase ends. */
 void sg_cli_progress(sg_progress *p, int quiet);
 
+/* Prints "memory: host peak ... (, GPU peak ...)" and returns both peaks
+ * (bytes; the GPU's 0 on the CPU) for the JSON report. */
+void sg_cli_print_memory(sg_backend *be, int64_t *host_peak, int64_t *gpu_peak);
+
 int sg_cmd_ppl(int argc, char **argv);
 int sg_cmd_plan(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);

@@ -159,14 +159,8 @@ int sg_cmd_ppl(int argc, char **argv)
                (long long)batch.n_seq, r.seconds, r.tokens / r.seconds, be->ops->name,
                be->ops->host_memory ? ", OpenBLAS kernels " : "",
                be->ops->host_memory ? sg_blas_corename() : "");
-        sg_backend_mem bm;
-        int64_t host_peak = sg_json_report_host_peak(), gpu_peak = 0;
-        if (!be->ops->host_memory && !be->ops->memory(be, &bm))
-            gpu_peak = (int64_t)bm.peak;
-        printf("memory: host peak %.1f MiB resident", host_peak / 1048576.0);
-        if (gpu_peak)
-            printf(", GPU peak %.1f MiB allocated", gpu_peak / 1048576.0);
-        printf("\n");
+        int64_t host_peak, gpu_peak;
+        sg_cli_print_memory(be, &host_peak, &gpu_peak);
         cJSON *json = sg_json_report_new("ppl", argc, argv);
         sg_json_report_model(json, model, sg_model_files_config(files));
         cJSON *jo = cJSON_AddObjectToObject(json, "options");

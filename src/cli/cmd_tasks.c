@@ -119,14 +119,8 @@ int sg_cmd_tasks(int argc, char **argv)
             printf("each choice its own sequence (sharing prefixes would run %lld positions, "
                    "%.1f%% fewer)\n", (long long)shared_pos,
                    unshared_pos ? 100.0 * (unshared_pos - shared_pos) / unshared_pos : 0.0);
-        sg_backend_mem bm;
-        int64_t host_peak = sg_json_report_host_peak(), gpu_peak = 0;
-        if (!be->ops->host_memory && !be->ops->memory(be, &bm))
-            gpu_peak = (int64_t)bm.peak;
-        printf("memory: host peak %.1f MiB resident", host_peak / 1048576.0);
-        if (gpu_peak)
-            printf(", GPU peak %.1f MiB allocated", gpu_peak / 1048576.0);
-        printf("\n");
+        int64_t host_peak, gpu_peak;
+        sg_cli_print_memory(be, &host_peak, &gpu_peak);
         cJSON *json = sg_json_report_new("tasks", argc, argv);
         sg_json_report_model(json, a.model, cfg);
         cJSON *jo = cJSON_AddObjectToObject(json, "options");

@@ -52,6 +52,30 @@ static int builder_add(batch_builder *bb, const int32_t *ids, int64_t n)
     return 0;
 }
 
+/* ids (n, freed here) cut into non-overlapping windows of seqlen (at most
+ * max_windows, 0 all; the short tail dropped) as out; `what` names the
+ * source in the error. */
+static int cut_windows(int32_t *ids, int64_t n, int64_t seqlen, int64_t max_windows,
+                       const char *what, sg_token_batch *out)
+{
+    int64_t windows = n / seqlen;
+    if (max_windows > 0 && windows > max_windows)
+        windows = max_windows;
+    if (windows == 0) {
+        free(ids);
+        return sg_fail(SG_EARG, "%s: %lld tokens, fewer than one window of %lld", what,
+                       (long long)n, (long long)seqlen);
+    }
+    int err = 0;
+    batch_builder bb = {out, 0, 0};
+    for (int64_t w = 0; w < windows && !err; w++)
+        err = builder_add(&bb, ids + w * seqlen, seqlen);
+    free(ids);
+    if (err)
+        sg_token_batch_free(out);
+    return err;
+}
+
 int sg_batch_windows(const sg_tokenizer *tok, const char *text, size_t len, int64_t seqlen,
                      int64_t max_windows, sg_token_batch *out)
 {
@@ -61,21 +85,7 @@ int sg_batch_windows(const sg_tokenizer *tok, const char *text, size_t len, int6
     int err = sg_tokenizer_encode(tok, text, len, 1, &ids, &n);
     if (err)
         return err;
-    int64_t windows = (int64_t)n / seqlen;
-    if (max_windows > 0 && windows > max_windows)
-        windows = max_windows;
-    if (windows == 0) {
-        free(ids);
-        return sg_fail(SG_EARG, "text has %zu tokens, fewer than one window of %lld", n,
-                       (long long)seqlen);
-    }
-    batch_builder bb = {out, 0, 0};
-    for (int64_t w = 0; w < windows && !err; w++)
-        err = builder_add(&bb, ids + w * seqlen, seqlen);
-    free(ids);
-    if (err)
-        sg_token_batch_free(out);
-    return err;
+    return cut_windows(ids, (int64_t)n, seqlen, max_windows, "text", out);
 }
 
 int sg_batch_lines(const sg_tokenizer *tok, const char *text, size_t len, int64_t seqlen,
@@ -344,19 +354,5 @@ int sg_batch_token_stream(const char *path, int64_t vocab_size, int64_t seqlen,
     int err = read_ids(path, vocab_size, &ids, &n);
     if (err)
         return err;
-    int64_t windows = n / seqlen;
-    if (max_windows > 0 && windows > max_windows)
-        windows = max_windows;
-    if (windows == 0) {
-        free(ids);
-        return sg_fail(SG_EARG, "%s: %lld ids, fewer than one window of %lld", path,
-                       (long long)n, (long long)seqlen);
-    }
-    batch_builder bb = {out, 0, 0};
-    for (int64_t w = 0; w < windows && !err; w++)
-        err = builder_add(&bb, ids + w * seqlen, seqlen);
-    free(ids);
-    if (err)
-        sg_token_batch_free(out);
-    return err;
+    return cut_windows(ids, n, seqlen, max_windows, path, out);
 }
