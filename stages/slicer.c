@@ -18,6 +18,7 @@
 #include "pipeline.h"
 #include "sg_error.h"
 #include "load.h"
+#include "parallel.h"
 #include "resume.h"
 #include "rotate_slice.h"
 #include "schedule.h"
@@ -364,6 +365,61 @@ static int fused_put_head(sg_pipeline *p, sg_model *m)
     return err ? err : sg_model_writer_head(f->w, m);
 }
 
+/* The next block's input chunks as fsynced files, compressed and synced
+ * side by side on the worker pool (each chunk by one worker, into its own
+ * buffer: worker 0 uses cap.in), so the checkpoint keeps both cores busy
+ * instead of one compressing while the other waits. */
+typedef struct {
+    sg_pipeline *p;
+    const char *dir;
+    int64_t l;
+    float **buf;  /* per worker (max_tokens, D), NULL until first used */
+    int *err;     /* per chunk */
+    char (*msg)[256];
+} chunk_saver;
+
+static void save_chunk(void *arg, int64_t c, int worker)
+{
+    chunk_saver *cs = arg;
+    sg_act_store *store = cs->p->cap.store;
+    int64_t rows, width;
+    char path[4096];
+    int err = 0;
+    if (!cs->buf[worker] &&
+        !(cs->buf[worker] = malloc(cs->p->cap.max_tokens * cs->p->cap.D * sizeof(float))))
+        err = sg_fail(-ENOMEM, "out of memory for a checkpoint chunk");
+    err = err ? err : sg_act_store_shape(store, "input", c, &rows, &width);
+    err = err ? err : sg_act_store_get(store, "input", c, cs->buf[worker]);
+    sg_resume_chunk_path(cs->dir, cs->l, c, path, sizeof path);
+    err = err ? err : sg_act_store_write_file(store, path, cs->buf[worker], rows, width);
+    cs->err[c] = err;
+    if (err) /* sg_error is per thread: carried back to the caller's */
+        snprintf(cs->msg[c], sizeof cs->msg[c], "%s", sg_last_error());
+}
+
+static int save_chunks(sg_pipeline *p, const char *dir, int64_t l, int64_t n)
+{
+    int workers = sg_parallel_workers();
+    float **buf = calloc(workers, sizeof *buf);
+    int *errs = calloc(n + 1, sizeof *errs);
+    char (*msg)[256] = calloc(n + 1, sizeof *msg);
+    int err = buf && errs && msg ? 0 : sg_fail(-ENOMEM, "out of memory");
+    if (!err) {
+        buf[0] = p->cap.in;
+        chunk_saver cs = {p, dir, l, buf, errs, msg};
+        sg_parallel_for(n, save_chunk, &cs);
+        for (int64_t c = 0; c < n && !err; c++)
+            if (errs[c])
+                err = sg_fail(errs[c], "%s", msg[c]);
+    }
+    for (int w = 1; buf && w < workers; w++)
+        free(buf[w]);
+    free(buf);
+    free(errs);
+    free(msg);
+    return err;
+}
+
 /* After the embeddings (l = -1) or block l: the next block's inputs as
  * files in OUT.tmp, then the state naming them (resume.h). */
 static int fused_checkpoint(sg_pipeline *p, int64_t l, const sg_rotation *q)
@@ -379,13 +435,10 @@ static int fused_checkpoint(sg_pipeline *p, int64_t l, const sg_rotation *q)
     int err = p->be->ops->synchronize(p->be); /* cap.in is free: nothing queued from it */
     if (!err && !(st.rows = malloc((st.n_chunks + 1) * sizeof(int64_t))))
         err = sg_fail(-ENOMEM, "out of memory");
-    for (int64_t c = 0; !err && c < st.n_chunks; c++) {
-        char path[4096];
+    for (int64_t c = 0; !err && c < st.n_chunks; c++)
         err = sg_act_store_shape(store, "input", c, &st.rows[c], &st.width);
-        err = err ? err : sg_act_store_get(store, "input", c, p->cap.in);
-        sg_resume_chunk_path(dir, l, c, path, sizeof path);
-        err = err ? err : sg_act_store_write_file(store, path, p->cap.in, st.rows[c], st.width);
-    }
+    if (!err)
+        err = save_chunks(p, dir, l, st.n_chunks);
     err = err ? err : sg_model_writer_progress(f->w, &st.weight_map, &st.next_shard);
     if (!err && !(st.spectra = sg_spectra_json(f->spectra)))
         err = sg_fail(-ENOMEM, "out of memory");
