@@ -336,13 +336,7 @@ int sg_batch_token_rows(const char *path, int64_t vocab_size, int64_t nrows, int
                                 "--seqlen ids per row)",
                        path, (long long)n, (long long)seqlen);
     }
-    batch_builder bb = {out, 0, 0};
-    for (int64_t r = 0; r < n / seqlen && !err; r++)
-        err = builder_add(&bb, ids + r * seqlen, seqlen);
-    free(ids);
-    if (err)
-        sg_token_batch_free(out);
-    return err;
+    return cut_windows(ids, n, seqlen, 0, path, out); /* whole rows: every window */
 }
 
 int sg_batch_token_stream(const char *path, int64_t vocab_size, int64_t seqlen,
