@@ -59,11 +59,15 @@ static int64_t shared_prefix(const sg_task *t, const sg_task_doc *doc)
     return p > 0 ? p : 0;
 }
 
-/* Every sequence to run, documents whole and in order; a family (a
- * prefix and its choices) is marked so a batch never splits it. */
-static int64_t list_sequences(const sg_task *tasks, int n, int share, seq_ref *out)
+/* Every sequence to run (into out unless NULL), documents whole and in
+ * order; a family (a prefix and its choices) is marked so a batch never
+ * splits it. Returns how many; *positions (unless NULL) receives the
+ * positions they run: a prefix all of its tokens, a choice all but its
+ * last (only a target). */
+static int64_t list_sequences(const sg_task *tasks, int n, int share, seq_ref *out,
+                              int64_t *positions)
 {
-    int64_t m = 0;
+    int64_t m = 0, pos = 0;
     for (int k = 0; k < n; k++) {
         const sg_task *t = &tasks[k];
         for (int64_t d = 0; d < t->n_docs; d++) {
@@ -74,6 +78,7 @@ static int64_t list_sequences(const sg_task *tasks, int n, int share, seq_ref *o
             if (p > 0) {
                 if (out)
                     out[m] = (seq_ref){k, -1, d, 0, p, 0};
+                pos += p;
                 parent = m++;
             }
             for (int c = 0; c < doc->n_choices; c++) {
@@ -82,10 +87,13 @@ static int64_t list_sequences(const sg_task *tasks, int n, int share, seq_ref *o
                     continue;
                 if (out)
                     out[m] = (seq_ref){k, i, d, p, t->req[i].n_ids - p, parent >= 0 ? m - parent : 0};
+                pos += t->req[i].n_ids - p - 1;
                 m++;
             }
         }
     }
+    if (positions)
+        *positions = pos;
     return m;
 }
 
@@ -152,13 +160,13 @@ int sg_tasks_loglik(sg_backend *be, sg_model_files *files, sg_task *tasks, int n
                     sg_eval_result *res, int64_t *n_requests)
 {
     int share = share_prefix && (!be || be->ops->host_memory);
-    int64_t m = list_sequences(tasks, n, share, NULL), total_tokens = 0;
+    int64_t m = list_sequences(tasks, n, share, NULL, NULL), total_tokens = 0;
     memset(res, 0, sizeof *res);
     *n_requests = 0;
     seq_ref *seqs = malloc((m ? m : 1) * sizeof *seqs);
     if (!seqs)
         return sg_fail(-ENOMEM, "out of memory for %lld sequences", (long long)m);
-    list_sequences(tasks, n, share, seqs);
+    list_sequences(tasks, n, share, seqs, NULL);
     for (int64_t i = 0; i < m; i++) {
         total_tokens += seqs[i].n;
         *n_requests += seqs[i].req >= 0;
@@ -192,22 +200,6 @@ int sg_tasks_loglik(sg_backend *be, sg_model_files *files, sg_task *tasks, int n
 void sg_tasks_prefix_sharing(const sg_task *tasks, int n, int64_t *unshared_positions,
                              int64_t *shared_positions)
 {
-    int64_t unshared = 0, shared = 0;
-    for (int k = 0; k < n; k++) {
-        const sg_task *t = &tasks[k];
-        for (int64_t d = 0; d < t->n_docs; d++) {
-            const sg_task_doc *doc = &t->docs[d];
-            if (doc->dropped)
-                continue;
-            int64_t p = shared_prefix(t, doc);
-            shared += p;
-            for (int c = 0; c < doc->n_choices; c++) {
-                int64_t run = t->req[doc->first + c].n_ids - 1; /* the last id only a target */
-                unshared += run;
-                shared += run - p;
-            }
-        }
-    }
-    *unshared_positions = unshared;
-    *shared_positions = shared;
+    list_sequences(tasks, n, 0, NULL, unshared_positions);
+    list_sequences(tasks, n, 1, NULL, shared_positions);
 }
