@@ -508,6 +508,15 @@ static void uniform_end(uniform_state *u, sg_backend *be)
     memset(u, 0, sizeof *u);
 }
 
+/* plan with nothing cut: the plan of a first pass over the dense model */
+static sg_plan_options plan_uncut(sg_plan_options plan)
+{
+    plan.sparsity = 0;
+    plan.target_size = 0;
+    plan.round_interval = 1;
+    return plan;
+}
+
 /* The two passes of a uniform rotation (slicer.h). */
 static int uniform_run(sg_pipeline *p, fused *f)
 {
@@ -517,11 +526,8 @@ static int uniform_run(sg_pipeline *p, fused *f)
     size_t bytes = D * D * sizeof(double);
     sg_model_config sliced = f->sliced;
     /* first pass: the dense folded model, nothing cut, every signal summed */
-    sg_plan_options dense = o->plan;
+    sg_plan_options dense = plan_uncut(o->plan);
     dense.uniform = 1;
-    dense.sparsity = 0;
-    dense.target_size = 0;
-    dense.round_interval = 1;
     int64_t d = sg_slice_plan(p->orig, &dense, &f->sliced);
     if (d < 0)
         return (int)d;
@@ -560,11 +566,8 @@ static int spectrum_probe(sg_pipeline *p, fused *f, const sg_plan_options *plan)
 {
     const sg_slice_options *o = f->o;
     sg_model_config reference = f->sliced;
-    sg_plan_options dense = *plan;
+    sg_plan_options dense = plan_uncut(*plan);
     dense.method = SG_METHOD_REFERENCE;
-    dense.sparsity = 0;
-    dense.target_size = 0;
-    dense.round_interval = 1;
     int64_t d = sg_slice_plan(p->orig, &dense, &f->sliced);
     if (d < 0)
         return (int)d;
