@@ -72,7 +72,8 @@ AVX2 static inline float hsum_avx2(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-AVX2 static void softmax_avx2(float *x, int64_t n, int64_t total)
+/* the largest of x[0..n) */
+AVX2 static float max_avx2(const float *x, int64_t n)
 {
     int64_t i = 0;
     __m256 vmax = _mm256_set1_ps(-INFINITY);
@@ -81,6 +82,13 @@ AVX2 static void softmax_avx2(float *x, int64_t n, int64_t total)
     float max = hmax_avx2(vmax);
     for (; i < n; i++)
         max = x[i] > max ? x[i] : max;
+    return max;
+}
+
+AVX2 static void softmax_avx2(float *x, int64_t n, int64_t total)
+{
+    int64_t i;
+    float max = max_avx2(x, n);
     __m256 vsum = _mm256_setzero_ps(), vm = _mm256_set1_ps(max);
     for (i = 0; i + 8 <= n; i += 8) {
         __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
@@ -118,13 +126,8 @@ AVX2 static void silu_mul_avx2(float *up, const float *gate, int64_t n)
 
 AVX2 static double logsumexp_avx2(const float *row, int64_t n)
 {
-    int64_t i = 0;
-    __m256 vmax = _mm256_set1_ps(-INFINITY);
-    for (; i + 8 <= n; i += 8)
-        vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(row + i));
-    float max = hmax_avx2(vmax);
-    for (; i < n; i++)
-        max = row[i] > max ? row[i] : max;
+    int64_t i;
+    float max = max_avx2(row, n);
     __m256 vm = _mm256_set1_ps(max);
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     for (i = 0; i + 8 <= n; i += 8) {
