@@ -23,34 +23,17 @@ windows=${1:-4}
 rounds=${2:-3}
 threads=${3:-2}
 seqlen=512
-cache=${SG_CACHE:-$HOME/.cache/slicegpt-stream}
-venv=${SG_PEERS_VENV:-$cache/peers-venv}
-model=$("$here/tools/fetch-default-model.sh")
-f32=$cache/$(basename "$model" .gguf).F32.gguf
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$here/bench/peers_env.sh"
 licenses=/usr/share/common-licenses
 cat "$licenses/GFDL-1.3" "$licenses/MPL-2.0" "$licenses/Artistic" > "$work/eval.txt"
 
-[ -x "$here/tools/sg-gguf-f32" ] && [ -x "$here/bench/bench_forward" ] ||
-    (cd "$here" && make -s tools/sg-gguf-f32 bench/bench_forward)
-[ -f "$f32" ] || "$here/tools/sg-gguf-f32" "$model" "$f32"
+[ -x "$here/bench/bench_forward" ] || (cd "$here" && make -s bench/bench_forward)
 "$here/tools/sg-gguf-f32" --tokens "$model" "$work/eval.txt" > "$work/ids.txt"
 
 engines=sg
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip || true
-fi
-"$venv/bin/python" -c 'import torch, transformers, gguf, accelerate' 2>/dev/null ||
-    "$venv/bin/pip" install -q torch transformers gguf accelerate numpy ||
-    echo "bench_peers: could not install torch/transformers: PyTorch left out" >&2
-"$venv/bin/python" -c 'import llama_cpp' 2>/dev/null ||
-    "$venv/bin/pip" install -q llama-cpp-python ||
-    echo "bench_peers: could not install llama-cpp-python: llama.cpp left out" >&2
-"$venv/bin/python" -c 'import torch, transformers, gguf, accelerate' 2>/dev/null &&
-    engines="$engines torch"
-"$venv/bin/python" -c 'import llama_cpp' 2>/dev/null && engines="$engines llama"
+peers_have PyTorch "torch, transformers, gguf, accelerate" \
+    "torch transformers gguf accelerate numpy" && engines="$engines torch"
+peers_have llama.cpp llama_cpp llama-cpp-python && engines="$engines llama"
 
 echo "$(uname -m), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); $windows windows of $seqlen tokens, $threads threads, $rounds rounds: $engines"
 "$here/slicegpt-stream" --version | sed -n 2p

@@ -21,29 +21,16 @@ threads=${2:-2}
 nsamples=${3:-32}
 sparsity=${4:-0.25}
 seqlen=512
-cache=${SG_CACHE:-$HOME/.cache/slicegpt-stream}
-venv=${SG_PEERS_VENV:-$cache/peers-venv}
-model=$("$here/tools/fetch-default-model.sh")
-f32=$cache/$(basename "$model" .gguf).F32.gguf
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$here/bench/peers_env.sh"
 licenses=/usr/share/common-licenses
 cat "$licenses/GPL-3" "$licenses/GPL-2" "$licenses/LGPL-2.1" "$licenses/Apache-2.0" \
     > "$work/calib.txt"
 
-[ -x "$here/tools/sg-gguf-f32" ] || (cd "$here" && make -s tools/sg-gguf-f32)
-[ -f "$f32" ] || "$here/tools/sg-gguf-f32" "$model" "$f32"
 "$here/tools/sg-gguf-f32" --calib "$model" "$work/calib.txt" "$nsamples" $seqlen 42 > "$work/ids.txt"
 
 engines=sg
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip || true
-fi
-"$venv/bin/python" -c 'import torch, transformers, gguf' 2>/dev/null ||
-    "$venv/bin/pip" install -q torch transformers gguf accelerate numpy ||
-    echo "bench_slice_peers: could not install torch/transformers: PyTorch left out" >&2
-"$venv/bin/python" -c 'import torch, transformers, gguf' 2>/dev/null && engines="$engines torch"
+peers_have PyTorch "torch, transformers, gguf" "torch transformers gguf accelerate numpy" &&
+    engines="$engines torch"
 
 echo "$(uname -m), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); $nsamples x $seqlen calibration tokens, sparsity $sparsity, $threads threads, $rounds rounds: $engines"
 "$here/slicegpt-stream" --version | sed -n 2p
