@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "fd_io.h"
 #include "read_file.h"
 #include "sg_error.h"
 
@@ -175,13 +176,9 @@ static int write_durably(const char *dir, const char *name, const void *data, si
 /* Removes the chunk files of every step but keep (-2: all). */
 static void remove_chunks(int dfd, int64_t keep)
 {
-    int dup_fd = dup(dfd);
-    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
-    if (!d) {
-        if (dup_fd >= 0)
-            close(dup_fd);
+    DIR *d = sg_opendir_fd(dfd);
+    if (!d)
         return;
-    }
     struct dirent *e;
     while ((e = readdir(d))) {
         unsigned g, c;

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "hf_config.h"
 #include "read_file.h"
 #include "safetensors.h"
@@ -63,40 +64,31 @@ static int is_ours(const char *name)
     return !strcmp(again, base);
 }
 
-/* Removes what the writer made in the directory open as dfd (never
- * following a link: unlinkat removes the link itself), then the directory
- * if that left it empty. Files it did not make stay. */
-static void remove_ours(int dfd, const char *dir)
+/* Removes what a killed run left in the directory open as fd (OUT.tmp),
+ * keeping the marker and never following a link (unlinkat removes the
+ * link itself); files the writer did not make stay. -1 if it could not be
+ * listed. */
+static int remove_leftovers(int fd)
 {
-    int dup_fd = dup(dfd);
-    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
-    if (!d) {
-        if (dup_fd >= 0)
-            close(dup_fd);
-        return;
-    }
+    DIR *d = sg_opendir_fd(fd);
+    if (!d)
+        return -1;
     struct dirent *e;
     while ((e = readdir(d)))
         if (is_ours(e->d_name) && strcmp(e->d_name, MARKER))
-            unlinkat(dfd, e->d_name, 0);
+            unlinkat(fd, e->d_name, 0);
     closedir(d);
-    unlinkat(dfd, MARKER, 0);
-    rmdir(dir); /* fails, harmlessly, if anything else is there */
+    return 0;
 }
 
-/* Removes what a killed run left in OUT.tmp, keeping the marker. */
-static void remove_leftovers(int fd)
+/* Removes what the writer made in the directory open as dfd, the marker
+ * last, then the directory if that left it empty. */
+static void remove_ours(int dfd, const char *dir)
 {
-    DIR *d = NULL;
-    int dup_fd = dup(fd);
-    if (dup_fd >= 0 && !(d = fdopendir(dup_fd)))
-        close(dup_fd);
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (is_ours(e->d_name) && strcmp(e->d_name, MARKER))
-            unlinkat(fd, e->d_name, 0);
-    if (d)
-        closedir(d);
+    if (remove_leftovers(dfd))
+        return;
+    unlinkat(dfd, MARKER, 0);
+    rmdir(dir); /* fails, harmlessly, if anything else is there */
 }
 
 /* Makes OUT.tmp ours: created here (mkdir fails if the name exists, and

@@ -89,3 +89,17 @@ int sg_pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
     }
     return 0;
 }
+
+DIR *sg_opendir_fd(int dfd)
+{
+    int copy = dup(dfd);
+    if (copy < 0)
+        return NULL;
+    DIR *d = fdopendir(copy);
+    if (!d) {
+        int e = errno;
+        close(copy);
+        errno = e;
+    }
+    return d;
+}

@@ -8,6 +8,7 @@
 #ifndef SG_FD_IO_H
 #define SG_FD_IO_H
 
+#include <dirent.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -28,5 +29,10 @@ int sg_write_all(int fd, const void *buf, size_t n);
 
 /* Writes n bytes at offset off, as sg_write_all; the position is left alone. */
 int sg_pwrite_all(int fd, const void *buf, size_t n, uint64_t off);
+
+/* A directory stream over a copy of the directory descriptor dfd, which
+ * stays open and the caller's (closedir closes only the copy): NULL with
+ * errno set on failure. For listing a directory one holds open by fd. */
+DIR *sg_opendir_fd(int dfd);
 
 #endif
