@@ -158,6 +158,25 @@ int sg_capture_mlp(sg_capture *c, const sg_model_config *work, const sg_block *b
     return err ? err : sg_act_store_drop(c->store, "residual");
 }
 
+int sg_capture_ffn(sg_capture *c, const sg_model_config *work, const sg_block *b,
+                   const sg_rotation *q_mid, int64_t d_mid, sg_ffn_stats *stats)
+{
+    sg_backend *be = c->be;
+    int parallel = work->parallel_block;
+    int err = sg_ffn_stats_begin(stats);
+    for (int64_t i = 0; i < c->n_chunks && !err; i++) {
+        int64_t rows, width;
+        const char *name = parallel ? "input" : "residual";
+        err = sg_act_store_shape(c->store, name, i, &rows, &width);
+        err = err ? err : sg_act_store_get(c->store, name, i, c->mid);
+        err = err ? err : to_backend(be, c->dmid, c->mid, rows * width);
+        if (!err && !parallel)
+            err = be->ops->project_rows(be, c->dmid, rows, c->D, q_mid->dev, d_mid, c->din);
+        err = err ? err : sg_ffn_stats_add(stats, work, b, parallel ? c->dmid : c->din, rows);
+    }
+    return err;
+}
+
 int sg_capture_advance(sg_capture *c, const sg_rotation *q, int64_t d)
 {
     sg_backend *be = c->be;

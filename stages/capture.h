@@ -13,6 +13,7 @@
 #include "act_store.h"
 #include "backend.h"
 #include "model.h"
+#include "prune_ffn.h"
 #include "rotate_slice.h"
 #include "text.h"
 
@@ -58,6 +59,11 @@ int sg_capture_attention(sg_capture *c, const sg_model_config *work, const sg_bl
  * (block_output); "residual" is dropped. */
 int sg_capture_mlp(sg_capture *c, const sg_model_config *work, const sg_block *b,
                    const sg_rotation *q_mid, int64_t d_mid, int64_t l);
+/* The MLP's inputs into its hidden units' statistics (--method nystrom):
+ * a sequential block's "residual" projected on Q_mid's d_mid columns, a
+ * parallel block's "input" as it is; the store keeps both. */
+int sg_capture_ffn(sg_capture *c, const sg_model_config *work, const sg_block *b,
+                   const sg_rotation *q_mid, int64_t d_mid, sg_ffn_stats *stats);
 /* The next block's inputs: "output" projected on q's first d columns
  * becomes "input" (the old "input", if any, and "output" are dropped). */
 int sg_capture_advance(sg_capture *c, const sg_rotation *q, int64_t d);

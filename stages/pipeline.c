@@ -64,7 +64,8 @@ static int capture_embeddings(sg_pipeline *p, void *m)
 
 static int embeddings(sg_pipeline *p, sg_rotation *q0)
 {
-    int kept = sg_embeddings_kept(&p->sliced);
+    /* kept as they are, or no signal is rotated at all (--method nystrom) */
+    int kept = sg_embeddings_kept(&p->sliced) || p->sliced.residual_kept;
     sg_model m;
     show(p, -1, sg_stage_names[SG_STAGE_LOAD]);
     int err = p->io->embeddings(p, &m);
@@ -126,8 +127,32 @@ static int rotation_copy(sg_backend *be, int64_t D, const sg_rotation *src, sg_r
     return dst->dev == dst->host ? 0 : be->ops->upload(be, dst->dev, dst->host, bytes);
 }
 
+/* --method nystrom: block l's MLP cut to the plan's hidden width, from
+ * the statistics of its inputs (the store's "residual", or a parallel
+ * block's "input"); before the capture that runs the MLP. */
+static int prune_ffn(sg_pipeline *p, const sg_model_config *work, sg_block *b, int64_t l,
+                     const sg_rotation *q_mid, int64_t d_mid)
+{
+    int64_t f = sg_layer_ffn(&p->sliced, l);
+    if (f >= b->d_ffn || !p->capture || !p->slice)
+        return 0;
+    if (!p->ffn)
+        return sg_fail(SG_EARG, "block %lld: cutting the MLP's hidden width needs calibration "
+                                "statistics only `run` gathers (--method nystrom)",
+                       (long long)l);
+    show(p, l, "MLP statistics");
+    int err = sg_capture_ffn(&p->cap, work, b, q_mid, d_mid, p->ffn);
+    sg_pipeline_tick(p, SG_STAGE_CAPTURE);
+    show(p, l, "MLP pruning");
+    err = err ? err : sg_prune_ffn(p->ffn, work, b, f);
+    sg_pipeline_tick(p, SG_STAGE_ROTATE);
+    return err;
+}
+
 /* Block l: rotated by q_prev (known) on its input side; finds q_mid and
- * q_out on the way. */
+ * q_out on the way. With the residual stream kept (--method nystrom)
+ * every rotation is the identity and nothing is rotated or cut: only the
+ * MLP's hidden width changes. */
 static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_mid,
                  sg_rotation *q_out)
 {
@@ -140,6 +165,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
      * only the next block's inputs, and the MLP shortcut (the identity) is
      * not stored */
     int shared = p->sliced.shared_basis[l];
+    int whole = p->sliced.residual_kept;
     sg_backend *be = p->be;
     sg_block b;
     sg_model_config work;
@@ -148,18 +174,22 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     int err = p->io->block(p, l, &b);
     if (err)
         return err;
-    if ((err = sg_slice_block_input(be, o, &b, q_prev, d_in)))
+    if (!whole && (err = sg_slice_block_input(be, o, &b, q_prev, d_in)))
         goto out;
     sg_slice_work_config(&p->sliced, l, o->dim, &work);
     sg_pipeline_tick(p, SG_STAGE_ROTATE);
+    /* a parallel block's MLP reads the block's input: cut it before the
+     * capture runs the whole block */
+    if (o->parallel_block && (err = prune_ffn(p, &work, &b, l, NULL, d_in)))
+        goto out;
 
     /* first capture: the residual after attention (sequential blocks) or
      * the whole block's output (parallel blocks), in the original basis */
     show(p, l, sg_stage_names[p->capture ? SG_STAGE_CAPTURE : SG_STAGE_ROTATE]);
     if (p->capture) {
         capture_step a = {&work, &b, l};
-        err = out_kept && o->parallel_block ? capture_unsunk(p, capture_attention, &a)
-                                            : capture_attention(p, &a);
+        err = whole || (out_kept && o->parallel_block) ? capture_unsunk(p, capture_attention, &a)
+                                                       : capture_attention(p, &a);
         if (err)
             goto out;
     }
@@ -169,28 +199,32 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     if (p->io->halfway && (err = p->io->halfway(p, l)))
         goto out;
     if (!o->parallel_block) {
-        if ((err = axes(p, "attention_output", l, q_mid)))
+        if ((err = whole ? sg_rotation_identity(be, o->dim, q_mid)
+                         : axes(p, "attention_output", l, q_mid)))
             goto out;
-        if ((err = sg_slice_block_mid(be, o, &b, q_mid, d_in, d_mid)))
+        if (!whole && (err = sg_slice_block_mid(be, o, &b, q_mid, d_in, d_mid)))
             goto out;
         work.d_mid[l] = d_mid;
         sg_pipeline_tick(p, SG_STAGE_ROTATE);
+        if ((err = prune_ffn(p, &work, &b, l, q_mid, d_mid)))
+            goto out;
         show(p, l, sg_stage_names[p->capture ? SG_STAGE_CAPTURE : SG_STAGE_ROTATE]);
         /* second capture: the block output */
         mlp_step m = {&work, &b, q_mid, d_mid, l};
         if (p->capture && !out_kept &&
-            (err = shared ? capture_unsunk(p, capture_mlp, &m) : capture_mlp(p, &m)))
+            (err = shared || whole ? capture_unsunk(p, capture_mlp, &m) : capture_mlp(p, &m)))
             goto out;
         if (p->capture && out_kept && (err = sg_act_store_drop(p->cap.store, "residual")))
             goto out;
     }
-    err = out_kept ? sg_rotation_identity(be, o->dim, q_out)
+    sg_pipeline_tick(p, SG_STAGE_CAPTURE); /* axes() ticks it too; an identity does not */
+    err = out_kept || whole ? sg_rotation_identity(be, o->dim, q_out)
           : shared ? rotation_copy(be, o->dim, q_mid, q_out)
                    : axes(p, "block_output", l, q_out);
     if (err)
         goto out;
     show(p, l, sg_stage_names[SG_STAGE_ROTATE]);
-    if (p->slice)
+    if (p->slice && !whole)
         err = sg_slice_block_output(be, o, &b, q_out, d_in, d_mid, d_out);
     sg_pipeline_tick(p, SG_STAGE_ROTATE);
     /* the next block's inputs: this block's output in the new basis, cut */

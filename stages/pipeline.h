@@ -88,6 +88,9 @@ struct sg_pipeline {
     int resume;
     int64_t resume_at;
     const double *resume_q;
+    /* With capture and slice: the MLP statistics for the blocks whose
+     * hidden width the plan cuts (--method nystrom); NULL: none may be */
+    sg_ffn_stats *ffn;
     /* set by sg_pipeline_run */
     sg_model_config sliced;     /* from io->widths */
     double seconds[SG_N_STAGES];

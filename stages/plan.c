@@ -33,7 +33,10 @@ void sg_plan_options_default(sg_plan_options *o)
 
 const char *sg_width_method_name(sg_width_method m)
 {
-    return m == SG_METHOD_SPECTRUM ? "spectrum" : m == SG_METHOD_FILL ? "fill" : "reference";
+    return m == SG_METHOD_SPECTRUM ? "spectrum"
+           : m == SG_METHOD_FILL   ? "fill"
+           : m == SG_METHOD_NYSTROM ? "nystrom"
+                                    : "reference";
 }
 
 const char *sg_embed_mode_name(sg_embed_mode m)
@@ -104,6 +107,40 @@ static void plan_at(const sg_model_config *orig, const sg_plan_options *o, int k
         c->shared_basis[l] = c->d_out[l] == c->d_mid[l] && c->d_out[l] < D;
 }
 
+/* --method nystrom: every width D, no rotation, and the widest MLP
+ * hidden width F' (a multiple of r, the same in every block) whose stored
+ * parameters are at most the budget: --target-size's, or the reference
+ * plan's at the same sparsity. Returns D. */
+static int64_t plan_nystrom(const sg_model_config *orig, const sg_plan_options *o, int kept,
+                            sg_model_config *c)
+{
+    int64_t D = orig->dim, F = orig->ffn_dim, r = o->round_interval;
+    if (o->uniform || o->slice_head)
+        return sg_fail(SG_EARG, "--method nystrom keeps the residual stream whole: it cannot go "
+                                "with %s", o->uniform ? "--rotation uniform" : "--slice-head");
+    double budget = o->target_size * (double)sg_model_param_count(orig);
+    if (!(o->target_size > 0)) {
+        sg_plan_options ref = *o;
+        ref.method = SG_METHOD_REFERENCE;
+        sg_model_config rc;
+        int64_t d = sg_slice_plan(orig, &ref, &rc);
+        if (d < 0)
+            return d;
+        budget = (double)sg_model_param_count(&rc);
+    }
+    plan_at(orig, o, kept, D, c);
+    c->residual_kept = 1;
+    for (int64_t f = F / r * r; f >= r; f -= r) {
+        for (int64_t l = 0; l < orig->n_layers; l++)
+            c->d_ffn[l] = f;
+        if ((double)sg_model_param_count(c) <= budget)
+            return D;
+    }
+    return sg_fail(SG_EARG, "--method nystrom: even an MLP hidden width of %lld stores more than "
+                            "the budget of %.0f parameters (the attention alone is too much)",
+                   (long long)r, budget);
+}
+
 int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
                       sg_model_config *c)
 {
@@ -116,6 +153,8 @@ int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
                        o->uniform ? "a uniform rotation has one basis for the whole network already"
                        : orig->parallel_block ? "a parallel block (Phi-2) has no mid basis to share"
                                               : "not with --method spectrum (it sizes d_mid and d_out apart)");
+    if (o->method == SG_METHOD_NYSTROM)
+        return plan_nystrom(orig, o, kept, c);
     if (!(o->target_size > 0)) {
         int64_t d = sg_sliced_dim(D, o->sparsity, r);
         if (o->sparsity > 0 && d >= D)

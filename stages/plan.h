@@ -38,8 +38,20 @@ const char *sg_embed_mode_name(sg_embed_mode m);
  *   SG_METHOD_FILL: the reference's widths, then what the --target-size
  *     budget leaves after them (the rounding) spent widening the signals
  *     whose next components keep the most energy per parameter (schedule.h).
- *     Never narrower than the reference; `run` only. */
-typedef enum { SG_METHOD_REFERENCE, SG_METHOD_SPECTRUM, SG_METHOD_FILL } sg_width_method;
+ *     Never narrower than the reference; `run` only.
+ *   SG_METHOD_NYSTROM: the residual stream is neither rotated nor cut;
+ *     the same stored size (the reference plan's, or --target-size) is
+ *     bought by pruning each MLP's hidden width F to one F' (a multiple of
+ *     the round interval): the hidden units with the largest ridge
+ *     leverage on the calibration set stay, and the down projection is
+ *     refitted by least squares to what all F units wrote (the Nyström
+ *     approximation of MoDeGPT's MLP step; stages/prune_ffn.h). `run` only. */
+typedef enum {
+    SG_METHOD_REFERENCE,
+    SG_METHOD_SPECTRUM,
+    SG_METHOD_FILL,
+    SG_METHOD_NYSTROM
+} sg_width_method;
 const char *sg_width_method_name(sg_width_method m);
 
 typedef struct {

@@ -181,7 +181,7 @@ int sg_slice_block_input(sg_backend *be, const sg_model_config *o, sg_block *b,
                          const sg_rotation *q_prev, int64_t d_in)
 {
     int64_t D = o->dim, qd = o->n_heads * o->head_dim, kvd = o->n_kv_heads * o->head_dim;
-    int64_t F = o->ffn_dim;
+    int64_t F = b->d_ffn;
     int err = reader(be, &b->wq, qd, D, q_prev, d_in);
     err = err ? err : reader(be, &b->wk, kvd, D, q_prev, d_in);
     err = err ? err : reader(be, &b->wv, kvd, D, q_prev, d_in);
@@ -200,7 +200,7 @@ int sg_slice_block_input(sg_backend *be, const sg_model_config *o, sg_block *b,
 int sg_slice_block_mid(sg_backend *be, const sg_model_config *o, sg_block *b,
                        const sg_rotation *q_mid, int64_t d_in, int64_t d_mid)
 {
-    int64_t D = o->dim, qd = o->n_heads * o->head_dim, F = o->ffn_dim;
+    int64_t D = o->dim, qd = o->n_heads * o->head_dim, F = b->d_ffn;
     int err = writer(be, &b->wo, &b->bo, D, qd, q_mid, d_mid);
     err = err ? err : shortcut_extend(be, &b->attn_shortcut, d_in, D, q_mid, d_mid);
     err = err ? err : reader(be, &b->w_up, F, D, q_mid, d_mid);
@@ -214,7 +214,7 @@ int sg_slice_block_mid(sg_backend *be, const sg_model_config *o, sg_block *b,
 int sg_slice_block_output(sg_backend *be, const sg_model_config *o, sg_block *b,
                           const sg_rotation *q_out, int64_t d_in, int64_t d_mid, int64_t d_out)
 {
-    int64_t D = o->dim, qd = o->n_heads * o->head_dim, F = o->ffn_dim;
+    int64_t D = o->dim, qd = o->n_heads * o->head_dim, F = b->d_ffn;
     int err;
     if (o->parallel_block) {
         err = writer(be, &b->wo, &b->bo, D, qd, q_out, d_out);

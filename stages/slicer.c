@@ -707,6 +707,7 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     double *resume_q = NULL;
     memset(rep, 0, sizeof *rep);
     uniform_state u = {0};
+    sg_ffn_stats ffn = {0};
     fused f = {.o = o, .files = files};
     sg_plan_options plan = o->plan;
     plan.uniform = o->rotation == SG_ROTATION_UNIFORM;
@@ -716,11 +717,15 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     p.orig = sg_model_files_config(files);
     if (p.orig->sliced)
         return sg_fail(SG_EARG, "%s: model is already sliced", sg_model_files_path(files));
-    if (plan.method != SG_METHOD_REFERENCE && o->rotation != SG_ROTATION_PCA)
+    int per_signal = plan.method == SG_METHOD_SPECTRUM || plan.method == SG_METHOD_FILL;
+    if (per_signal && o->rotation != SG_ROTATION_PCA)
         return sg_fail(SG_EARG, "--method spectrum|fill chooses a width per signal from its PCA "
                                 "spectrum: it needs --rotation pca (a %s rotation has %s)",
                        plan.uniform ? "uniform" : "random",
                        plan.uniform ? "one width for the whole network" : "no spectrum");
+    if (plan.method == SG_METHOD_NYSTROM && o->rotation != SG_ROTATION_PCA)
+        return sg_fail(SG_EARG, "--method nystrom rotates nothing: it cannot go with "
+                                "--rotation %s", plan.uniform ? "uniform" : "random");
     int64_t D = p.orig->dim;
     rep->calib_tokens = calib->offsets[calib->n_seq];
     rep->d = sg_slice_plan(p.orig, &plan, &f.sliced);
@@ -762,9 +767,11 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     sg_slice_memory_estimate(p.orig, 0, p.cap.max_tokens, p.cap.max_tokens, &mem);
     if (!p.be->ops->host_memory)
         mem.total += mem.block_f32; /* the next block, prepared while this one runs */
-    if (plan.method != SG_METHOD_REFERENCE) /* the first pass's spectra */
+    if (per_signal) /* the first pass's spectra */
         mem.total += sg_schedule_spectra_bytes(D, p.orig->n_layers) +
                      sg_schedule_probe_bytes(D);
+    if (plan.method == SG_METHOD_NYSTROM) /* the MLP statistics */
+        mem.total += sg_ffn_stats_bytes(p.orig->ffn_dim, p.cap.max_tokens);
     int64_t host = o->host_mem_bytes > 0 ? o->host_mem_bytes : physical_memory() / 2;
     rep->store_budget = host > mem.total ? host - mem.total : 0;
     const char *spill = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -778,7 +785,13 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
         err = sg_fail(-ENOMEM, "out of memory for rotations of width %lld", (long long)D);
         goto out;
     }
-    if (plan.method != SG_METHOD_REFERENCE) {
+    if (plan.method == SG_METHOD_NYSTROM) {
+        err = sg_ffn_stats_init(&ffn, p.be, p.orig->ffn_dim, p.cap.max_tokens, o->cov_mixed);
+        if (err)
+            goto out;
+        p.ffn = &ffn;
+    }
+    if (per_signal) {
         if ((err = spectrum_probe(&p, &f, &plan)))
             goto out;
         rep->sliced = f.sliced;
@@ -812,7 +825,7 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     nominal.tied_embeddings = p.orig->tied_embeddings;
     nominal.lm_head_bias = p.orig->lm_head_bias;
     rep->params_sliced = sg_model_param_count(&nominal);
-    for (int64_t l = 0; l < nominal.n_layers; l++)
+    for (int64_t l = 0; l < nominal.n_layers && !nominal.residual_kept; l++)
         rep->params_sliced -= nominal.d_in[l] * nominal.d_mid[l] +
                               (nominal.parallel_block ? 0 : nominal.d_mid[l] * nominal.d_out[l]);
     if (f.u) {
@@ -821,6 +834,7 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     }
 out:
     next_block_discard(&f.next); /* an error may have left the next block in flight */
+    sg_ffn_stats_free(&ffn);
     memcpy(rep->seconds, p.seconds, sizeof rep->seconds);
     if (p.cap.store) {
         sg_act_store_stats_t st;

@@ -90,7 +90,7 @@ static void rope(const sg_model_config *c, double *head, int64_t pos)
 /* x (n, d_in) -> out (n, d_out) */
 static void block(const sg_model_config *c, const sg_block *b, double *x, int64_t n, double *out)
 {
-    int64_t nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim, F = c->ffn_dim;
+    int64_t nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim, F = b->d_ffn;
     int64_t din = b->d_in, dmid = b->d_mid, dout = b->d_out;
     double *h = calloc(n * din, sizeof(double));
     double *q = calloc(n * nh * hd, sizeof(double)), *k = calloc(n * nkv * hd, sizeof(double));

@@ -132,8 +132,8 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
         return 0;
     case O_METHOD: {
         /* in sg_width_method order */
-        static const char *const methods[] = {"reference", "spectrum", "fill"};
-        if ((i = one_of("--method", arg, methods, 3)) < 0)
+        static const char *const methods[] = {"reference", "spectrum", "fill", "nystrom"};
+        if ((i = one_of("--method", arg, methods, 4)) < 0)
             return -1;
         j->plan.method = (sg_width_method)i;
         return 0;

@@ -140,7 +140,12 @@ int sg_cmd_plan(int argc, char **argv)
      * the block output (width D) at once; --method spectrum's first pass
      * runs the dense model (input width D) and keeps every signal's
      * spectrum until the widths are chosen */
-    int spectrum = j.plan.method != SG_METHOD_REFERENCE;
+    int spectrum = j.plan.method == SG_METHOD_SPECTRUM || j.plan.method == SG_METHOD_FILL;
+    int nystrom = j.plan.method == SG_METHOD_NYSTROM;
+    /* --method nystrom: C (F x F, float64) and a chunk of hidden units on
+     * the backend, C's copy and the solve's work on the host */
+    int64_t ffn_bytes = nystrom ? sg_ffn_stats_bytes(cfg.ffn_dim, chunk_tokens) : 0;
+    m.total += ffn_bytes;
     int64_t store_peak = T * ((spectrum ? D : d) + 2 * D) * (int64_t)sizeof(float);
     int64_t spectra_bytes = spectrum ? sg_schedule_spectra_bytes(D, cfg.n_layers) +
                                            sg_schedule_probe_bytes(D)
@@ -162,7 +167,12 @@ int sg_cmd_plan(int argc, char **argv)
     sg_json_int(jc, "seqlen", maxseq);
     sg_json_int(jc, "tokens", T);
     sg_json_int(jc, "chunk_tokens", chunk_tokens);
-    if (spectrum)
+    if (nystrom)
+        printf("residual stream kept at D = %lld (nothing rotated); MLP hidden width %lld of "
+               "%lld in every block (--method nystrom, multiple of %lld)\n", (long long)D,
+               (long long)sg_layer_ffn(&sliced, 0), (long long)cfg.ffn_dim,
+               (long long)j.plan.round_interval);
+    else if (spectrum)
         printf("sliced widths: one per signal, chosen by run from the spectra of a first pass "
                "(--method spectrum), storing at most what d = %lld of D = %lld stores at "
                "sparsity %.2f (multiple of %lld); embeddings %s\n", (long long)d, (long long)D,
@@ -203,6 +213,9 @@ int sg_cmd_plan(int argc, char **argv)
     if (spectrum)
         row(jh, "spectra_bytes", "schedule    the spectra and per-token energies (--method spectrum)",
             spectra_bytes);
+    if (nystrom)
+        row(jh, "ffn_stats_bytes", "prune       hidden units' correlation and its solve (--method nystrom)",
+            ffn_bytes);
     row(jh, "fixed_bytes", "fixed total", m.total);
     row(jh, "store_peak_bytes", "activation store peak (input + residual + output)", store_peak);
     int64_t store_budget = host > m.total ? host - m.total : 0;

@@ -344,12 +344,17 @@ int sg_cmd_run(int argc, char **argv)
                    : cfg->tied_embeddings ? "untied (the final norm's scale is not a constant)"
                                           : "its own",
                    o.out_dir);
+        else if (rep.sliced.residual_kept)
+            printf("residual stream kept at D = %lld (nothing rotated); MLP hidden width %lld "
+                   "of %lld in every block (--method nystrom); written to %s\n",
+                   (long long)cfg->dim, (long long)sg_layer_ffn(&rep.sliced, 0),
+                   (long long)cfg->ffn_dim, o.out_dir);
         else
             printf("sliced width d = %lld of D = %lld, embeddings %s; written to %s\n",
                    (long long)rep.d, (long long)cfg->dim,
                    rep.embeddings_kept ? "kept (head tied to them)" : "rotated and cut",
                    o.out_dir);
-        if (o.plan.method != SG_METHOD_REFERENCE) {
+        if (o.plan.method == SG_METHOD_SPECTRUM || o.plan.method == SG_METHOD_FILL) {
             /* the schedule as written in config.json's slicegpt section */
             const sg_model_config *w = &rep.sliced;
             printf("schedule (--method %s, %s d = %lld): "

@@ -379,6 +379,7 @@ static int load_slicegpt(jsec top, sg_model_config *c)
     int rc, kept = 0;
     if ((rc = j_double(s, "sparsity", 0, 0, &sparsity)) ||
         (rc = j_bool(s, "embeddings_kept", 0, &kept)) ||
+        (rc = j_bool(s, "residual_kept", 0, &c->residual_kept)) ||
         (rc = j_int(s, "norm_dim", 0, c->dim, &c->norm_dim)) ||
         (rc = j_int(s, "embed_dim", 1, 0, &c->embed_dim)) ||
         (rc = j_int(s, "head_in_dim", 1, 0, &c->head_in_dim)) ||
@@ -411,8 +412,12 @@ static int load_slicegpt(jsec top, sg_model_config *c)
             return sg_fail(SG_EFORMAT, "%s: %s: expected an object", top.path, where);
         if ((rc = j_int(ls, "d_in", 1, 0, &c->d_in[l])) ||
             (rc = j_int(ls, "d_mid", 1, 0, &c->d_mid[l])) ||
-            (rc = j_int(ls, "d_out", 1, 0, &c->d_out[l])))
+            (rc = j_int(ls, "d_out", 1, 0, &c->d_out[l])) ||
+            (rc = j_int(ls, "d_ffn", 0, 0, &c->d_ffn[l])))
             return rc;
+        if (c->d_ffn[l] < 0 || c->d_ffn[l] > c->ffn_dim)
+            return sg_fail(SG_EFORMAT, "%s: %sd_ffn %lld is outside 1..%lld (the FFN width)",
+                           top.path, where, (long long)c->d_ffn[l], (long long)c->ffn_dim);
         int shared;
         if ((rc = j_bool(ls, "shared_basis", 0, &shared)))
             return rc;
@@ -694,6 +699,8 @@ static cJSON *build_config(const sg_model_config *c, double sparsity)
         cJSON_AddNumberToObject(s, "embed_dim", (double)c->embed_dim);
         if (c->tied_embeddings)
             cJSON_AddBoolToObject(s, "embeddings_kept", 1);
+        if (c->residual_kept)
+            cJSON_AddBoolToObject(s, "residual_kept", 1);
         cJSON_AddNumberToObject(s, "head_in_dim", (double)c->head_in_dim);
         cJSON_AddStringToObject(s, "norm", c->norm == SG_NORM_RMS ? "rms" : "layer");
         cJSON_AddBoolToObject(s, "qkv_bias", c->qkv_bias != 0);
@@ -710,6 +717,8 @@ static cJSON *build_config(const sg_model_config *c, double sparsity)
             cJSON_AddNumberToObject(e, "d_out", (double)c->d_out[l]);
             if (c->shared_basis[l])
                 cJSON_AddTrueToObject(e, "shared_basis");
+            if (sg_layer_ffn(c, l) != c->ffn_dim)
+                cJSON_AddNumberToObject(e, "d_ffn", (double)sg_layer_ffn(c, l));
             cJSON_AddItemToArray(layers, e);
         }
     }

@@ -338,7 +338,7 @@ static void job_attention(void *arg, int64_t i, int worker)
 static void mlp_rows(const sg_model_config *c, const sg_block *b, scratch *s, int64_t a,
                      int64_t e, int64_t d, float *y)
 {
-    int64_t f = c->ffn_dim, n = e - a;
+    int64_t f = b->d_ffn, n = e - a;
     float *up = s->up + a * f, *gate = s->gate ? s->gate + a * f : NULL;
     linear(s->h + a * d, n, d, b->w_up, b->b_up, f, up, 0.0f);
     if (c->gated_mlp && c->act == SG_ACT_SILU) {

@@ -113,7 +113,7 @@ static int attention(sg_backend *be, const sg_model_config *c, const sg_block *b
 static int mlp(sg_backend *be, const sg_model_config *c, const sg_block *b, scratch *s, int64_t g,
                int64_t d, float *y)
 {
-    int64_t f = c->ffn_dim;
+    int64_t f = b->d_ffn;
     int err = linear(be, s->h, g, d, b->w_up, b->b_up, f, s->up, 0.0f);
     if (!err && c->gated_mlp)
         err = linear(be, s->h, g, d, b->w_gate, NULL, f, s->gate, 0.0f);
@@ -180,6 +180,30 @@ int sg_block_forward_mlp_ops(sg_backend *be, const sg_model_config *c, const sg_
     return err;
 }
 
+int sg_block_mlp_hidden_ops(sg_backend *be, const sg_model_config *c, const sg_block *b,
+                            const float *x, int64_t tokens, float *hidden)
+{
+    if (tokens <= 0)
+        return 0;
+    int parallel = c->parallel_block;
+    int64_t d = parallel ? b->d_in : b->d_mid, f = b->d_ffn;
+    const float *nw = parallel ? b->attn_norm_w : b->ffn_norm_w;
+    const float *nb = parallel ? b->attn_norm_b : b->ffn_norm_b;
+    scratch s;
+    int err = scratch_alloc(be, &s, c, tokens < GROUP_TOKENS ? tokens : GROUP_TOKENS, 0);
+    for (int64_t t0 = 0; t0 < tokens && !err; t0 += GROUP_TOKENS) {
+        int64_t g = tokens - t0 < GROUP_TOKENS ? tokens - t0 : GROUP_TOKENS;
+        float *h = hidden + t0 * f;
+        err = normed(be, c, &s, x + t0 * d, g, d, nw, nb);
+        err = err ? err : linear(be, s.h, g, d, b->w_up, b->b_up, f, h, 0.0f);
+        if (!err && c->gated_mlp)
+            err = linear(be, s.h, g, d, b->w_gate, NULL, f, s.gate, 0.0f);
+        err = err ? err : be->ops->activation(be, c->act, h, c->gated_mlp ? s.gate : NULL, g * f);
+    }
+    scratch_release(be, &s);
+    return err;
+}
+
 /* ---- a block in backend memory ---- */
 
 #define MAX_TENSORS 20
@@ -189,7 +213,7 @@ int sg_block_forward_mlp_ops(sg_backend *be, const sg_model_config *c, const sg_
  * MLP read and write at d_out, which equals d_mid whenever it runs). */
 static int block_slots(const sg_model_config *c, sg_block *b, float ***slot, int64_t *floats)
 {
-    int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, F = c->ffn_dim;
+    int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, F = b->d_ffn;
     int64_t in = b->d_in, mid = c->parallel_block ? b->d_out : b->d_mid, out = b->d_out;
     int64_t mlp_in = c->parallel_block ? in : mid;
     struct { float **p; int64_t n; } all[] = {

@@ -31,6 +31,13 @@ int sg_block_forward_ops(sg_backend *be, const sg_model_config *cfg, const sg_bl
 int sg_block_forward_mlp_ops(sg_backend *be, const sg_model_config *cfg, const sg_block *b,
                              const float *mid, float *x_out, int64_t tokens);
 
+/* hidden (tokens, d_ffn) = the MLP's hidden units, act(norm(x)·W_upᵀ + b)
+ * (times the gate where there is one), before the down projection: x is
+ * the MLP's input (tokens, d_mid), or in a parallel block the block's
+ * input (tokens, d_in). All in backend memory. */
+int sg_block_mlp_hidden_ops(sg_backend *be, const sg_model_config *cfg, const sg_block *b,
+                            const float *x, int64_t tokens, float *hidden);
+
 /* dev = host's tensors copied into backend memory (shapes from host's
  * widths and cfg). On a host-memory backend dev aliases host: nothing is
  * copied, so the CPU path holds one block, as the memory bound says. */

@@ -122,7 +122,7 @@ static int64_t slot_dim(const sg_model_config *c, const sg_block *b, char k)
     case 'o': return b->d_out;
     case 'q': return c->n_heads * c->head_dim;
     case 'k': return c->n_kv_heads * c->head_dim;
-    case 'f': return c->ffn_dim;
+    case 'f': return b->d_ffn;
     case 'r': return c->parallel_block ? b->d_in : b->d_mid;
     }
     return 0;
@@ -145,8 +145,8 @@ static int slot_present(const sg_model_config *c, char when)
     case 'n': return ln ? (c->sliced ? 2 : 1) : 0;
     case 'W': return seq ? (c->sliced ? 2 : 1) : 0;
     case 'N': return seq && ln ? (c->sliced ? 2 : 1) : 0;
-    case 's': return c->sliced ? 2 : 0;
-    case 'S': return c->sliced && seq ? 2 : 0;
+    case 's': return c->sliced && !c->residual_kept ? 2 : 0;
+    case 'S': return c->sliced && seq && !c->residual_kept ? 2 : 0;
     }
     return 0;
 }
@@ -157,6 +157,7 @@ static void set_widths(const sg_model_config *c, int64_t l, sg_block *b)
     b->d_in = c->d_in[l];
     b->d_mid = c->parallel_block ? c->d_out[l] : c->d_mid[l];
     b->d_out = c->d_out[l];
+    b->d_ffn = sg_layer_ffn(c, l);
 }
 
 int sg_block_load(sg_model_files *files, const sg_model_config *c, int64_t l, sg_block *b)

@@ -14,6 +14,7 @@
 
 typedef struct {
     int64_t d_in, d_mid, d_out;
+    int64_t d_ffn;                    /* F of this block (sg_layer_ffn) */
     float *attn_norm_w, *attn_norm_b; /* (d_in); NULL: scale 1 / no bias */
     float *wq, *bq;                   /* (n_heads*head_dim, d_in), (n_heads*head_dim) */
     float *wk, *bk;                   /* (n_kv_heads*head_dim, d_in) */
@@ -21,9 +22,9 @@ typedef struct {
     float *wo, *bo;                   /* (d_mid, n_heads*head_dim), (d_mid) */
     float *attn_shortcut;             /* (d_in, d_mid); NULL: identity (d_in == d_mid) */
     float *ffn_norm_w, *ffn_norm_b;   /* (d_mid); unused by parallel blocks */
-    float *w_gate;                    /* (F, d_mid); NULL unless gated MLP */
-    float *w_up, *b_up;               /* (F, d_mid), (F) */
-    float *w_down, *b_down;           /* (d_out, F), (d_out) */
+    float *w_gate;                    /* (d_ffn, d_mid); NULL unless gated MLP */
+    float *w_up, *b_up;               /* (d_ffn, d_mid), (d_ffn) */
+    float *w_down, *b_down;           /* (d_out, d_ffn), (d_out) */
     float *mlp_shortcut;              /* (d_mid, d_out); NULL: identity */
 } sg_block;
 

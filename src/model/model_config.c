@@ -23,6 +23,8 @@ void sg_config_set_unsliced(sg_model_config *cfg)
     for (int64_t l = 0; l < cfg->n_layers && l < SG_MAX_LAYERS; l++)
         cfg->d_in[l] = cfg->d_mid[l] = cfg->d_out[l] = cfg->dim;
     memset(cfg->shared_basis, 0, sizeof cfg->shared_basis);
+    memset(cfg->d_ffn, 0, sizeof cfg->d_ffn); /* every block at ffn_dim */
+    cfg->residual_kept = 0;
 }
 
 int sg_config_validate(const sg_model_config *c, const char *source)
@@ -52,6 +54,11 @@ int sg_config_validate(const sg_model_config *c, const char *source)
         REQUIRE(c->d_in[l] > 0 && c->d_in[l] <= c->dim && c->d_mid[l] > 0 &&
                     c->d_mid[l] <= c->dim && c->d_out[l] > 0 && c->d_out[l] <= c->dim,
                 "per-layer sliced widths out of range");
+    for (int64_t l = 0; l < c->n_layers; l++)
+        REQUIRE(c->d_ffn[l] >= 0 && c->d_ffn[l] <= c->ffn_dim, "per-layer FFN width out of range");
+    for (int64_t l = 0; c->residual_kept && l < c->n_layers; l++)
+        REQUIRE(c->d_in[l] == c->dim && c->d_mid[l] == c->dim && c->d_out[l] == c->dim,
+                "a model whose residual stream was kept has every width equal to its hidden size");
 #undef REQUIRE
     return 0;
 }

@@ -68,7 +68,19 @@ typedef struct {
     /* 1: block l's output keeps its mid basis (--shared-basis): d_out = d_mid,
      * the MLP shortcut is the identity and is not stored */
     uint8_t shared_basis[SG_MAX_LAYERS];
+    /* MLP hidden width of block l where --method nystrom pruned it; 0:
+     * ffn_dim. Read it with sg_layer_ffn. */
+    int64_t d_ffn[SG_MAX_LAYERS];
+    /* 1: the residual stream is neither rotated nor cut (--method nystrom):
+     * every width is D, every basis the original one, no shortcut exists */
+    int residual_kept;
 } sg_model_config;
+
+/* Block l's MLP hidden width. */
+static inline int64_t sg_layer_ffn(const sg_model_config *c, int64_t l)
+{
+    return l >= 0 && l < SG_MAX_LAYERS && c->d_ffn[l] > 0 ? c->d_ffn[l] : c->ffn_dim;
+}
 
 /* Fills the SliceGPT fields for an unsliced model (every width == dim). */
 void sg_config_set_unsliced(sg_model_config *cfg);

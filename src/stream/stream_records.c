@@ -74,7 +74,7 @@ static const config_field config_fields[] = {
     F(rope_original_max_positions, 'l'), F(pos_offset, 'l'), F(tied_embeddings, 'i'),
     F(qkv_bias, 'i'), F(o_bias, 'i'), F(mlp_bias, 'i'), F(lm_head_bias, 'i'),
     F(parallel_block, 'i'), F(bos_id, 'w'), F(eos_id, 'w'), F(sliced, 'i'), F(norm_dim, 'l'),
-    F(embed_dim, 'l'), F(head_in_dim, 'l'),
+    F(embed_dim, 'l'), F(head_in_dim, 'l'), F(residual_kept, 'i'),
 };
 #undef F
 
@@ -125,9 +125,9 @@ cJSON *sg_config_to_json(const sg_model_config *c)
     for (int64_t i = 0; ff && i < c->n_rope_freq_factors; i++)
         cJSON_AddItemToArray(ff, cJSON_CreateNumber(c->rope_freq_factors[i]));
     int64_t L = c->n_layers > 0 && c->n_layers <= SG_MAX_LAYERS ? c->n_layers : 0;
-    const char *keys[3] = {"d_in", "d_mid", "d_out"};
-    const int64_t *arrs[3] = {c->d_in, c->d_mid, c->d_out};
-    for (int k = 0; k < 3; k++) {
+    const char *keys[4] = {"d_in", "d_mid", "d_out", "d_ffn"};
+    const int64_t *arrs[4] = {c->d_in, c->d_mid, c->d_out, c->d_ffn};
+    for (int k = 0; k < 4; k++) {
         cJSON *a = cJSON_AddArrayToObject(o, keys[k]);
         for (int64_t l = 0; a && l < L; l++)
             cJSON_AddItemToArray(a, cJSON_CreateNumber((double)arrs[k][l]));
@@ -226,6 +226,7 @@ int sg_config_from_json(const cJSON *o, sg_model_config *c, const char *what)
     int err = get_int_array(o, "d_in", c->n_layers, c->d_in, what);
     err = err ? err : get_int_array(o, "d_mid", c->n_layers, c->d_mid, what);
     err = err ? err : get_int_array(o, "d_out", c->n_layers, c->d_out, what);
+    err = err ? err : get_int_array(o, "d_ffn", c->n_layers, c->d_ffn, what);
     return err ? err : sg_config_validate(c, what);
 }
 
