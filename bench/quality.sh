@@ -4,11 +4,13 @@
 # stored sizes 90%, 80% and 70% of dense (--target-size), each width
 # method: its widths, stored parameters and held-out perplexity, one
 # table (Markdown) and one plot of perplexity against stored size, one
-# line per method (gnuplot, PNG). Zero-shot accuracy is a column only when
-# `slicegpt-stream tasks` exists.
+# line per method (gnuplot, PNG). Zero-shot accuracy (the default model
+# only: the tiny ones were trained on TinyStories) is a column when the
+# task files are in the cache (tools/fetch-tasks.sh): the mean acc over
+# the first SG_QUALITY_TASKS_LIMIT documents of each task (default 200).
 #
 #   bench/quality.sh [MODELS] [SIZES] [METHODS]
-#     defaults: "smollm2 tinyopt stories" "0.9 0.8 0.7" "reference spectrum fill shared"
+#     defaults: "smollm2 tinyopt stories" "0.9 0.8 0.7" "reference nystrom spectrum fill shared"
 #   a method is a --method value, or "shared": --method reference --shared-basis,
 #   or "reference-r1": --method reference --round-interval 1 (the reference
 #   filling its budget to the parameter, the control for fill)
@@ -30,7 +32,7 @@ sgs="$here/slicegpt-stream"
 data=${SG_DATA:-$here/../shared/data}
 models=${1:-smollm2 tinyopt stories}
 sizes=${2:-0.9 0.8 0.7}
-methods=${3:-reference spectrum fill shared}
+methods=${3:-reference nystrom spectrum fill shared}
 out=${SG_QUALITY_OUT:-$here/out/quality}
 mkdir -p "$out/texts"
 lic=/usr/share/common-licenses
@@ -91,9 +93,9 @@ for m in $models; do
             "$sgs" run --quiet --model "$model" $calib_opts $how --target-size $s \
                 --out "$cell.model" --report "$cell.run.json" >"$cell.log"
             ppl "$cell.model" "$cell.ppl.json"
-            if [ $has_tasks = 1 ]; then
-                "$sgs" tasks --model "$cell.model" --report "$cell.tasks.json" >"$cell.tasks.log" ||
-                    rm -f "$cell.tasks.json"
+            if [ $has_tasks = 1 ] && [ $m = smollm2 ]; then
+                "$sgs" tasks --quiet --model "$cell.model" --limit "${SG_QUALITY_TASKS_LIMIT:-200}" \
+                    --report "$cell.tasks.json" >"$cell.tasks.log" || rm -f "$cell.tasks.json"
             fi
             rm -rf "$cell.model"
         done
@@ -121,11 +123,13 @@ table="$out/quality.md"
                 p=$(jq '.perplexity.perplexity' "$c.ppl.json")
                 if [ $me = reference ] || [ $me = shared ] || [ $me = reference-r1 ]; then
                     w="d = $(jq '.widths.d' "$c.run.json")"
+                elif [ $me = nystrom ]; then
+                    w="D = $(jq '.widths.D' "$c.run.json"), F' = $(jq '.widths.d_ffn[0]' "$c.run.json")"
                 else
                     w="mid $(jq -r '[.widths.d_mid[]] | "\(min)-\(max)"' "$c.run.json"), out $(jq -r '[.widths.d_out[]] | "\(min)-\(max)"' "$c.run.json"), emb $(jq '.widths.embeddings' "$c.run.json")"
                 fi
                 acc=
-                [ $has_tasks = 1 ] && acc=" $(jq -r '.accuracy.mean // "n/a"' "$c.tasks.json" 2>/dev/null || echo n/a) |"
+                [ $has_tasks = 1 ] && acc=" $(jq -r '(.tasks_average.acc // empty) * 100 | . * 10 | round / 10' "$c.tasks.json" 2>/dev/null || echo n/a) |"
                 printf '| %s | %s | %s | %s | %s | %.1f%% | %.4f | %+.1f%% |%s\n' $m $me $s "$w" \
                     "$stored" "$pct" "$p" "$(echo "100 * ($p / $dense - 1)" | bc -l)" "$acc"
                 echo "$pct $p" >>"$out/$m-$me.dat"

@@ -136,9 +136,10 @@ static int64_t plan_nystrom(const sg_model_config *orig, const sg_plan_options *
         if ((double)sg_model_param_count(c) <= budget)
             return D;
     }
-    return sg_fail(SG_EARG, "--method nystrom: even an MLP hidden width of %lld stores more than "
-                            "the budget of %.0f parameters (the attention alone is too much)",
-                   (long long)r, budget);
+    return sg_fail(SG_EARG, "--method nystrom: a budget of %.0f parameters does not cover what it "
+                            "cannot cut (attention, embeddings, head) and MLPs %lld wide; this "
+                            "model keeps its size outside its MLPs: use --method reference",
+                   budget, (long long)r);
 }
 
 int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,

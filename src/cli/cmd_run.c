@@ -388,10 +388,13 @@ int sg_cmd_run(int argc, char **argv)
         cJSON *l_in = cJSON_AddArrayToObject(jw, "d_in");
         cJSON *l_mid = cJSON_AddArrayToObject(jw, "d_mid");
         cJSON *l_out = cJSON_AddArrayToObject(jw, "d_out");
+        cJSON *l_ffn = cJSON_AddArrayToObject(jw, "d_ffn");
+        cJSON_AddBoolToObject(jw, "residual_kept", sliced.residual_kept);
         for (int64_t l = 0; l < sliced.n_layers; l++) {
             cJSON_AddItemToArray(l_in, cJSON_CreateNumber((double)sliced.d_in[l]));
             cJSON_AddItemToArray(l_mid, cJSON_CreateNumber((double)sliced.d_mid[l]));
             cJSON_AddItemToArray(l_out, cJSON_CreateNumber((double)sliced.d_out[l]));
+            cJSON_AddItemToArray(l_ffn, cJSON_CreateNumber((double)sg_layer_ffn(&sliced, l)));
         }
         int64_t disk_dense = sg_json_report_disk_bytes(model);
         int64_t disk_out = sg_json_report_disk_bytes(o.out_dir);
