@@ -530,10 +530,12 @@ int sg_cmd_slice(int argc, char **argv)
         return SG_EXIT_USAGE;
     }
     if (j.plan.method != SG_METHOD_REFERENCE) {
-        fprintf(stderr, "slicegpt-stream slice: --method %s: its widths come from a first pass "
-                        "over the whole model, which only `run` makes; the filters slice with "
-                        "--method reference\n",
-                sg_width_method_name(j.plan.method));
+        fprintf(stderr, "slicegpt-stream slice: --method %s: %s, which only `run` makes; the "
+                        "filters slice with --method reference\n",
+                sg_width_method_name(j.plan.method),
+                j.plan.method == SG_METHOD_NYSTROM
+                    ? "it prunes each MLP from statistics of its hidden units on the calibration pass"
+                    : "its widths come from a first pass over the whole model");
         return SG_EXIT_USAGE;
     }
     sg_stage st;
