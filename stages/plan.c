@@ -133,7 +133,11 @@ static int64_t plan_nystrom(const sg_model_config *orig, const sg_plan_options *
     for (int64_t f = F / r * r; f >= r; f -= r) {
         for (int64_t l = 0; l < orig->n_layers; l++)
             c->d_ffn[l] = f;
-        if ((double)sg_model_param_count(c) <= budget)
+        /* counted as written: an RMSNorm model as its own architecture,
+         * norm weights included (sg_nystrom_plain_config) */
+        sg_model_config plain;
+        int is_plain = sg_nystrom_plain_config(orig, c, &plain);
+        if ((double)sg_model_param_count(is_plain ? &plain : c) <= budget)
             return D;
     }
     return sg_fail(SG_EARG, "--method nystrom: a budget of %.0f parameters does not cover what it "
@@ -182,6 +186,17 @@ int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
                             "model's %lld parameters",
                    o->target_size, (long long)r, o->target_size,
                    (long long)sg_model_param_count(orig));
+}
+
+int sg_nystrom_plain_config(const sg_model_config *orig, const sg_model_config *sliced,
+                            sg_model_config *plain)
+{
+    if (!sliced->residual_kept || orig->norm != SG_NORM_RMS)
+        return 0;
+    *plain = *orig;
+    plain->ffn_dim = sg_layer_ffn(sliced, 0);
+    sg_config_set_unsliced(plain);
+    return 1;
 }
 
 double sg_plan_sparsity(const sg_plan_options *o, int64_t D, int64_t d)

@@ -89,6 +89,13 @@ void sg_plan_options_default(sg_plan_options *o);
 int64_t sg_slice_plan(const sg_model_config *orig, const sg_plan_options *o,
                       sg_model_config *sliced);
 
+/* --method nystrom's plan sliced as written: an RMSNorm model's is its own
+ * architecture with intermediate_size F' (nothing rotated, the norms'
+ * weights as 1s): *plain, and 1; a LayerNorm model's folded centring has no
+ * plain form: 0, written in the per-layer format. */
+int sg_nystrom_plain_config(const sg_model_config *orig, const sg_model_config *sliced,
+                            sg_model_config *plain);
+
 /* The sparsity a plan stands for: the option, or with a target size the
  * fraction of D that width d removes (written to the sliced config). */
 double sg_plan_sparsity(const sg_plan_options *o, int64_t D, int64_t d);

@@ -161,6 +161,7 @@ typedef struct {
     sg_schedule_probe *energy;      /* ... each component's per-token energy (schedule.h) */
     next_block next;                /* the block after the current one (GPU runs) */
     int resumable;                  /* record each step in OUT.tmp (resume.h) */
+    int plain;                      /* nystrom: the norms folded away come back as 1s */
     uint64_t fingerprint;
 } fused;
 
@@ -351,10 +352,19 @@ static int uniform_head(uniform_state *u, int64_t d, sg_model *m)
     return constant_vector(&m->out_norm_w, d, scale);
 }
 
+/* A pruned model written as a plain one (--method nystrom, RMSNorm):
+ * nothing was rotated, so the folded norms need only their weights back,
+ * as 1s (their scales live in the readers now). */
+static int plain_block(sg_block *b, int parallel)
+{
+    int err = constant_vector(&b->attn_norm_w, b->d_in, 1.0f);
+    return err || parallel ? err : constant_vector(&b->ffn_norm_w, b->d_mid, 1.0f);
+}
+
 static int fused_put_block(sg_pipeline *p, int64_t l, sg_block *b)
 {
     fused *f = p->ctx;
-    int err = f->u ? uniform_block(f->u, b) : 0;
+    int err = f->u ? uniform_block(f->u, b) : f->plain ? plain_block(b, p->orig->parallel_block) : 0;
     return err ? err : sg_model_writer_block(f->w, l, b);
 }
 
@@ -362,6 +372,9 @@ static int fused_put_head(sg_pipeline *p, sg_model *m)
 {
     fused *f = p->ctx;
     int err = f->u ? uniform_head(f->u, f->sliced.head_in_dim, m) : 0;
+    /* an untied head came folded with the final norm's scale */
+    if (!err && f->plain && !sg_embeddings_kept(&f->sliced))
+        err = constant_vector(&m->out_norm_w, f->sliced.head_in_dim, 1.0f);
     return err ? err : sg_model_writer_head(f->w, m);
 }
 
@@ -736,6 +749,10 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     rep->params_dense = sg_model_param_count(p.orig);
     rep->params_stored = sg_model_param_count(&f.sliced);
     sg_model_config out_cfg = f.sliced; /* what the writer writes */
+    if (sg_nystrom_plain_config(p.orig, &f.sliced, &out_cfg)) {
+        f.plain = rep->plain = 1;
+        rep->params_stored = sg_model_param_count(&out_cfg);
+    }
     if (plan.uniform) {
         int err = uniform_begin(&u, p.be, files, rep->d, o->uniform_sliced_format);
         if (err) {
@@ -815,9 +832,10 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     err = sg_model_writer_finish(f.w, sg_plan_sparsity(&plan, p.orig->dim, rep->d),
                                  o->tokenizer_src, o->tok);
     f.w = NULL;
-    /* the spectra are per signal; a uniform rotation has one, and a plain
-     * model directory no place for them */
-    err = err || f.u ? err : sg_spectra_write(f.spectra, o->out_dir);
+    /* the spectra are per signal; a uniform rotation has one, --method
+     * nystrom none, and a plain model directory no place for them */
+    err = err || f.u || plan.method == SG_METHOD_NYSTROM ? err
+                                                         : sg_spectra_write(f.spectra, o->out_dir);
     sg_pipeline_tick(&p, SG_STAGE_WRITE);
 
     /* nominal size: what the paper counts (no shortcuts, head as before) */
@@ -832,6 +850,8 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
         sg_uniform_config(p.orig, rep->d, p.orig->tied_embeddings, &nominal);
         rep->params_sliced = sg_model_param_count(&nominal);
     }
+    if (f.plain)
+        rep->params_sliced = rep->params_stored; /* no shortcut, the head as it was */
 out:
     next_block_discard(&f.next); /* an error may have left the next block in flight */
     sg_ffn_stats_free(&ffn);

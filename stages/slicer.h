@@ -91,6 +91,8 @@ typedef struct {
     int embeddings_kept;           /* plan.h, SG_EMBED_KEEP */
     int uniform;                   /* one rotation: written as a plain model of width d */
     int uniform_tied;              /* ... whose head is the (rotated) embedding table */
+    int plain;                     /* --method nystrom on an RMSNorm model: written as the
+                                      model's own architecture, intermediate_size F' */
     int64_t chunks;                /* calibration chunks per signal */
     int64_t store_budget;          /* bytes the activation store may keep resident */
     int64_t store_peak;            /* most it held at once */

@@ -36,16 +36,25 @@ for m in stories tinyopt; do
     [ -n "$ref" ] && [ -n "$ny" ] && awk "BEGIN { exit !($ny < $ref) }"
     check $? "$m: held-out perplexity $ny with nystrom, $ref with the reference"
 
-    # the width printed is the width written, in every block
+    # the width printed is the width written, in every block: a Llama
+    # comes back as a plain Llama (intermediate_size), OPT's folded
+    # LayerNorms in the per-layer format (d_ffn per block)
     f=$(sed -n 's/^residual stream kept .* MLP hidden width \([0-9]*\) of .*/\1/p' "$work/$m-ny.log")
-    written=$(tr -d ' \t\n' <"$work/$m-ny/config.json" | grep -o '"d_ffn":[0-9]*' | cut -d: -f2 | sort -u)
-    layers=$(tr -d ' \t\n' <"$work/$m-ny/config.json" | grep -o '"d_ffn":[0-9]*' | wc -l)
-    blocks=$(tr -d ' \t\n' <"$work/$m-ny/config.json" | grep -o '"d_in":[0-9]*' | wc -l)
-    [ -n "$f" ] && [ "$written" = "$f" ] && [ "$layers" -eq "$blocks" ] && [ $((f % 8)) -eq 0 ]
-    check $? "$m: MLP hidden width $f printed, written for all $layers blocks, on the grid of 8"
-    tr -d ' \t\n' <"$work/$m-ny/config.json" | grep -q '"residual_kept":true' &&
-        ! grep -q shortcut "$work/$m-ny"/*.json
-    check $? "$m: residual kept, no shortcut in the index"
+    cfg=$(tr -d ' \t\n' <"$work/$m-ny/config.json")
+    if [ $m = stories ]; then
+        echo "$cfg" | grep -q "\"model_type\":\"llama\"" &&
+            echo "$cfg" | grep -q "\"intermediate_size\":$f," && ! echo "$cfg" | grep -q slicegpt
+        check $? "$m: a plain llama model, intermediate_size $f as printed, on the grid of 8 ($((f % 8)))"
+    else
+        written=$(echo "$cfg" | grep -o '"d_ffn":[0-9]*' | cut -d: -f2 | sort -u)
+        layers=$(echo "$cfg" | grep -o '"d_ffn":[0-9]*' | wc -l)
+        blocks=$(echo "$cfg" | grep -o '"d_in":[0-9]*' | wc -l)
+        [ -n "$f" ] && [ "$written" = "$f" ] && [ "$layers" -eq "$blocks" ] && [ $((f % 8)) -eq 0 ] &&
+            echo "$cfg" | grep -q '"residual_kept":true'
+        check $? "$m: MLP hidden width $f printed, written for all $layers blocks, on the grid of 8"
+    fi
+    ! grep -q shortcut "$work/$m-ny"/*.json
+    check $? "$m: no shortcut in the index"
     set -- $(stored "$work/$m-ny.log")
     [ $# -eq 2 ] && [ $((10 * $1)) -le $((8 * $2)) ]
     check $? "$m: stores $1 parameters, at most 0.8 x dense $2"
@@ -57,6 +66,20 @@ done
 p=$(sed -n 's/^perplexity \([0-9.]*\).*/\1/p' "$work/ppl")
 [ -n "$p" ] && [ "$p" = "$(sliced_ppl "$work/stories-ny.log")" ]
 check $? "ppl on the written model: $p, as run printed"
+
+# a plain model has a GGUF form, which scores the same; an OPT model's
+# folded LayerNorms have none: refused before any work
+run --model "$work/st" --method nystrom --out "$work/g" --out-gguf "$work/g.gguf" \
+    --gguf-type f32 >/dev/null 2>"$work/err"
+check $? "--out-gguf with --method nystrom$(cat "$work/err")"
+"$sgs" ppl --device cpu --model "$work/g.gguf" --tokenizer "$tok" --text "$work/eval.txt" \
+    --seqlen 128 --quiet >"$work/ppl" 2>/dev/null
+g=$(sed -n 's/^perplexity \([0-9.]*\).*/\1/p' "$work/ppl")
+[ -n "$g" ] && [ "$g" = "$p" ]
+check $? "the GGUF scores $g, as the Hugging Face directory ($p)"
+run --model "$opt" --method nystrom --out "$work/og" --out-gguf "$work/og.gguf" >/dev/null 2>"$work/err"
+[ $? -ne 0 ] && one_line "$work/err" "LayerNorm" && [ ! -e "$work/og" ] && [ ! -e "$work/og.gguf" ]
+check $? "--out-gguf on OPT: $(cat "$work/err")"
 
 # killed after block 2: the rerun resumes and writes the same bytes
 SG_TEST_KILL_AT=block:1 run --model "$work/st" --method nystrom --out "$work/k" >/dev/null 2>&1
@@ -70,13 +93,13 @@ check $ok "... resumed, every file byte-identical$(cat "$work/err")"
 
 # a config.json that lies: a hidden width beyond the model's, a kept
 # residual stream with a cut width
-cp -r "$work/stories-ny" "$work/bad"
+cp -r "$work/tinyopt-ny" "$work/bad"
 sed -i 's/"d_ffn":[[:space:]]*[0-9]*/"d_ffn": 9999/' "$work/bad/config.json"
 "$sgs" ppl --device cpu --model "$work/bad" --tokenizer "$tok" --text "$work/eval.txt" \
     --seqlen 128 --quiet >/dev/null 2>"$work/err"
 [ $? -ne 0 ] && one_line "$work/err" "config.json.*d_ffn 9999"
 check $? "d_ffn beyond the FFN width: $(cat "$work/err")"
-cp "$work/stories-ny/config.json" "$work/bad/config.json"
+cp "$work/tinyopt-ny/config.json" "$work/bad/config.json"
 sed -i '0,/"d_mid":[[:space:]]*[0-9]*/s//"d_mid": 32/' "$work/bad/config.json"
 "$sgs" ppl --device cpu --model "$work/bad" --tokenizer "$tok" --text "$work/eval.txt" \
     --seqlen 128 --quiet >/dev/null 2>"$work/err"

@@ -33,7 +33,8 @@ static const char usage[] =
     "                        arc_challenge or .jsonl paths), the same requests for both\n"
     "  --tasks-limit N       the first N documents of each task (default: all)\n"
     "  --report FILE.json    also write every figure printed, as JSON (slicegpt-stream(1))\n"
-    "  --out-gguf FILE       with --rotation uniform: also write the plain model as GGUF\n"
+    "  --out-gguf FILE       with --rotation uniform or --method nystrom (RMSNorm models):\n"
+    "                        also write the plain model as GGUF\n"
     "                        for llama.cpp\n"
     "  --gguf-type T         its matrices: f32, f16, bf16, q8_0, q4_0 or q4_1 (default f16)\n"
     SG_HELP_TOKENIZER
@@ -171,9 +172,9 @@ int sg_cmd_run(int argc, char **argv)
     }
     if (sg_cli_calib_check(&j))
         return SG_EXIT_USAGE;
-    if (a.out_gguf && j.rotation != SG_ROTATION_UNIFORM) {
-        fputs("slicegpt-stream: --out-gguf: only a uniform rotation's plain model has a GGUF "
-              "form; add --rotation uniform\n", stderr);
+    if (a.out_gguf && j.rotation != SG_ROTATION_UNIFORM && j.plan.method != SG_METHOD_NYSTROM) {
+        fputs("slicegpt-stream: --out-gguf: only a plain model has a GGUF form (--rotation "
+              "uniform, or --method nystrom on an RMSNorm model)\n", stderr);
         return SG_EXIT_USAGE;
     }
     if (a.out_gguf && sg_model_writer_check_out(a.out_gguf))
@@ -233,6 +234,10 @@ int sg_cmd_run(int argc, char **argv)
         }
     }
     const sg_model_config *cfg = err ? NULL : sg_model_files_config(files);
+    if (!err && a.out_gguf && j.plan.method == SG_METHOD_NYSTROM && cfg->norm != SG_NORM_RMS)
+        err = sg_fail(SG_EARG, "--out-gguf: %s is a LayerNorm model (%s), whose folded norms "
+                               "--method nystrom writes in the per-layer format, which has no "
+                               "GGUF form", model, sg_arch_name(cfg->arch));
     if (!err && cfg->max_positions > 0 && seqlen > cfg->max_positions)
         seqlen = cfg->max_positions;
     if (!err && calib) {
@@ -346,9 +351,11 @@ int sg_cmd_run(int argc, char **argv)
                    o.out_dir);
         else if (rep.sliced.residual_kept)
             printf("residual stream kept at D = %lld (nothing rotated); MLP hidden width %lld "
-                   "of %lld in every block (--method nystrom); written to %s\n",
+                   "of %lld in every block (--method nystrom); written to %s%s%s\n",
                    (long long)cfg->dim, (long long)sg_layer_ffn(&rep.sliced, 0),
-                   (long long)cfg->ffn_dim, o.out_dir);
+                   (long long)cfg->ffn_dim, o.out_dir,
+                   rep.plain ? " as a plain model: " : "",
+                   rep.plain ? sg_arch_name(cfg->arch) : "");
         else
             printf("sliced width d = %lld of D = %lld, embeddings %s; written to %s\n",
                    (long long)rep.d, (long long)cfg->dim,
