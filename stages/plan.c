@@ -108,7 +108,7 @@ static void plan_at(const sg_model_config *orig, const sg_plan_options *o, int k
 }
 
 /* --method nystrom: every width D, no rotation, and the widest MLP
- * hidden width F' (a multiple of r, the same in every block) whose stored
+ * hidden width F' (F, or a multiple of r; the same in every block) whose stored
  * parameters are at most the budget: --target-size's, or the reference
  * plan's at the same sparsity. Returns D. */
 static int64_t plan_nystrom(const sg_model_config *orig, const sg_plan_options *o, int kept,
@@ -130,7 +130,9 @@ static int64_t plan_nystrom(const sg_model_config *orig, const sg_plan_options *
     }
     plan_at(orig, o, kept, D, c);
     c->residual_kept = 1;
-    for (int64_t f = F / r * r; f >= r; f -= r) {
+    /* every unit if the budget allows (F need not be on the grid), else
+     * the widest multiple of r */
+    for (int64_t f = F; f >= r; f = f == F ? (F - 1) / r * r : f - r) {
         for (int64_t l = 0; l < orig->n_layers; l++)
             c->d_ffn[l] = f;
         /* counted as written: an RMSNorm model as its own architecture,

@@ -106,6 +106,20 @@ sed -i '0,/"d_mid":[[:space:]]*[0-9]*/s//"d_mid": 32/' "$work/bad/config.json"
 [ $? -ne 0 ] && one_line "$work/err" "residual stream was kept"
 check $? "a kept residual stream with a cut width: $(cat "$work/err")"
 
+# plan, without --method, plans what run does without it: nystrom, the
+# same width and the same stored parameters
+"$sgs" plan --model "$work/st" --target-size 0.8 >"$work/plan0" 2>/dev/null
+f=$(sed -n 's/^residual stream kept .* MLP hidden width \([0-9]*\) of .*/\1/p' "$work/stories-ny.log")
+planned=$(sed -n 's/^parameters: dense [0-9]*, stored when sliced \([0-9]*\) .*/\1/p' "$work/plan0")
+grep -q "MLP hidden width $f of" "$work/plan0" && [ "$planned" = "$(stored "$work/stories-ny.log" | cut -d' ' -f1)" ]
+check $? "plan (default method): width $f and $planned stored parameters, as run"
+run --model "$work/st" --out "$work/default" >"$work/default.log" 2>/dev/null &&
+    grep -q "(--method nystrom)" "$work/default.log"
+check $? "run without --method prunes the MLPs (nystrom)"
+run --model "$work/st" --embeddings keep --out "$work/default-r" >"$work/default-r.log" 2>/dev/null &&
+    grep -q "(--method reference)" "$work/default-r.log"
+check $? "... and with an option only a rotation has (--embeddings), slices (reference)"
+
 # the planner counts the statistics; the filters and a uniform rotation
 # refuse the method in one line
 "$sgs" plan --model "$work/st" --method nystrom --target-size 0.8 >"$work/plan" 2>/dev/null

@@ -33,7 +33,7 @@ compare() {
     name=$1 model=$2 tok_opt=$3 capture_opts=$4 eig_opts=$5 slice_opts=$6 write_opts=$7
     run_opts=$8 z=$9
     # the filters run on the CPU: so does the fused run they are held to
-    "$sgs" run --device cpu --model "$model" $tok_opt $calib $run_opts --out "$work/$name-run" --quiet \
+    "$sgs" run --device cpu --method reference --model "$model" $tok_opt $calib $run_opts --out "$work/$name-run" --quiet \
         >"$work/$name-run.log" 2>&1
     check $? "$name: fused run"
     "$sgs" load "$model" $tok_opt $z | "$sgs" fold $z | "$sgs" capture --quiet $calib $capture_opts $z |
@@ -82,7 +82,7 @@ compare phi "$work/phi" "--tokenizer $tok" "--seed 7" "--random-rotation --seed 
     "--seed 7 --random-rotation --sparsity 0.5 --round-interval 16" ""
 
 # plan's width is the one run used (one function chooses it)
-"$sgs" plan --model "$work/stories" --sparsity 0.25 >"$work/stories-plan.log"
+"$sgs" plan --method reference --model "$work/stories" --sparsity 0.25 >"$work/stories-plan.log"
 ran=$(sed -n 's/^sliced width d = \([0-9]*\) .*/\1/p' "$work/stories-run.log")
 planned=$(sed -n 's/^sliced width: d = \([0-9]*\) .*/\1/p' "$work/stories-plan.log")
 [ -n "$ran" ] && [ "$ran" = "$planned" ]

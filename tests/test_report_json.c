@@ -99,7 +99,7 @@ int main(void)
     }
 
     /* ---- run ---- */
-    int st = sh("'%s' run --device cpu --quiet --model '%s/model' --calib '%s' --nsamples 24 "
+    int st = sh("'%s' run --device cpu --method reference --quiet --model '%s/model' --calib '%s' --nsamples 24 "
                 "--seqlen 64 --eval '%s' --eval-windows 20 --out '%s/sliced' --report '%s/run.json'",
                 sgs, dir, text, text, dir, dir);
     tap_ok(st == 0, "run --report exits 0");
@@ -111,8 +111,8 @@ int main(void)
     snprintf(path, sizeof path, "%s/run.json.tmp", dir);
     tap_ok(access(path, F_OK) != 0, "run: no temporary file left behind");
     if (r) {
-        printed("run: model", "slicing %s/model (llama, D = %.0f, %.0f layers) at sparsity %.2f on "
-                "%.0f tokens (%.0f x %.0f) of calibration", dir, get(r, "model", "dim"),
+        printed("run: model", "slicing %s/model (llama, D = %.0f, %.0f layers) at sparsity %.2f "
+                "(--method reference) on %.0f tokens (%.0f x %.0f) of calibration", dir, get(r, "model", "dim"),
                 get(r, "model", "n_layers"), get(r, "options", "sparsity"),
                 get(r, "calibration", "tokens"), get(r, "calibration", "samples"),
                 get(r, "calibration", "seqlen"));
@@ -181,7 +181,7 @@ int main(void)
     cJSON_Delete(r);
 
     /* ---- plan ---- */
-    st = sh("'%s' plan --model '%s/model' --host-mem 1G --gpu-mem 1G --report '%s/plan.json'",
+    st = sh("'%s' plan --method reference --model '%s/model' --host-mem 1G --gpu-mem 1G --report '%s/plan.json'",
             sgs, dir, dir);
     tap_ok(st == 0, "plan --report exits 0");
     snprintf(path, sizeof path, "%s/plan.json", dir);

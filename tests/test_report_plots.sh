@@ -14,7 +14,7 @@ tap_workdir sgreport
 "$build/tools/sg-llama2c-to-hf" "$stories" "$work/model" --tokenizer "$tok" >/dev/null
 check $? "stories260K converted"
 for s in 0.25 0.5; do
-    "$sgs" run --device cpu --quiet --model "$work/model" --calib "$text" --nsamples 24 \
+    "$sgs" run --device cpu --method reference --quiet --model "$work/model" --calib "$text" --nsamples 24 \
         --seqlen 64 --sparsity $s --eval "$text" --eval-windows 10 --out "$work/s$s" \
         --report "$work/s$s.json" >/dev/null
     check $? "sliced at $s, with a report"

@@ -31,7 +31,7 @@ check $? "the excerpt tokenized: $(wc -l <"$work/ids.txt") ids"
 check $? "the 16 x 128 calibration windows drawn with seed 7, written as rows"
 
 eval_opts="--eval $text --eval-seqlen 128 --eval-windows 40"
-run() { "$sgs" run --device cpu --model "$work/st" --quiet $eval_opts "$@"; }
+run() { "$sgs" run --device cpu --method reference --model "$work/st" --quiet $eval_opts "$@"; }
 sliced_ppl() { sed -n 's/.*sliced \([0-9.]*\) (.*/\1/p' "$1"; }
 same_model() {
     for f in "$1"/*.safetensors; do cmp -s "$f" "$2/$(basename "$f")" || return 1; done

@@ -24,6 +24,12 @@ void sg_cli_job_default(sg_cli_job *j)
     j->device = "auto";
 }
 
+void sg_cli_method_default(sg_cli_job *j)
+{
+    if (!j->method_given)
+        j->plan.method = j->rotation_asked ? SG_METHOD_REFERENCE : SG_METHOD_NYSTROM;
+}
+
 /* The shared options; vals from 256 up, so they never meet a command's own. */
 enum {
     O_CALIB = 256, O_CALIB_TOKENS, O_CALIB_LAYOUT, O_METHOD, O_SHARED_BASIS, O_NSAMPLES, O_SEQLEN, O_SEED, O_CHUNK_TOKENS, O_SPILL_DIR,
@@ -123,12 +129,13 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
                 arg);
         return -1;
     case O_ROUND: return sg_cli_int("--round-interval", arg, 1, 1 << 16, &j->plan.round_interval);
-    case O_SLICE_HEAD: j->plan.slice_head = 1; return 0;
-    case O_SHARED_BASIS: j->plan.shared_basis = 1; return 0;
+    case O_SLICE_HEAD: j->plan.slice_head = j->rotation_asked = 1; return 0;
+    case O_SHARED_BASIS: j->plan.shared_basis = j->rotation_asked = 1; return 0;
     case O_EMBEDDINGS:
         if ((i = one_of("--embeddings", arg, embed_modes, 3)) < 0)
             return -1;
         j->plan.embeddings = (sg_embed_mode)i;
+        j->rotation_asked = 1;
         return 0;
     case O_METHOD: {
         /* in sg_width_method order */
@@ -136,9 +143,10 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
         if ((i = one_of("--method", arg, methods, 4)) < 0)
             return -1;
         j->plan.method = (sg_width_method)i;
+        j->method_given = 1;
         return 0;
     }
-    case O_RANDOM: j->rotation = SG_ROTATION_RANDOM; return 0;
+    case O_RANDOM: j->rotation = SG_ROTATION_RANDOM; j->rotation_asked = 1; return 0;
     case O_ROTATION: {
         /* in sg_rotation_kind order */
         static const char *const kinds[] = {"pca", "random", "uniform"};
@@ -146,6 +154,7 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
             return -1;
         j->rotation = (sg_rotation_kind)i;
         j->plan.uniform = j->rotation == SG_ROTATION_UNIFORM;
+        j->rotation_asked = 1;
         return 0;
     }
     case O_DAMP: return sg_cli_double("--damp", arg, 0, 1e6, &j->damp_frac);

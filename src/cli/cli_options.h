@@ -33,6 +33,9 @@ typedef struct {
     const char *spill_dir;
     /* the widths */
     sg_plan_options plan;
+    int method_given;          /* --method was on the command line */
+    int rotation_asked;        /* an option only a rotation has: --rotation, --random-rotation,
+                                  --shared-basis, --slice-head, --embeddings */
     /* the axes and covariances */
     sg_rotation_kind rotation;
     double damp_frac;
@@ -49,6 +52,12 @@ typedef struct {
 } sg_cli_job;
 
 void sg_cli_job_default(sg_cli_job *job);
+
+/* `run` and `plan` without --method: nystrom, which wins at equal stored
+ * size on every bundled model (bench/quality.sh), unless an option only
+ * a rotation has asks for the published method: then reference. The
+ * stage filters slice with reference, the one method they have. */
+void sg_cli_method_default(sg_cli_job *job);
 
 /* --calib or --calib-tokens, one of them, and --calib-layout rows only with
  * --calib-tokens: 0, or -1 after a message. */

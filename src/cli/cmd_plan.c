@@ -95,6 +95,7 @@ int sg_cmd_plan(int argc, char **argv)
         fputs(usage, stderr);
         return SG_EXIT_USAGE;
     }
+    sg_cli_method_default(&j);
     const char *model = a.model;
     int64_t nsamples = a.nsamples, seqlen = a.seqlen, chunk = a.chunk, host = a.host, gpu = a.gpu;
     double wbytes = a.wbytes;
@@ -132,10 +133,13 @@ int sg_cmd_plan(int argc, char **argv)
     int64_t block_params = sg_block_param_count(&cfg, 0);
     sg_slice_memory m;
     sg_slice_memory_estimate(&cfg, (int64_t)(block_params * wbytes), chunk_tokens, maxseq, &m);
-    sg_model_config sliced;
+    sg_model_config sliced, written;
     int64_t d = sg_slice_plan(&cfg, &j.plan, &sliced);
     if (d < 0)
         return sg_cli_report((int)d);
+    /* what run writes: nystrom on an RMSNorm model, a plain model */
+    if (!sg_nystrom_plain_config(&cfg, &sliced, &written))
+        written = sliced;
     /* the store's peak: block input (width d), the captured residual and
      * the block output (width D) at once; --method spectrum's first pass
      * runs the dense model (input width D) and keeps every signal's
@@ -184,8 +188,8 @@ int sg_cmd_plan(int argc, char **argv)
                sg_plan_sparsity(&j.plan, D, d), (long long)j.plan.round_interval,
                sg_embeddings_kept(&sliced) ? "kept" : "rotated and cut");
     printf("parameters: dense %lld, stored when sliced %lld (%.1f%%)\n",
-           (long long)sg_model_param_count(&cfg), (long long)sg_model_param_count(&sliced),
-           100.0 * sg_model_param_count(&sliced) / sg_model_param_count(&cfg));
+           (long long)sg_model_param_count(&cfg), (long long)sg_model_param_count(&written),
+           100.0 * sg_model_param_count(&written) / sg_model_param_count(&cfg));
     cJSON *jo = cJSON_AddObjectToObject(json, "options");
     cJSON_AddNumberToObject(jo, "sparsity", sg_plan_sparsity(&j.plan, D, d));
     if (j.plan.target_size > 0)
@@ -200,7 +204,7 @@ int sg_cmd_plan(int argc, char **argv)
     sg_json_int(jw, "d", d);
     cJSON *jp = cJSON_AddObjectToObject(json, "parameters");
     sg_json_int(jp, "dense", total_params);
-    sg_json_int(jp, "stored", sg_model_param_count(&sliced));
+    sg_json_int(jp, "stored", sg_model_param_count(&written));
     printf("\nhost, held at once (GiB):\n");
     cJSON *jh = cJSON_AddObjectToObject(json, "host");
     row(jh, "load_bytes", "load        block weights as stored, current + prefetched", m.block_raw);

@@ -172,6 +172,7 @@ int sg_cmd_run(int argc, char **argv)
     }
     if (sg_cli_calib_check(&j))
         return SG_EXIT_USAGE;
+    sg_cli_method_default(&j);
     if (a.out_gguf && j.rotation != SG_ROTATION_UNIFORM && j.plan.method != SG_METHOD_NYSTROM) {
         fputs("slicegpt-stream: --out-gguf: only a plain model has a GGUF form (--rotation "
               "uniform, or --method nystrom on an RMSNorm model)\n", stderr);
@@ -286,14 +287,18 @@ int sg_cmd_run(int argc, char **argv)
         o.tok = tok;
         char counts[128], goal[64];
         sg_cli_calib_counts(&batch, counts, sizeof counts);
+        int ny = o.plan.method == SG_METHOD_NYSTROM;
         if (o.plan.target_size > 0)
             snprintf(goal, sizeof goal, "to at most %.3g of the dense size", o.plan.target_size);
+        else if (ny)
+            snprintf(goal, sizeof goal, "to the size sparsity %.2f stores", o.plan.sparsity);
         else
             snprintf(goal, sizeof goal, "at sparsity %.2f", o.plan.sparsity);
-        printf("slicing %s (%s, D = %lld, %lld layers) %s on %s of calibration, "
+        printf("%s %s (%s, D = %lld, %lld layers) %s (--method %s) on %s of calibration, "
                "on the %s backend%s%s%s, %s covariance, %s eigensolver\n",
-               model, sg_arch_name(cfg->arch), (long long)cfg->dim, (long long)cfg->n_layers,
-               goal, counts, o.backend->ops->name,
+               ny ? "pruning the MLPs of" : "slicing", model, sg_arch_name(cfg->arch),
+               (long long)cfg->dim, (long long)cfg->n_layers, goal,
+               sg_width_method_name(o.plan.method), counts, o.backend->ops->name,
                o.backend->ops->host_memory ? " (OpenBLAS kernels " : "",
                o.backend->ops->host_memory ? sg_blas_corename() : "",
                o.backend->ops->host_memory ? ")" : "", o.cov_mixed ? "mixed" : "float64",
