@@ -183,6 +183,8 @@ int sg_capture_advance(sg_capture *c, const sg_rotation *q, int64_t d)
     int err = 0;
     if (sg_act_store_chunks(c->store, "input") > 0)
         err = sg_act_store_drop(c->store, "input");
+    if (!q) /* nothing rotated, nothing cut: the outputs are the inputs */
+        return err ? err : sg_act_store_rename(c->store, "output", "input");
     for (int64_t i = 0; i < c->n_chunks && !err; i++) {
         int64_t rows, width;
         err = sg_act_store_shape(c->store, "output", i, &rows, &width);

@@ -65,7 +65,8 @@ int sg_capture_mlp(sg_capture *c, const sg_model_config *work, const sg_block *b
 int sg_capture_ffn(sg_capture *c, const sg_model_config *work, const sg_block *b,
                    const sg_rotation *q_mid, int64_t d_mid, sg_ffn_stats *stats);
 /* The next block's inputs: "output" projected on q's first d columns
- * becomes "input" (the old "input", if any, and "output" are dropped). */
+ * becomes "input" (the old "input", if any, and "output" are dropped);
+ * q NULL: "output" becomes "input" as it is. */
 int sg_capture_advance(sg_capture *c, const sg_rotation *q, int64_t d);
 
 #endif

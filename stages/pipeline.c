@@ -192,6 +192,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
                                                        : capture_attention(p, &a);
         if (err)
             goto out;
+        sg_pipeline_tick(p, SG_STAGE_CAPTURE); /* axes() would; an identity does not */
     }
     char point[32];
     snprintf(point, sizeof point, "mid:%lld", (long long)l);
@@ -217,7 +218,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
         if (p->capture && out_kept && (err = sg_act_store_drop(p->cap.store, "residual")))
             goto out;
     }
-    sg_pipeline_tick(p, SG_STAGE_CAPTURE); /* axes() ticks it too; an identity does not */
+    sg_pipeline_tick(p, SG_STAGE_CAPTURE); /* as above */
     err = out_kept || whole ? sg_rotation_identity(be, o->dim, q_out)
           : shared ? rotation_copy(be, o->dim, q_mid, q_out)
                    : axes(p, "block_output", l, q_out);
@@ -229,7 +230,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     sg_pipeline_tick(p, SG_STAGE_ROTATE);
     /* the next block's inputs: this block's output in the new basis, cut */
     if (!err && p->capture && !last)
-        err = sg_capture_advance(&p->cap, q_out, d_out);
+        err = sg_capture_advance(&p->cap, whole ? NULL : q_out, d_out);
     if (!err && p->slice) {
         err = sg_block_to_host(be, o, &b);
         on_host = !err;
