@@ -47,7 +47,7 @@ if [ ! -f "$out/texts/done" ]; then
     touch "$out/texts/done"
 fi
 has_tasks=0
-"$sgs" tasks --help >/dev/null 2>&1 && has_tasks=1
+[ -f "${SG_CACHE:-$HOME/.cache/slicegpt-stream}/tasks/piqa/requests.jsonl.gz" ] && has_tasks=1
 
 # setup NAME: $model, $calib_opts, $eval, $seqlen for one model
 setup() {
@@ -77,10 +77,19 @@ ppl() {
     "$sgs" ppl --quiet --model "$1" $tok --text "$eval" --seqlen $seqlen --report "$2" >/dev/null
 }
 
+# tasks MODEL REPORT: mean zero-shot accuracy of a model, as JSON
+tasks() {
+    "$sgs" tasks --quiet --model "$1" --limit "${SG_QUALITY_TASKS_LIMIT:-200}" \
+        --tasks piqa,winogrande,hellaswag,arc_easy,arc_challenge \
+        --report "$2" >"${2%.json}.log" || rm -f "$2"
+}
+
 for m in $models; do
     setup $m
     [ -f "$out/$m-dense.json" ] || [ -n "${SG_QUALITY_TABLE_ONLY:-}" ] ||
         ppl "$model" "$out/$m-dense.json"
+    [ $has_tasks = 1 ] && [ $m = smollm2 ] && [ ! -f "$out/$m-dense.tasks.json" ] &&
+        [ -z "${SG_QUALITY_TABLE_ONLY:-}" ] && tasks "$model" "$out/$m-dense.tasks.json"
     for s in $sizes; do
         for me in $methods; do
             cell="$out/$m-$me-$s"
@@ -93,10 +102,7 @@ for m in $models; do
             "$sgs" run --quiet --model "$model" $calib_opts $how --target-size $s \
                 --out "$cell.model" --report "$cell.run.json" >"$cell.log"
             ppl "$cell.model" "$cell.ppl.json"
-            if [ $has_tasks = 1 ] && [ $m = smollm2 ]; then
-                "$sgs" tasks --quiet --model "$cell.model" --limit "${SG_QUALITY_TASKS_LIMIT:-200}" \
-                    --report "$cell.tasks.json" >"$cell.tasks.log" || rm -f "$cell.tasks.json"
-            fi
+            [ $has_tasks = 1 ] && [ $m = smollm2 ] && tasks "$cell.model" "$cell.tasks.json"
             rm -rf "$cell.model"
         done
     done
@@ -110,9 +116,11 @@ table="$out/quality.md"
     for m in $models; do
         dense=$(jq '.perplexity.perplexity' "$out/$m-dense.json")
         dparams=$(jq '.parameters.dense' "$out/$m-$(echo $methods | cut -d' ' -f1)-$(echo $sizes | cut -d' ' -f1).run.json")
-        printf '| %s | dense | 1 | D = %s | %s | 100.0%% | %.4f | |\n' $m \
+        dacc=
+        [ $has_tasks = 1 ] && dacc=" $(jq -r '(.tasks_average.acc // empty) * 100 | . * 10 | round / 10' "$out/$m-dense.tasks.json" 2>/dev/null || echo n/a) |"
+        printf '| %s | dense | 1 | D = %s | %s | 100.0%% | %.4f | |%s\n' $m \
             "$(jq '.model.dim // .widths.D' "$out/$m-$(echo $methods | cut -d' ' -f1)-$(echo $sizes | cut -d' ' -f1).run.json")" \
-            "$dparams" "$dense"
+            "$dparams" "$dense" "$dacc"
         for me in $methods; do
             : >"$out/$m-$me.dat"
             for s in $sizes; do

@@ -468,7 +468,9 @@ int sg_cmd_report(int argc, char **argv)
     sg_model_config c;
     int err = sg_hf_config_load(path, &c);
     if (!err && !c.sliced)
-        err = sg_fail(SG_EARG, "%s: not a sliced model (no \"slicegpt\" section)", path);
+        err = sg_fail(SG_EARG, "%s: not a sliced model (no \"slicegpt\" section; the plain "
+                               "models of --method nystrom and --rotation uniform have their "
+                               "figures in run --report)", path);
     double sparsity = -1;
     if (!err) {
         cJSON *j = read_json(path);
