@@ -96,15 +96,20 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
     "  --seed N              calibration sampling seed (default 42)\n"                       \
     "  --chunk-tokens N      calibration tokens per activation chunk (default 8192)\n"
 #define SG_HELP_PLAN                                                                          \
-    "  --sparsity S          fraction of the hidden dimension removed (default 0.25)\n"      \
+    "  --sparsity S          fraction of the hidden dimension SliceGPT removes (default\n"  \
+    "                        0.25); nystrom stores what SliceGPT stores at S\n"             \
     "  --target-size F       instead: the widest width whose stored parameters (shortcuts\n"  \
     "                        and heads included) are at most F x the dense model's\n"        \
-    "  --method reference|spectrum|fill  how the widths are chosen: reference, one width\n" \
-    "                        d for every signal, the published method bit for bit\n"       \
-    "                        (default); run only: a width per signal from a first pass\n"  \
-    "                        over the dense model: spectrum, at the reference's stored\n"  \
-    "                        size; fill, the reference's widths widened with what the\n"    \
-    "                        --target-size budget leaves after them\n"                       \
+    "  --method nystrom|reference|spectrum|fill  what is cut: nystrom (run's default),\n"  \
+    "                        each MLP's hidden width, to the reference's stored size,\n"    \
+    "                        keeping the units of largest leverage and refitting the\n"    \
+    "                        down projection by least squares (run only); reference\n"    \
+    "                        (the default with --rotation, --embeddings, --slice-head,\n"  \
+    "                        --shared-basis), the residual stream to one width d, the\n"   \
+    "                        published SliceGPT bit for bit; run only: a width per\n"      \
+    "                        signal from a first pass over the dense model: spectrum,\n"  \
+    "                        at the reference's stored size; fill, the reference's\n"     \
+    "                        widths widened with what --target-size leaves after them\n"   \
     "  --shared-basis        one basis per block: each block's output keeps its mid basis,\n" \
     "                        so its MLP shortcut is the identity and is not stored (a\n"   \
     "                        --target-size spends that on a wider d; run only)\n"          \
