@@ -17,13 +17,16 @@
 #define SELECT_LAMBDA 1e-2
 #define REFIT_DAMP 1e-3
 
-int64_t sg_ffn_stats_bytes(int64_t F, int64_t max_rows)
+int64_t sg_ffn_stats_bytes(int64_t F, int64_t d_out, int64_t max_rows, int host_memory)
 {
-    /* backend: C, a chunk of units, the 1s, the column sums; host: C's
-     * copy, the sums, and the solve's work (C_SS, the right-hand side) */
+    /* backend: C, its float32 slice, a chunk of units, the 1s, the column
+     * sums; host: C's copy (none where the backend's memory is the
+     * host's), the sums, and the solve's peak: the selection's factor of
+     * C, or the refit's C·Wᵀ and W in float64 (C_SS is built in C) */
     int64_t f64 = sizeof(double), f32 = sizeof(float);
-    return F * F * f64 + max_rows * F * f32 + max_rows * f32 + F * f32 + 3 * F * F * f64 +
-           F * f64;
+    int64_t backend = F * F * f64 + F * F * f32 + max_rows * F * f32 + max_rows * f32 + F * f32;
+    int64_t solve = F * F * f64 > 2 * F * d_out * f64 ? F * F * f64 : 2 * F * d_out * f64;
+    return backend + (host_memory ? 0 : F * F * f64) + F * f64 + solve;
 }
 
 void sg_ffn_stats_free(sg_ffn_stats *s)
@@ -157,42 +160,52 @@ out:
     return err;
 }
 
-int sg_ffn_refit(const double *c, const double *sum, int64_t tokens, int64_t F, const float *w,
+int sg_ffn_refit(double *c, const double *sum, int64_t tokens, int64_t F, const float *w,
                  int64_t d_out, const int64_t *keep, int64_t f, double damp_frac, float *w_new,
                  double *bias_delta)
 {
     int bias = sum != NULL;
     int64_t n = f + bias; /* the units kept, and the constant one */
-    double *g = malloc(n * n * sizeof(double)), *rhs = malloc(n * d_out * sizeof(double));
-    double *cs = malloc(f * F * sizeof(double)), *wd = malloc(d_out * F * sizeof(double));
+    double *wd = calloc(d_out * F, sizeof(double)), *cw = malloc(F * d_out * sizeof(double));
+    double *rb = bias ? malloc(d_out * sizeof(double)) : NULL;
     int err = 0;
-    if (!g || !rhs || !cs || !wd) {
+    if (!wd || !cw || (bias && !rb)) {
         err = sg_fail(-ENOMEM, "out of memory refitting a down projection of %lld units",
                       (long long)F);
         goto out;
     }
-    for (int64_t i = 0; i < f; i++) {
-        memcpy(cs + i * F, c + keep[i] * F, F * sizeof(double));
-        for (int64_t j = 0; j < f; j++)
-            g[i * n + j] = c[keep[i] * F + keep[j]];
-    }
-    double delta = damp_frac * mean_diag(g, f, n);
-    for (int64_t i = 0; i < f; i++)
-        g[i * n + i] += delta;
     for (int64_t i = 0; i < d_out * F; i++)
         wd[i] = w[i];
-    /* rhs (f, d_out) = C_S,: Wᵀ: what the units kept see of all F units' output */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, f, d_out, F, 1.0, cs, F, wd, F, 0.0,
-                rhs, d_out);
+    /* C·Wᵀ (F, d_out): what each unit sees of all F units' output; its
+     * rows keep are the right-hand side */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, d_out, F, 1.0, c, F, wd, F, 0.0, cw,
+                d_out);
+    if (bias) /* the constant unit sees Σ_t h_t Wᵀ */
+        cblas_dgemv(CblasRowMajor, CblasNoTrans, d_out, F, 1.0, wd, F, sum, 1, 0.0, rb, 1);
+    free(wd);
+    wd = NULL;
+    /* C_SS (n x n, ld n) gathered into C's own memory, row by row: the
+     * element read, c[keep_i F + keep_j], never lies before the one
+     * written, i n + j (keep_i >= i, keep_j >= j, F >= n) */
+    double delta = 0;
+    for (int64_t i = 0; i < f; i++)
+        delta += c[keep[i] * F + keep[i]];
+    delta = damp_frac * delta / (double)f;
+    for (int64_t i = 0; i < f; i++)
+        for (int64_t j = 0; j < f; j++)
+            c[i * n + j] = c[keep[i] * F + keep[j]];
+    for (int64_t i = 0; i < f; i++)
+        c[i * n + i] += delta;
+    for (int64_t i = 0; i < f; i++)
+        memmove(cw + i * d_out, cw + keep[i] * d_out, d_out * sizeof(double));
     if (bias) {
         /* the constant unit: its correlations are the sums, its own the count */
         for (int64_t i = 0; i < f; i++)
-            g[i * n + f] = g[f * n + i] = sum[keep[i]];
-        g[f * n + f] = (double)tokens;
-        cblas_dgemv(CblasRowMajor, CblasNoTrans, d_out, F, 1.0, wd, F, sum, 1, 0.0,
-                    rhs + f * d_out, 1);
+            c[i * n + f] = c[f * n + i] = sum[keep[i]];
+        c[f * n + f] = (double)tokens;
+        memcpy(cw + f * d_out, rb, d_out * sizeof(double));
     }
-    lapack_int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'L', n, d_out, g, n, rhs, d_out);
+    lapack_int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'L', n, d_out, c, n, cw, d_out);
     if (info) {
         err = sg_fail(SG_ENUMERIC, "MLP pruning: the least-squares system of the %lld units "
                                    "kept is not positive definite (LAPACK info %d)",
@@ -201,14 +214,13 @@ int sg_ffn_refit(const double *c, const double *sum, int64_t tokens, int64_t F, 
     }
     for (int64_t o = 0; o < d_out; o++)
         for (int64_t i = 0; i < f; i++)
-            w_new[o * f + i] = (float)rhs[i * d_out + o];
+            w_new[o * f + i] = (float)cw[i * d_out + o];
     for (int64_t o = 0; bias && o < d_out; o++)
-        bias_delta[o] = rhs[f * d_out + o];
+        bias_delta[o] = cw[f * d_out + o];
 out:
-    free(g);
-    free(rhs);
-    free(cs);
     free(wd);
+    free(cw);
+    free(rb);
     return err;
 }
 
@@ -260,14 +272,19 @@ int sg_prune_ffn(sg_ffn_stats *s, const sg_model_config *cfg, sg_block *b, int64
     int64_t F = s->F, d_out = b->d_out, d_in = cfg->parallel_block ? b->d_in : b->d_mid;
     if (f >= F)
         return 0;
-    double *c = malloc(F * F * sizeof(double)), *delta = malloc(d_out * sizeof(double));
+    /* C: the statistics' own on a host-memory backend (the refit uses it
+     * as its workspace; the next block starts it from 0), else a copy */
+    int own = !be->ops->host_memory;
+    double *c = own ? malloc(F * F * sizeof(double)) : s->c;
+    double *delta = malloc(d_out * sizeof(double));
     int64_t *keep = malloc(f * sizeof(int64_t));
     float *w = malloc(d_out * F * sizeof(float)), *w_new = malloc(d_out * f * sizeof(float));
     float *bias = b->b_down ? malloc(d_out * sizeof(float)) : NULL;
     int err = c && delta && keep && w && w_new && (bias || !b->b_down)
                   ? 0
                   : sg_fail(-ENOMEM, "out of memory pruning an MLP of %lld units", (long long)F);
-    err = err ? err : be->ops->download(be, c, s->c, F * F * sizeof(double));
+    if (!err && own)
+        err = be->ops->download(be, c, s->c, F * F * sizeof(double));
     err = err ? err : be->ops->download(be, w, b->w_down, d_out * F * sizeof(float));
     err = err ? err : sg_ffn_select(c, F, f, SELECT_LAMBDA, keep);
     err = err ? err
@@ -290,7 +307,8 @@ int sg_prune_ffn(sg_ffn_stats *s, const sg_model_config *cfg, sg_block *b, int64
     }
     if (!err)
         b->d_ffn = f;
-    free(c);
+    if (own)
+        free(c);
     free(delta);
     free(keep);
     free(w);

@@ -17,7 +17,8 @@
  *
  * C is accumulated on the backend in float64 (cov_accumulate), one chunk
  * of hidden units at a time; the selection and the solve run on the host
- * (LAPACK, float64): F³/3 flops, a second per block at F = 8192. */
+ * (LAPACK, float64): F³ flops, seconds per block at F = 28672, holding C
+ * and one more F x F matrix at most. */
 #ifndef SG_STAGE_PRUNE_FFN_H
 #define SG_STAGE_PRUNE_FFN_H
 
@@ -40,8 +41,10 @@ typedef struct {
 
 int sg_ffn_stats_init(sg_ffn_stats *s, sg_backend *be, int64_t F, int64_t max_rows, int mixed);
 void sg_ffn_stats_free(sg_ffn_stats *s);
-/* Backend and host bytes it holds, for the planner. */
-int64_t sg_ffn_stats_bytes(int64_t F, int64_t max_rows);
+/* Bytes it and the pruning hold at most, backend and host together, for
+ * an MLP of F units writing d_out (host_memory: the backend's memory is
+ * the host's), for the planner. */
+int64_t sg_ffn_stats_bytes(int64_t F, int64_t d_out, int64_t max_rows, int host_memory);
 
 /* C = 0, sums = 0: before the first chunk of a block. */
 int sg_ffn_stats_begin(sg_ffn_stats *s);
@@ -57,10 +60,12 @@ int sg_ffn_select(const double *c, int64_t F, int64_t f, double lambda_frac, int
 
 /* The refitted down projection, host only: w (d_out, F) row-major is the
  * projection before, w_new (d_out, f) the one after for the units keep;
+ * c is its workspace (overwritten: C_SS is built in its memory, so the
+ * solve holds no second F x F matrix);
  * with sum (F, host, Σ h) and tokens given (not NULL), a constant unit
  * joins the fit and bias_delta (d_out) receives what moves into the bias.
  * δ = damp_frac x mean diagonal of C_SS. */
-int sg_ffn_refit(const double *c, const double *sum, int64_t tokens, int64_t F, const float *w,
+int sg_ffn_refit(double *c, const double *sum, int64_t tokens, int64_t F, const float *w,
                  int64_t d_out, const int64_t *keep, int64_t f, double damp_frac, float *w_new,
                  double *bias_delta);
 

@@ -148,7 +148,7 @@ int sg_cmd_plan(int argc, char **argv)
     int nystrom = j.plan.method == SG_METHOD_NYSTROM;
     /* --method nystrom: C (F x F, float64) and a chunk of hidden units on
      * the backend, C's copy and the solve's work on the host */
-    int64_t ffn_bytes = nystrom ? sg_ffn_stats_bytes(cfg.ffn_dim, chunk_tokens) : 0;
+    int64_t ffn_bytes = nystrom ? sg_ffn_stats_bytes(cfg.ffn_dim, D, chunk_tokens, 1) : 0;
     m.total += ffn_bytes;
     int64_t store_peak = T * ((spectrum ? D : d) + 2 * D) * (int64_t)sizeof(float);
     int64_t spectra_bytes = spectrum ? sg_schedule_spectra_bytes(D, cfg.n_layers) +
@@ -247,13 +247,23 @@ int sg_cmd_plan(int argc, char **argv)
     int64_t gpu_block = m.block_f32, gpu_chunk = m.chunk_buffers + m.forward_scratch;
     int64_t gpu_dd = D * D * f64 * (1 + 3 + 4 + 2) + D * D * f32 + ((int64_t)256 << 20);
     int64_t gpu_rotate = cfg.ffn_dim * D * f32;
-    int64_t gpu_total = 2 * gpu_block + gpu_chunk + gpu_dd + gpu_rotate;
+    if (nystrom) { /* no eigensolve, no rotated copy: H and three identities stay allocated */
+        gpu_dd = D * D * f64 * (1 + 3) + ((int64_t)256 << 20);
+        gpu_rotate = 0;
+    }
+    /* --method nystrom: C (F x F, float64), its float32 slice and a chunk
+     * of hidden units stay on the GPU beside the block */
+    int64_t F = cfg.ffn_dim;
+    int64_t gpu_ffn = nystrom ? F * F * (f64 + f32) + chunk_tokens * F * f32 : 0;
+    int64_t gpu_total = 2 * gpu_block + gpu_chunk + gpu_dd + gpu_rotate + gpu_ffn;
     printf("\nGPU, held at once (GiB):\n");
     cJSON *jg = cJSON_AddObjectToObject(json, "gpu");
     row(jg, "blocks_bytes", "one block in float32, and the next one arriving", 2 * gpu_block);
     row(jg, "chunk_bytes", "one activation chunk + forward scratch", gpu_chunk);
     row(jg, "eigensolver_bytes", "covariance, eigensolver work, rotations", gpu_dd);
     row(jg, "rotate_bytes", "a weight's rotated copy, while it is made", gpu_rotate);
+    if (nystrom)
+        row(jg, "ffn_stats_bytes", "the hidden units' correlation and a chunk of them", gpu_ffn);
     printf("  total %.2f GiB of %.2f GiB: %s\n", gib(gpu_total), gib(gpu),
            gpu_total <= gpu ? "fits" : "DOES NOT FIT (lower --chunk-tokens)");
     sg_json_int(jg, "total_bytes", gpu_total);
