@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "model_files.h"
 
 static uint64_t next_u64(uint64_t *s)
 {
@@ -221,4 +222,18 @@ sg_token_batch test_random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint
         b.ids[i] = (int32_t)((seed >> 33) % (uint64_t)vocab);
     }
     return b;
+}
+
+int test_slice_dir(const char *model_dir, const sg_token_batch *calib, sg_slice_options *o,
+                   sg_slice_report *rep)
+{
+    sg_model_files *f;
+    int err = sg_model_files_open(model_dir, &f);
+    if (err)
+        return err;
+    o->chunk_tokens = 100;
+    sg_slice_report own;
+    err = sg_slice(f, calib, o, rep ? rep : &own);
+    sg_model_files_close(f);
+    return err;
 }

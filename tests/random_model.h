@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "slicer.h"
 #include "text.h"
 
 typedef struct {
@@ -30,6 +31,12 @@ double test_gauss(uint64_t *state);
 /* A batch of n_seq random sequences of len token ids below vocab (free
  * with sg_token_batch_free). */
 sg_token_batch test_random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint64_t seed);
+
+/* Slices the model in model_dir with o, whose plan, out_dir and backend
+ * the caller set (chunk_tokens is set here to 100: several chunks per
+ * signal), on calib; *rep (NULL: not wanted) gets the report. */
+int test_slice_dir(const char *model_dir, const sg_token_batch *calib, sg_slice_options *o,
+                   sg_slice_report *rep);
 
 /* c with uneven sliced widths (as slicing with different per-signal dims
  * gives), scale-free RMSNorms and an untied head. */

@@ -207,20 +207,13 @@ static double ref_diff(const char *dir, const sg_token_batch *eval, const float 
 static int run_nystrom(sg_backend *be, const char *model, const char *out,
                        const sg_token_batch *calib, double sparsity, sg_slice_report *rep)
 {
-    sg_model_files *f;
-    int err = sg_model_files_open(model, &f);
-    if (err)
-        return err;
     sg_slice_options o;
     sg_slice_options_default(&o);
     o.plan.method = SG_METHOD_NYSTROM;
     o.plan.sparsity = sparsity;
     o.out_dir = out;
     o.backend = be;
-    o.chunk_tokens = 100; /* several chunks */
-    err = sg_slice(f, calib, &o, rep);
-    sg_model_files_close(f);
-    return err;
+    return test_slice_dir(model, calib, &o, rep);
 }
 
 static int logits_on(sg_backend *be, const char *dir, const sg_token_batch *b, float *logits)

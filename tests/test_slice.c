@@ -62,10 +62,6 @@ static int slice_with(sg_backend *be, sg_eigh_mode eigh, int cov_mixed, const ch
                       const char *out_dir, const sg_token_batch *calib, double sparsity,
                       sg_rotation_kind rotation, sg_embed_mode embed, sg_slice_report *rep)
 {
-    sg_model_files *f;
-    int err = sg_model_files_open(model_dir, &f);
-    if (err)
-        return err;
     sg_slice_options o;
     sg_slice_options_default(&o);
     o.plan.sparsity = sparsity;
@@ -74,12 +70,8 @@ static int slice_with(sg_backend *be, sg_eigh_mode eigh, int cov_mixed, const ch
     o.backend = be;
     o.eigh = eigh;
     o.cov_mixed = cov_mixed;
-    o.chunk_tokens = 100; /* several chunks per signal */
     o.plan.embeddings = embed;
-    sg_slice_report own;
-    err = sg_slice(f, calib, &o, rep ? rep : &own);
-    sg_model_files_close(f);
-    return err;
+    return test_slice_dir(model_dir, calib, &o, rep);
 }
 
 static int slice_on(sg_backend *be, sg_eigh_mode eigh, int cov_mixed, const char *model_dir,

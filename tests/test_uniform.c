@@ -33,20 +33,13 @@
 static int slice_uniform(const char *model, const char *out, const sg_token_batch *calib,
                          double sparsity, int sliced_format, sg_slice_report *rep)
 {
-    sg_model_files *f;
-    int err = sg_model_files_open(model, &f);
-    if (err)
-        return err;
     sg_slice_options o;
     sg_slice_options_default(&o);
     o.plan.sparsity = sparsity;
     o.rotation = SG_ROTATION_UNIFORM;
     o.uniform_sliced_format = sliced_format;
     o.out_dir = out;
-    o.chunk_tokens = 100; /* several chunks per signal */
-    err = sg_slice(f, calib, &o, rep);
-    sg_model_files_close(f);
-    return err;
+    return test_slice_dir(model, calib, &o, rep);
 }
 
 /* Logits of every token of b, and the model's config. */
