@@ -6,6 +6,7 @@
 
 #include "forward.h"
 #include "model_files.h"
+#include "synth_model.h"
 
 static uint64_t next_u64(uint64_t *s)
 {
@@ -222,6 +223,12 @@ sg_token_batch test_random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint
         b.ids[i] = (int32_t)((seed >> 33) % (uint64_t)vocab);
     }
     return b;
+}
+
+int test_synth_dir(sg_arch arch, int64_t ffn, const char *dir, sg_model_config *cfg)
+{
+    int err = sg_synth_config(arch, 64, 3, 4, arch == SG_ARCH_LLAMA ? 2 : 4, 16, ffn, 97, cfg);
+    return err ? err : sg_synth_save_hf(dir, cfg, 5, SG_DT_F32, 2);
 }
 
 int test_slice_dir(const char *model_dir, const sg_token_batch *calib, sg_slice_options *o,

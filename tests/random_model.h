@@ -32,6 +32,11 @@ double test_gauss(uint64_t *state);
  * with sg_token_batch_free). */
 sg_token_batch test_random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint64_t seed);
 
+/* The small synthetic model the slicing tests share (D 64, 3 layers, 4
+ * heads, GQA 2 on Llama, head_dim 16, vocab 97; MLP width ffn), written
+ * as a Hugging Face directory (seed 5, F32, 2 shards) into dir. */
+int test_synth_dir(sg_arch arch, int64_t ffn, const char *dir, sg_model_config *cfg);
+
 /* Slices the model in model_dir with o, whose plan, out_dir and backend
  * the caller set (chunk_tokens is set here to 100: several chunks per
  * signal), on calib; *rep (NULL: not wanted) gets the report. */

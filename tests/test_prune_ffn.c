@@ -252,8 +252,7 @@ static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
     /* OPT's learned positions and untied head are most of a small model:
      * give its MLP the share a real OPT's has (F = 4D) */
     int64_t F = arch == SG_ARCH_OPT ? 256 : 96;
-    int err = sg_synth_config(arch, 64, 3, 4, arch == SG_ARCH_LLAMA ? 2 : 4, 16, F, 97, &cfg);
-    err = err ? err : sg_synth_save_hf(dir, &cfg, 5, SG_DT_F32, 2);
+    int err = test_synth_dir(arch, F, dir, &cfg);
     if (err) {
         tap_ok(0, "%s: synthetic model written (%s)", what, sg_last_error());
         return;

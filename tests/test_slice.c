@@ -441,8 +441,7 @@ static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
     sg_model_config cfg;
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", tmp, what);
-    int err = sg_synth_config(arch, 64, 3, 4, arch == SG_ARCH_LLAMA ? 2 : 4, 16, 96, 97, &cfg);
-    err = err ? err : sg_synth_save_hf(dir, &cfg, 5, SG_DT_F32, 2);
+    int err = test_synth_dir(arch, 96, dir, &cfg);
     if (err) {
         tap_ok(0, "%s: synthetic model written (%s)", what, sg_last_error());
         return;
