@@ -212,13 +212,17 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
         show(p, l, sg_stage_names[p->capture ? SG_STAGE_CAPTURE : SG_STAGE_ROTATE]);
         /* second capture: the block output */
         mlp_step m = {&work, &b, q_mid, d_mid, l};
-        if (p->capture && !out_kept &&
+        /* no output to capture: the last block's, when its basis is known
+         * (the embeddings' kept one, or none rotated) */
+        int no_output = out_kept || (whole && last);
+        if (p->capture && !no_output &&
             (err = shared || whole ? capture_unsunk(p, capture_mlp, &m) : capture_mlp(p, &m)))
             goto out;
-        if (p->capture && out_kept && (err = sg_act_store_drop(p->cap.store, "residual")))
+        if (p->capture && no_output && (err = sg_act_store_drop(p->cap.store, "residual")))
             goto out;
     }
-    sg_pipeline_tick(p, SG_STAGE_CAPTURE); /* as above */
+    if (p->capture)
+        sg_pipeline_tick(p, SG_STAGE_CAPTURE); /* as above */
     err = out_kept || whole ? sg_rotation_identity(be, o->dim, q_out)
           : shared ? rotation_copy(be, o->dim, q_mid, q_out)
                    : axes(p, "block_output", l, q_out);
