@@ -295,14 +295,17 @@ int sg_cmd_run(int argc, char **argv)
         else
             snprintf(goal, sizeof goal, "at sparsity %.2f", o.plan.sparsity);
         printf("%s %s (%s, D = %lld, %lld layers) %s (--method %s) on %s of calibration, "
-               "on the %s backend%s%s%s, %s covariance, %s eigensolver\n",
+               "on the %s backend%s%s%s, %s%s%s\n",
                ny ? "pruning the MLPs of" : "slicing", model, sg_arch_name(cfg->arch),
                (long long)cfg->dim, (long long)cfg->n_layers, goal,
                sg_width_method_name(o.plan.method), counts, o.backend->ops->name,
                o.backend->ops->host_memory ? " (OpenBLAS kernels " : "",
                o.backend->ops->host_memory ? sg_blas_corename() : "",
-               o.backend->ops->host_memory ? ")" : "", o.cov_mixed ? "mixed" : "float64",
-               o.eigh == SG_EIGH_F64 ? "float64" : "mixed-precision");
+               o.backend->ops->host_memory ? ")" : "",
+               ny ? "hidden units' correlation in float32 slices summed in float64, float64 solve"
+                  : o.cov_mixed ? "mixed covariance" : "float64 covariance",
+               ny ? "" : ", ",
+               ny ? "" : o.eigh == SG_EIGH_F64 ? "float64 eigensolver" : "mixed-precision eigensolver");
         sg_json_report_model(json, model, cfg);
         cJSON *jo = cJSON_AddObjectToObject(json, "options");
         cJSON_AddNumberToObject(jo, "sparsity", o.plan.sparsity);
