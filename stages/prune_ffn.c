@@ -16,9 +16,8 @@
  * solve well posed. Taken from a prototype on SmolLM2-135M; on the two
  * tiny models at 80%, λ from 1e-3 to 1 and δ from 1e-4 to 1e-2 move
  * held-out perplexity by at most 1.4% (stories260K) and 6.7% (tinyopt),
- * with no setting best on
- * both (scoring units by C_ii·‖W_:,i‖² instead: 12.43 and 41.88 against
- * leverage's 12.54 and 39.79, mixed too). */
+ * with no setting best on both (scoring units by C_ii·‖W_:,i‖² instead:
+ * 12.43 and 41.88 against leverage's 12.54 and 39.79, mixed too). */
 #define SELECT_LAMBDA 1e-2
 #define REFIT_DAMP 1e-3
 
