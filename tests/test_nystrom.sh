@@ -91,6 +91,16 @@ ok=$?
 for f in "$work/stories-ny"/*; do cmp -s "$f" "$work/k/$(basename "$f")" || ok=1; done
 check $ok "... resumed, every file byte-identical$(cat "$work/err")"
 
+# activations spilled to disk (a 1 KiB host budget): the same bytes as
+# in memory at the same chunking (the statistics are summed chunk by chunk)
+run --model "$work/st" --method nystrom --chunk-tokens 2048 --out "$work/mem" >/dev/null 2>&1
+run --model "$work/st" --method nystrom --chunk-tokens 2048 --host-mem 1K --out "$work/disk" \
+    >"$work/disk.log" 2>"$work/err"
+ok=$?
+grep -q "spilled [1-9]" "$work/disk.log" || ok=1
+for f in "$work/mem"/*; do cmp -s "$f" "$work/disk/$(basename "$f")" || ok=1; done
+check $ok "spilled to disk, the same bytes as in memory$(cat "$work/err")"
+
 # a config.json that lies: a hidden width beyond the model's, a kept
 # residual stream with a cut width
 cp -r "$work/tinyopt-ny" "$work/bad"
