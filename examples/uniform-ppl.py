@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Perplexity of a uniform-rotation export (examples/uniform-export.sh) in
-stock loaders: the Hugging Face directory in transformers
+"""Perplexity of a plain export (examples/uniform-export.sh, or run
+--method nystrom --out-gguf on a Llama-family model) in stock loaders: the Hugging Face directory in transformers
 (AutoModelForCausalLM, no custom code) and the GGUF in llama.cpp
 (llama-cpp-python). Windows of 512 tokens, the first token of each window
 not scored, as `slicegpt-stream ppl --seqlen 512` does; both runs score the
