@@ -151,13 +151,18 @@ static int slot_present(const sg_model_config *c, char when)
     return 0;
 }
 
-static void set_widths(const sg_model_config *c, int64_t l, sg_block *b)
+void sg_block_widths(const sg_model_config *c, int64_t l, sg_block *b)
 {
-    memset(b, 0, sizeof *b);
     b->d_in = c->d_in[l];
     b->d_mid = c->parallel_block ? c->d_out[l] : c->d_mid[l];
     b->d_out = c->d_out[l];
     b->d_ffn = sg_layer_ffn(c, l);
+}
+
+static void set_widths(const sg_model_config *c, int64_t l, sg_block *b)
+{
+    memset(b, 0, sizeof *b);
+    sg_block_widths(c, l, b);
 }
 
 int sg_block_load(sg_model_files *files, const sg_model_config *c, int64_t l, sg_block *b)

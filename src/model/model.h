@@ -41,6 +41,10 @@ typedef struct {
 int sg_model_load(sg_model_files *files, sg_model *m);
 void sg_model_free(sg_model *m);
 
+/* b's widths (d_in, d_mid, d_out, d_ffn) as cfg gives them for block l;
+ * its tensors are left as they are. */
+void sg_block_widths(const sg_model_config *cfg, int64_t l, sg_block *b);
+
 /* Loads block l's tensors (shapes from cfg's per-layer widths). */
 int sg_block_load(sg_model_files *files, const sg_model_config *cfg, int64_t l, sg_block *b);
 void sg_block_free(sg_block *b);

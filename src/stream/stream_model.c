@@ -147,10 +147,7 @@ int sg_section_check(sg_section *s, const sg_model_config *cfg)
         if (l >= cfg->n_layers)
             return sg_fail(SG_EFORMAT, "section %s: the model has %lld blocks", sec,
                            (long long)cfg->n_layers);
-        s->b.d_in = cfg->d_in[l];
-        s->b.d_mid = cfg->parallel_block ? cfg->d_out[l] : cfg->d_mid[l];
-        s->b.d_out = cfg->d_out[l];
-        s->b.d_ffn = sg_layer_ffn(cfg, l);
+        sg_block_widths(cfg, l, &s->b);
         err = sg_block_visit(cfg, l, &s->b, check_one, &c);
     } else if (s->sec.kind == SG_SECTION_EMBEDDINGS) {
         sg_model *m = &s->m;
