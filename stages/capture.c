@@ -140,17 +140,27 @@ int sg_capture_attention(sg_capture *c, const sg_model_config *work, const sg_bl
     return err;
 }
 
+/* Chunk i of a sequential block's MLP input on the backend: "residual"
+ * projected on Q_mid's d_mid columns, into c->din (*rows of them). */
+static int mlp_input(sg_capture *c, int64_t i, const sg_rotation *q_mid, int64_t d_mid,
+                     int64_t *rows)
+{
+    int64_t width;
+    int err = sg_act_store_shape(c->store, "residual", i, rows, &width);
+    err = err ? err : sg_act_store_get(c->store, "residual", i, c->mid);
+    err = err ? err : to_backend(c->be, c->dmid, c->mid, *rows * c->D);
+    return err ? err
+               : c->be->ops->project_rows(c->be, c->dmid, *rows, c->D, q_mid->dev, d_mid, c->din);
+}
+
 int sg_capture_mlp(sg_capture *c, const sg_model_config *work, const sg_block *b,
                    const sg_rotation *q_mid, int64_t d_mid, int64_t l)
 {
     sg_backend *be = c->be;
     int err = 0;
     for (int64_t i = 0; i < c->n_chunks && !err; i++) {
-        int64_t rows, width;
-        err = sg_act_store_shape(c->store, "residual", i, &rows, &width);
-        err = err ? err : sg_act_store_get(c->store, "residual", i, c->mid);
-        err = err ? err : to_backend(be, c->dmid, c->mid, rows * c->D);
-        err = err ? err : be->ops->project_rows(be, c->dmid, rows, c->D, q_mid->dev, d_mid, c->din);
+        int64_t rows;
+        err = mlp_input(c, i, q_mid, d_mid, &rows);
         err = err ? err : be->ops->block_forward_mlp(be, work, b, c->din, c->dout, rows);
         err = err ? err : to_host(be, c->out, c->dout, rows * c->D);
         err = err ? err : keep(c, "output", "block_output", l, i, rows);
@@ -161,18 +171,18 @@ int sg_capture_mlp(sg_capture *c, const sg_model_config *work, const sg_block *b
 int sg_capture_ffn(sg_capture *c, const sg_model_config *work, const sg_block *b,
                    const sg_rotation *q_mid, int64_t d_mid, sg_ffn_stats *stats)
 {
-    sg_backend *be = c->be;
     int parallel = work->parallel_block;
     int err = sg_ffn_stats_begin(stats);
     for (int64_t i = 0; i < c->n_chunks && !err; i++) {
         int64_t rows, width;
-        const char *name = parallel ? "input" : "residual";
-        err = sg_act_store_shape(c->store, name, i, &rows, &width);
-        err = err ? err : sg_act_store_get(c->store, name, i, c->mid);
-        err = err ? err : to_backend(be, c->dmid, c->mid, rows * width);
-        if (!err && !parallel)
-            err = be->ops->project_rows(be, c->dmid, rows, c->D, q_mid->dev, d_mid, c->din);
-        err = err ? err : sg_ffn_stats_add(stats, work, b, parallel ? c->dmid : c->din, rows);
+        if (parallel) { /* the block's input, as it is */
+            err = sg_act_store_shape(c->store, "input", i, &rows, &width);
+            err = err ? err : sg_act_store_get(c->store, "input", i, c->in);
+            err = err ? err : to_backend(c->be, c->din, c->in, rows * width);
+        } else {
+            err = mlp_input(c, i, q_mid, d_mid, &rows);
+        }
+        err = err ? err : sg_ffn_stats_add(stats, work, b, c->din, rows);
     }
     return err;
 }
