@@ -6,6 +6,7 @@
 
 #include "forward.h"
 #include "model_files.h"
+#include "safetensors.h"
 #include "synth_model.h"
 
 static uint64_t next_u64(uint64_t *s)
@@ -243,4 +244,21 @@ int test_slice_dir(const char *model_dir, const sg_token_batch *calib, sg_slice_
     err = sg_slice(f, calib, o, rep ? rep : &own);
     sg_model_files_close(f);
     return err;
+}
+
+int64_t test_stored_elements(const char *dir, int *shortcuts)
+{
+    sg_safetensors *st;
+    if (sg_safetensors_open(dir, &st))
+        return -1;
+    int64_t n = 0;
+    int sc = 0;
+    for (int i = 0; i < sg_safetensors_count(st); i++) {
+        n += sg_safetensors_at(st, i)->numel;
+        sc += strstr(sg_safetensors_at(st, i)->name, "shortcut") != NULL;
+    }
+    sg_safetensors_close(st);
+    if (shortcuts)
+        *shortcuts = sc;
+    return n;
 }

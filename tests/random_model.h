@@ -37,6 +37,11 @@ sg_token_batch test_random_batch(int64_t n_seq, int64_t len, int64_t vocab, uint
  * as a Hugging Face directory (seed 5, F32, 2 shards) into dir. */
 int test_synth_dir(sg_arch arch, int64_t ffn, const char *dir, sg_model_config *cfg);
 
+/* Elements of every tensor written in dir (its safetensors shards), -1
+ * when they cannot be read; *shortcuts (when not NULL) = how many of the
+ * tensors are shortcut matrices. */
+int64_t test_stored_elements(const char *dir, int *shortcuts);
+
 /* Slices the model in model_dir with o, whose plan, out_dir and backend
  * the caller set (chunk_tokens is set here to 100: several chunks per
  * signal), on calib; *rep (NULL: not wanted) gets the report. */

@@ -25,7 +25,6 @@
 #include "prune_ffn.h"
 #include "random_model.h"
 #include "ref_forward.h"
-#include "safetensors.h"
 #include "sg_error.h"
 #include "slicer.h"
 #include "synth_model.h"
@@ -226,21 +225,6 @@ static int logits_on(sg_backend *be, const char *dir, const sg_token_batch *b, f
     return err;
 }
 
-static int64_t stored_elements(const char *dir, int *shortcuts)
-{
-    sg_safetensors *st;
-    if (sg_safetensors_open(dir, &st))
-        return -1;
-    int64_t n = 0;
-    *shortcuts = 0;
-    for (int i = 0; i < sg_safetensors_count(st); i++) {
-        n += sg_safetensors_at(st, i)->numel;
-        *shortcuts += strstr(sg_safetensors_at(st, i)->name, "shortcut") != NULL;
-    }
-    sg_safetensors_close(st);
-    return n;
-}
-
 static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
 {
     sg_model_config cfg;
@@ -267,7 +251,7 @@ static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
     if (err)
         tap_diag("%s", sg_last_error());
     int shortcuts = -1;
-    int64_t stored = err ? -1 : stored_elements(out, &shortcuts);
+    int64_t stored = err ? -1 : test_stored_elements(out, &shortcuts);
     sg_model_files *f = NULL;
     int same_widths = !err && !sg_model_files_open(out, &f);
     const sg_model_config *w = same_widths ? sg_model_files_config(f) : NULL;

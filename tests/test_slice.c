@@ -264,18 +264,6 @@ static void test_device_truncated(const char *tmp)
     sg_token_batch_free(&calib);
 }
 
-/* Elements of every tensor written in dir (its safetensors shards). */
-static int64_t stored_elements(const char *dir)
-{
-    sg_safetensors *st;
-    if (sg_safetensors_open(dir, &st))
-        return -1;
-    int64_t n = 0;
-    for (int i = 0; i < sg_safetensors_count(st); i++)
-        n += sg_safetensors_at(st, i)->numel;
-    sg_safetensors_close(st);
-    return n;
-}
 
 /* What run prints as stored is what the files hold, for each way of
  * treating the embeddings that applies to the model. */
@@ -287,7 +275,7 @@ static void test_stored_count(const char *model_dir, const char *what,
     sg_slice_report rep;
     int err = slice_with(NULL, SG_EIGH_F64, 0, model_dir, out, calib, 0.25, SG_ROTATION_PCA,
                          embed, &rep);
-    int64_t n = err ? -1 : stored_elements(out);
+    int64_t n = err ? -1 : test_stored_elements(out, NULL);
     tap_ok(!err && n == rep.params_stored,
            "%s, embeddings %s: the files hold the %lld parameters reported as stored (%lld)",
            what, sg_embed_mode_name(embed), (long long)rep.params_stored, (long long)n);

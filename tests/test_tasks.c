@@ -122,6 +122,15 @@ static void check_tokenization(const char *tmp, const sg_tokenizer *tok)
 
 /* The worst relative difference of the requests' ll from want (in
  * request order), then want put back as their ll. */
+/* out (one per request, in task order) = every request's log-likelihood */
+static void loglik_of(const sg_task *tasks, double *out)
+{
+    int64_t k = 0;
+    for (int i = 0; i < SG_N_TASK_NAMES; i++)
+        for (int64_t q = 0; q < tasks[i].n_req; q++)
+            out[k++] = tasks[i].req[q].ll;
+}
+
 static double worst_against(sg_task *tasks, const double *want)
 {
     double worst = 0;
@@ -156,17 +165,11 @@ static void check_opt_prefix(sg_task *tasks)
             }
     }
     double *saved = malloc(n * sizeof(double)), *shared = malloc(n * sizeof(double));
-    int64_t k = 0;
-    for (int i = 0; i < SG_N_TASK_NAMES; i++)
-        for (int64_t q = 0; q < tasks[i].n_req; q++)
-            saved[k++] = tasks[i].req[q].ll;
+    loglik_of(tasks, saved);
     sg_eval_result r;
     int64_t n_req;
     int err = sg_tasks_loglik(NULL, f, tasks, SG_N_TASK_NAMES, 600, 1, NULL, NULL, &r, &n_req);
-    k = 0;
-    for (int i = 0; i < SG_N_TASK_NAMES; i++)
-        for (int64_t q = 0; q < tasks[i].n_req; q++)
-            shared[k++] = tasks[i].req[q].ll;
+    loglik_of(tasks, shared);
     err = err ? err : sg_tasks_loglik(NULL, f, tasks, SG_N_TASK_NAMES, 600, 0, NULL, NULL, &r,
                                       &n_req);
     double worst = worst_against(tasks, shared);
@@ -240,10 +243,7 @@ int main(void)
            (long long)r.tokens, (long long)unshared_pos);
 
     double *cpu_ll = malloc(n_req * sizeof(double));
-    int64_t k = 0;
-    for (int i = 0; i < SG_N_TASK_NAMES; i++)
-        for (int64_t q = 0; q < tasks[i].n_req; q++)
-            cpu_ll[k++] = tasks[i].req[q].ll;
+    loglik_of(tasks, cpu_ll);
     /* each choice its own sequence: the same numbers to float32 rounding */
     sg_eval_result ru;
     int64_t n_unshared;
