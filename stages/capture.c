@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "forward_ops.h"
 #include "sg_error.h"
 
 int sg_capture_init(sg_capture *c, sg_backend *be, const sg_token_batch *b,
@@ -141,12 +142,17 @@ int sg_capture_attention(sg_capture *c, const sg_model_config *work, const sg_bl
 }
 
 /* Chunk i of a sequential block's MLP input on the backend: "residual"
- * projected on Q_mid's d_mid columns, into c->din (*rows of them). */
+ * projected on Q_mid's d_mid columns, into c->din (*rows of them); q_mid
+ * NULL (nothing rotated): "residual" as it is. */
 static int mlp_input(sg_capture *c, int64_t i, const sg_rotation *q_mid, int64_t d_mid,
                      int64_t *rows)
 {
     int64_t width;
     int err = sg_act_store_shape(c->store, "residual", i, rows, &width);
+    if (!q_mid) {
+        err = err ? err : sg_act_store_get(c->store, "residual", i, c->in);
+        return err ? err : to_backend(c->be, c->din, c->in, *rows * c->D);
+    }
     err = err ? err : sg_act_store_get(c->store, "residual", i, c->mid);
     err = err ? err : to_backend(c->be, c->dmid, c->mid, *rows * c->D);
     return err ? err
@@ -169,9 +175,12 @@ int sg_capture_mlp(sg_capture *c, const sg_model_config *work, const sg_block *b
 }
 
 int sg_capture_ffn(sg_capture *c, const sg_model_config *work, const sg_block *b,
-                   const sg_rotation *q_mid, int64_t d_mid, sg_ffn_stats *stats)
+                   const sg_rotation *q_mid, int64_t d_mid, sg_ffn_stats *stats, int keep_hidden)
 {
     int parallel = work->parallel_block;
+    if (keep_hidden && (parallel || !c->be->ops->host_memory))
+        return sg_fail(SG_EARG, "the hidden units are kept for a sequential block on a "
+                                "host-memory backend only");
     int err = sg_ffn_stats_begin(stats);
     for (int64_t i = 0; i < c->n_chunks && !err; i++) {
         int64_t rows, width;
@@ -183,8 +192,26 @@ int sg_capture_ffn(sg_capture *c, const sg_model_config *work, const sg_block *b
             err = mlp_input(c, i, q_mid, d_mid, &rows);
         }
         err = err ? err : sg_ffn_stats_add(stats, work, b, c->din, rows);
+        if (!err && keep_hidden)
+            err = sg_act_store_put(c->store, "hidden", i, stats->hidden, rows, stats->F);
     }
     return err;
+}
+
+int sg_capture_mlp_kept(sg_capture *c, const sg_block *b, sg_ffn_stats *stats, int64_t l)
+{
+    int err = 0;
+    for (int64_t i = 0; i < c->n_chunks && !err; i++) {
+        int64_t rows;
+        err = mlp_input(c, i, NULL, c->D, &rows);
+        err = err ? err : sg_act_store_get(c->store, "hidden", i, stats->hidden);
+        if (!err)
+            sg_ffn_keep_columns(stats, stats->hidden, rows);
+        err = err ? err : sg_block_mlp_down_ops(c->be, b, stats->hidden, c->din, rows, c->dout);
+        err = err ? err : keep(c, "output", "block_output", l, i, rows);
+    }
+    err = err ? err : sg_act_store_drop(c->store, "hidden");
+    return err ? err : sg_act_store_drop(c->store, "residual");
 }
 
 int sg_capture_advance(sg_capture *c, const sg_rotation *q, int64_t d)

@@ -60,10 +60,19 @@ int sg_capture_attention(sg_capture *c, const sg_model_config *work, const sg_bl
 int sg_capture_mlp(sg_capture *c, const sg_model_config *work, const sg_block *b,
                    const sg_rotation *q_mid, int64_t d_mid, int64_t l);
 /* The MLP's inputs into its hidden units' statistics (--method nystrom):
- * a sequential block's "residual" projected on Q_mid's d_mid columns, a
- * parallel block's "input" as it is; the store keeps both. */
+ * a sequential block's "residual" projected on Q_mid's d_mid columns (q_mid
+ * NULL: as it is), a parallel block's "input" as it is; the store keeps
+ * both. keep_hidden (a sequential block on a host-memory backend): each
+ * chunk's hidden units also go to the store as "hidden", so that
+ * sg_capture_mlp_kept need not compute them again. */
 int sg_capture_ffn(sg_capture *c, const sg_model_config *work, const sg_block *b,
-                   const sg_rotation *q_mid, int64_t d_mid, sg_ffn_stats *stats);
+                   const sg_rotation *q_mid, int64_t d_mid, sg_ffn_stats *stats, int keep_hidden);
+/* sg_capture_mlp for a sequential block whose residual stream is kept and
+ * whose MLP sg_prune_ffn cut (b, stats) after sg_capture_ffn kept its
+ * hidden units: the kept units' columns through the refitted down
+ * projection, plus "residual" -> "output" (block_output); "hidden" and
+ * "residual" are dropped. The gate and up projections do not run again. */
+int sg_capture_mlp_kept(sg_capture *c, const sg_block *b, sg_ffn_stats *stats, int64_t l);
 /* The next block's inputs: "output" projected on q's first d columns
  * becomes "input" (the old "input", if any, and "output" are dropped);
  * q NULL: "output" becomes "input" as it is. */

@@ -109,13 +109,16 @@ static int capture_attention(sg_pipeline *p, void *arg)
 typedef struct {
     const sg_model_config *work;
     const sg_block *b;
-    const sg_rotation *q_mid;
+    const sg_rotation *q_mid; /* NULL: nothing rotated */
     int64_t d_mid, l;
+    sg_ffn_stats *hidden_kept; /* the cut MLP's hidden units are in the store */
 } mlp_step;
 
 static int capture_mlp(sg_pipeline *p, void *arg)
 {
     mlp_step *a = arg;
+    if (a->hidden_kept)
+        return sg_capture_mlp_kept(&p->cap, a->b, a->hidden_kept, a->l);
     return sg_capture_mlp(&p->cap, a->work, a->b, a->q_mid, a->d_mid, a->l);
 }
 
@@ -129,23 +132,32 @@ static int rotation_copy(sg_backend *be, int64_t D, const sg_rotation *src, sg_r
 
 /* --method nystrom: block l's MLP cut to the plan's hidden width, from
  * the statistics of its inputs (the store's "residual", or a parallel
- * block's "input"); before the capture that runs the MLP. */
+ * block's "input"); before the capture that runs the MLP. q_mid NULL:
+ * nothing rotated. *kept (may be NULL) is set where the hidden units
+ * stayed in the store for sg_capture_mlp_kept: a sequential block whose
+ * output is captured, on a host-memory backend, where computing them
+ * again costs more than keeping them (a GPU computes them again). */
 static int prune_ffn(sg_pipeline *p, const sg_model_config *work, sg_block *b, int64_t l,
-                     const sg_rotation *q_mid, int64_t d_mid)
+                     const sg_rotation *q_mid, int64_t d_mid, int *kept)
 {
     int64_t f = sg_layer_ffn(&p->sliced, l);
+    if (kept)
+        *kept = 0;
     if (f >= b->d_ffn || !p->capture || !p->slice)
         return 0;
     if (!p->ffn)
         return sg_fail(SG_EARG, "block %lld: cutting the MLP's hidden width needs calibration "
                                 "statistics only `run` gathers (--method nystrom)",
                        (long long)l);
+    int keep_hidden = kept && p->be->ops->host_memory;
     show(p, l, "MLP statistics");
-    int err = sg_capture_ffn(&p->cap, work, b, q_mid, d_mid, p->ffn);
+    int err = sg_capture_ffn(&p->cap, work, b, q_mid, d_mid, p->ffn, keep_hidden);
     sg_pipeline_tick(p, SG_STAGE_CAPTURE);
     show(p, l, "MLP pruning");
     err = err ? err : sg_prune_ffn(p->ffn, work, b, f);
     sg_pipeline_tick(p, SG_STAGE_ROTATE);
+    if (!err && kept)
+        *kept = keep_hidden;
     return err;
 }
 
@@ -180,7 +192,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     sg_pipeline_tick(p, SG_STAGE_ROTATE);
     /* a parallel block's MLP reads the block's input: cut it before the
      * capture runs the whole block */
-    if (o->parallel_block && (err = prune_ffn(p, &work, &b, l, NULL, d_in)))
+    if (o->parallel_block && (err = prune_ffn(p, &work, &b, l, NULL, d_in, NULL)))
         goto out;
 
     /* first capture: the residual after attention (sequential blocks) or
@@ -207,14 +219,16 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
             goto out;
         work.d_mid[l] = d_mid;
         sg_pipeline_tick(p, SG_STAGE_ROTATE);
-        if ((err = prune_ffn(p, &work, &b, l, q_mid, d_mid)))
+        /* no output to capture: the last block's, when its basis is known
+         * (the embeddings' kept one, or none rotated) */
+        int no_output = out_kept || (whole && last), hidden_kept = 0;
+        if ((err = prune_ffn(p, &work, &b, l, whole ? NULL : q_mid, d_mid,
+                             no_output || !whole ? NULL : &hidden_kept)))
             goto out;
         show(p, l, sg_stage_names[p->capture ? SG_STAGE_CAPTURE : SG_STAGE_ROTATE]);
         /* second capture: the block output */
-        mlp_step m = {&work, &b, q_mid, d_mid, l};
-        /* no output to capture: the last block's, when its basis is known
-         * (the embeddings' kept one, or none rotated) */
-        int no_output = out_kept || (whole && last);
+        mlp_step m = {&work, &b, whole ? NULL : q_mid, d_mid, l,
+                      whole && hidden_kept ? p->ffn : NULL};
         if (p->capture && !no_output &&
             (err = shared || whole ? capture_unsunk(p, capture_mlp, &m) : capture_mlp(p, &m)))
             goto out;

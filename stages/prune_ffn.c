@@ -30,7 +30,7 @@ int64_t sg_ffn_stats_bytes(int64_t F, int64_t d_out, int64_t max_rows, int host_
     int64_t f64 = sizeof(double), f32 = sizeof(float);
     int64_t backend = F * F * f64 + F * F * f32 + max_rows * F * f32 + max_rows * f32 + F * f32;
     int64_t solve = F * F * f64 > 2 * F * d_out * f64 ? F * F * f64 : 2 * F * d_out * f64;
-    return backend + (host_memory ? 0 : F * F * f64) + F * f64 + solve;
+    return backend + (host_memory ? 0 : F * F * f64) + F * f64 + F * sizeof(int64_t) + solve;
 }
 
 void sg_ffn_stats_free(sg_ffn_stats *s)
@@ -42,6 +42,7 @@ void sg_ffn_stats_free(sg_ffn_stats *s)
                 s->be->ops->release(s->be, dev[i]);
     }
     free(s->sum);
+    free(s->keep);
     memset(s, 0, sizeof *s);
 }
 
@@ -53,7 +54,9 @@ int sg_ffn_stats_init(sg_ffn_stats *s, sg_backend *be, int64_t F, int64_t max_ro
     err = err ? err : be->ops->alloc(be, max_rows * F * sizeof(float), (void **)&s->hidden);
     err = err ? err : be->ops->alloc(be, max_rows * sizeof(float), (void **)&s->ones);
     err = err ? err : be->ops->alloc(be, F * sizeof(float), (void **)&s->colsum);
-    if (!err && !(s->sum = malloc(F * sizeof(double))))
+    s->sum = err ? NULL : malloc(F * sizeof(double));
+    s->keep = err ? NULL : malloc(F * sizeof(int64_t));
+    if (!err && (!s->sum || !s->keep))
         err = sg_fail(-ENOMEM, "out of memory for the MLP statistics (F = %lld)", (long long)F);
     float *one = err ? NULL : malloc(max_rows * sizeof(float));
     if (!err && !one)
@@ -70,7 +73,7 @@ int sg_ffn_stats_init(sg_ffn_stats *s, sg_backend *be, int64_t F, int64_t max_ro
 int sg_ffn_stats_begin(sg_ffn_stats *s)
 {
     memset(s->sum, 0, s->F * sizeof(double));
-    s->tokens = 0;
+    s->tokens = s->kept = 0;
     return s->be->ops->zero(s->be, s->c, s->F * s->F * sizeof(double));
 }
 
@@ -281,10 +284,10 @@ int sg_prune_ffn(sg_ffn_stats *s, const sg_model_config *cfg, sg_block *b, int64
     int own = !be->ops->host_memory;
     double *c = own ? malloc(F * F * sizeof(double)) : s->c;
     double *delta = malloc(d_out * sizeof(double));
-    int64_t *keep = malloc(f * sizeof(int64_t));
+    int64_t *keep = s->keep;
     float *w = malloc(d_out * F * sizeof(float)), *w_new = malloc(d_out * f * sizeof(float));
     float *bias = b->b_down ? malloc(d_out * sizeof(float)) : NULL;
-    int err = c && delta && keep && w && w_new && (bias || !b->b_down)
+    int err = c && delta && w && w_new && (bias || !b->b_down)
                   ? 0
                   : sg_fail(-ENOMEM, "out of memory pruning an MLP of %lld units", (long long)F);
     if (!err && own)
@@ -310,13 +313,21 @@ int sg_prune_ffn(sg_ffn_stats *s, const sg_model_config *cfg, sg_block *b, int64
         w_new = NULL; /* replace took it, or freed it */
     }
     if (!err)
-        b->d_ffn = f;
+        b->d_ffn = f, s->kept = f;
     if (own)
         free(c);
     free(delta);
-    free(keep);
     free(w);
     free(w_new);
     free(bias);
     return err;
+}
+
+void sg_ffn_keep_columns(const sg_ffn_stats *s, float *h, int64_t rows)
+{
+    /* row by row, front to back: the element read, h[r F + keep_j], never
+     * lies before the one written, r kept + j (keep_j >= j, F >= kept) */
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < s->kept; j++)
+            h[r * s->kept + j] = h[r * s->F + s->keep[j]];
 }

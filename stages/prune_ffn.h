@@ -37,6 +37,8 @@ typedef struct {
     float *colsum;  /* (F) backend: one chunk's Σ h */
     double *sum;    /* (F) host: Σ h over every chunk */
     int64_t tokens; /* rows added */
+    int64_t *keep;  /* (F) host: the units sg_prune_ffn kept, ascending */
+    int64_t kept;   /* how many (0 before it ran) */
 } sg_ffn_stats;
 
 int sg_ffn_stats_init(sg_ffn_stats *s, sg_backend *be, int64_t F, int64_t max_rows, int mixed);
@@ -73,5 +75,11 @@ int sg_ffn_refit(double *c, const double *sum, int64_t tokens, int64_t F, const 
  * units after the chunks added since sg_ffn_stats_begin: gate and up keep
  * their rows, the down projection is refitted (its bias too, if any). */
 int sg_prune_ffn(sg_ffn_stats *s, const sg_model_config *cfg, sg_block *b, int64_t f);
+
+/* h (rows, F) on the host, hidden units of the block before the cut (as
+ * sg_ffn_stats_add computed them): the columns of the units sg_prune_ffn
+ * kept moved to the front, in place, as (rows, kept). They are the pruned
+ * MLP's hidden units, so its output needs only the down projection. */
+void sg_ffn_keep_columns(const sg_ffn_stats *s, float *h, int64_t rows);
 
 #endif

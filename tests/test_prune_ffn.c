@@ -8,7 +8,10 @@
  *    model is what the plan printed (widths, no shortcuts, the stored
  *    count), its logits are those of the float64 reference forward, the
  *    device path writes the same model and mixes up no pointers, and with
- *    nothing to cut the dense logits come back. */
+ *    nothing to cut the dense logits come back;
+ *  - the hidden units kept from the statistics pass (the CPU's shortcut:
+ *    no second gate and up projection) through the refitted down
+ *    projection give the cut block's own MLP output. */
 #include <errno.h>
 #include <lapacke.h>
 #include <math.h>
@@ -20,6 +23,8 @@
 #include "compare.h"
 #include "device_sim.h"
 #include "evaluate.h"
+#include "forward.h"
+#include "forward_ops.h"
 #include "model.h"
 #include "model_files.h"
 #include "prune_ffn.h"
@@ -342,12 +347,60 @@ static void test_synthetic(sg_arch arch, const char *what, const char *tmp)
     sg_token_batch_free(&eval);
 }
 
+/* The CPU keeps a block's hidden units from the statistics pass and, once
+ * the MLP is cut, sends the kept units' columns through the refitted down
+ * projection instead of running the cut MLP again: both must agree. */
+static void test_kept_units(sg_model_config cfg, const char *what)
+{
+    test_model tm;
+    sg_backend *be = sg_backend_cpu();
+    int64_t rows = 48, D = cfg.dim, F = cfg.ffn_dim, f = F / 2;
+    float *x = malloc(rows * D * sizeof(float)), *h = malloc(rows * F * sizeof(float));
+    float *kept_out = malloc(rows * D * sizeof(float)), *run_out = malloc(rows * D * sizeof(float));
+    uint64_t seed = 17;
+    for (int64_t i = 0; i < rows * D; i++)
+        x[i] = (float)test_gauss(&seed);
+    sg_ffn_stats st = {0};
+    int err = test_model_random(&cfg, 5, &tm);
+    sg_block *b = &tm.blocks[0];
+    err = err ? err : sg_ffn_stats_init(&st, be, F, rows, 0);
+    err = err ? err : sg_ffn_stats_begin(&st);
+    err = err ? err : sg_ffn_stats_add(&st, &cfg, b, x, rows);
+    if (!err)
+        memcpy(h, st.hidden, rows * F * sizeof(float));
+    err = err ? err : sg_prune_ffn(&st, &cfg, b, f);
+    int moved = !err && st.kept == f;
+    if (!err) {
+        sg_ffn_keep_columns(&st, h, rows);
+        for (int64_t r = 0; r < rows && moved; r++)
+            for (int64_t j = 0; j < f; j++)
+                moved &= h[r * f + j] == st.hidden[r * F + st.keep[j]];
+    }
+    err = err ? err : sg_block_mlp_down_ops(be, b, h, x, rows, kept_out);
+    err = err ? err : sg_block_forward_mlp(&cfg, b, x, run_out, rows);
+    double rel = err ? 1 : test_rel_diff(kept_out, run_out, rows * D);
+    tap_ok(!err && moved && rel < 1e-5,
+           "%s: the kept units' columns (%lld of %lld, moved exactly: %d) through the refitted "
+           "down projection give the cut block's MLP output (relative %.2g)%s%s",
+           what, (long long)f, (long long)F, moved, rel, err ? ": " : "",
+           err ? sg_last_error() : "");
+    if (st.be)
+        sg_ffn_stats_free(&st);
+    test_model_free(&tm);
+    free(x);
+    free(h);
+    free(kept_out);
+    free(run_out);
+}
+
 int main(void)
 {
     const char *tmp = tap_tmpdir();
     test_select();
     test_refit(0);
     test_refit(1);
+    test_kept_units(test_config_llama(), "kept units, llama");
+    test_kept_units(test_config_opt(), "kept units, opt");
     test_synthetic(SG_ARCH_LLAMA, "nystrom-llama", tmp);
     test_synthetic(SG_ARCH_OPT, "nystrom-opt", tmp);
     test_synthetic(SG_ARCH_PHI, "nystrom-phi", tmp);

@@ -226,6 +226,11 @@ int sg_cmd_plan(int argc, char **argv)
     int64_t spilled = store_peak > store_budget ? store_peak - store_budget : 0;
     row(jh, "gpu_run_next_block_bytes", "a GPU run also: the next block, page-locked, while one runs",
         m.block_f32);
+    /* a CPU run keeps a block's hidden units in the store between the
+     * statistics and the output (a GPU computes them twice instead) */
+    if (nystrom)
+        row(jh, "cpu_run_hidden_bytes", "a CPU run also: the store keeps a block's hidden units "
+            "(--method nystrom)", T * cfg.ffn_dim * (int64_t)sizeof(float));
     printf("  host budget %.2f GiB: %s", gib(host),
            m.total > host ? "DOES NOT FIT (fixed part exceeds the budget)\n" : "fits");
     if (m.total <= host && spilled)

@@ -204,6 +204,16 @@ int sg_block_mlp_hidden_ops(sg_backend *be, const sg_model_config *c, const sg_b
     return err;
 }
 
+int sg_block_mlp_down_ops(sg_backend *be, const sg_block *b, const float *hidden,
+                          const float *mid, int64_t tokens, float *x_out)
+{
+    if (tokens <= 0)
+        return 0;
+    int err = residual(be, mid, tokens, b->d_mid, b->mlp_shortcut, b->d_out, x_out);
+    return err ? err
+               : linear(be, hidden, tokens, b->d_ffn, b->w_down, b->b_down, b->d_out, x_out, 1.0f);
+}
+
 /* ---- a block in backend memory ---- */
 
 #define MAX_TENSORS 20

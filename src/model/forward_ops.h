@@ -38,6 +38,13 @@ int sg_block_forward_mlp_ops(sg_backend *be, const sg_model_config *cfg, const s
 int sg_block_mlp_hidden_ops(sg_backend *be, const sg_model_config *cfg, const sg_block *b,
                             const float *x, int64_t tokens, float *hidden);
 
+/* x_out (tokens, d_out) = mid·S_mlp + hidden·W_downᵀ + b_down: the MLP
+ * half of a sequential block from hidden units already computed, hidden
+ * (tokens, d_ffn) as sg_block_mlp_hidden_ops gives them; mid (tokens,
+ * d_mid) the MLP's input. All in backend memory. */
+int sg_block_mlp_down_ops(sg_backend *be, const sg_block *b, const float *hidden,
+                          const float *mid, int64_t tokens, float *x_out);
+
 /* dev = host's tensors copied into backend memory (shapes from host's
  * widths and cfg). On a host-memory backend dev aliases host: nothing is
  * copied, so the CPU path holds one block, as the memory bound says. */
