@@ -26,7 +26,8 @@ int64_t sg_ffn_stats_bytes(int64_t F, int64_t d_out, int64_t max_rows, int host_
     /* backend: C, its float32 slice, a chunk of units, the 1s, the column
      * sums; host: C's copy (none where the backend's memory is the
      * host's), the sums, and the solve's peak: the selection's factor of
-     * C, or the refit's C·Wᵀ and W in float64 (C_SS is built in C) */
+     * C, or the refit's W·C and W in float64 (C_SS is built in C; LAPACK
+     * runs column-major, so LAPACKE makes no transposed copies) */
     int64_t f64 = sizeof(double), f32 = sizeof(float);
     int64_t backend = F * F * f64 + F * F * f32 + max_rows * F * f32 + max_rows * f32 + F * f32;
     int64_t solve = F * F * f64 > 2 * F * d_out * f64 ? F * F * f64 : 2 * F * d_out * f64;
@@ -147,9 +148,11 @@ int sg_ffn_select(const double *c, int64_t F, int64_t f, double lambda_frac, int
     memcpy(a, c, F * F * sizeof(double));
     for (int64_t i = 0; i < F; i++)
         a[i * F + i] += lambda;
-    /* (C + λI)⁻¹ by Cholesky: ℓ_i = 1 − λ [(C + λI)⁻¹]_ii */
-    lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', F, a, F);
-    info = info ? info : LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'L', F, a, F);
+    /* (C + λI)⁻¹ by Cholesky: ℓ_i = 1 − λ [(C + λI)⁻¹]_ii. C is symmetric,
+     * so its row-major lower triangle is read as column-major upper: a
+     * row-major call would make LAPACKE hold a transposed F x F copy. */
+    lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', F, a, F);
+    info = info ? info : LAPACKE_dpotri(LAPACK_COL_MAJOR, 'U', F, a, F);
     if (info) {
         err = sg_fail(SG_ENUMERIC, "MLP pruning: the damped correlation of the hidden units is "
                                    "not positive definite (LAPACK info %d)", (int)info);
@@ -173,27 +176,29 @@ int sg_ffn_refit(double *c, const double *sum, int64_t tokens, int64_t F, const 
 {
     int bias = sum != NULL;
     int64_t n = f + bias; /* the units kept, and the constant one */
-    double *wd = calloc(d_out * F, sizeof(double)), *cw = malloc(F * d_out * sizeof(double));
+    double *wd = calloc(d_out * F, sizeof(double)), *wc = malloc(d_out * F * sizeof(double));
     double *rb = bias ? malloc(d_out * sizeof(double)) : NULL;
     int err = 0;
-    if (!wd || !cw || (bias && !rb)) {
+    if (!wd || !wc || (bias && !rb)) {
         err = sg_fail(-ENOMEM, "out of memory refitting a down projection of %lld units",
                       (long long)F);
         goto out;
     }
     for (int64_t i = 0; i < d_out * F; i++)
         wd[i] = w[i];
-    /* C·Wᵀ (F, d_out): what each unit sees of all F units' output; its
-     * rows keep are the right-hand side */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, d_out, F, 1.0, c, F, wd, F, 0.0, cw,
-                d_out);
+    /* W·C (d_out, F), C symmetric: what each unit sees of all F units'
+     * output, one row per output; its columns keep are the right-hand
+     * side, which column-major LAPACK reads as (n, d_out) */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d_out, F, F, 1.0, wd, F, c, F, 0.0, wc,
+                F);
     if (bias) /* the constant unit sees Σ_t h_t Wᵀ */
         cblas_dgemv(CblasRowMajor, CblasNoTrans, d_out, F, 1.0, wd, F, sum, 1, 0.0, rb, 1);
     free(wd);
     wd = NULL;
     /* C_SS (n x n, ld n) gathered into C's own memory, row by row: the
      * element read, c[keep_i F + keep_j], never lies before the one
-     * written, i n + j (keep_i >= i, keep_j >= j, F >= n) */
+     * written, i n + j (keep_i >= i, keep_j >= j, F >= n); the same for
+     * the right-hand side's rows, wc[o F + keep_i] into o n + i */
     double delta = 0;
     for (int64_t i = 0; i < f; i++)
         delta += c[keep[i] * F + keep[i]];
@@ -203,16 +208,19 @@ int sg_ffn_refit(double *c, const double *sum, int64_t tokens, int64_t F, const 
             c[i * n + j] = c[keep[i] * F + keep[j]];
     for (int64_t i = 0; i < f; i++)
         c[i * n + i] += delta;
-    for (int64_t i = 0; i < f; i++)
-        memmove(cw + i * d_out, cw + keep[i] * d_out, d_out * sizeof(double));
-    if (bias) {
-        /* the constant unit: its correlations are the sums, its own the count */
+    for (int64_t o = 0; o < d_out; o++) {
+        for (int64_t i = 0; i < f; i++)
+            wc[o * n + i] = wc[o * F + keep[i]];
+        if (bias)
+            wc[o * n + f] = rb[o];
+    }
+    if (bias) { /* the constant unit: its correlations are the sums, its own the count */
         for (int64_t i = 0; i < f; i++)
             c[i * n + f] = c[f * n + i] = sum[keep[i]];
         c[f * n + f] = (double)tokens;
-        memcpy(cw + f * d_out, rb, d_out * sizeof(double));
     }
-    lapack_int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'L', n, d_out, c, n, cw, d_out);
+    /* column-major, as the selection: no transposed copies of C_SS */
+    lapack_int info = LAPACKE_dposv(LAPACK_COL_MAJOR, 'U', n, d_out, c, n, wc, n);
     if (info) {
         err = sg_fail(SG_ENUMERIC, "MLP pruning: the least-squares system of the %lld units "
                                    "kept is not positive definite (LAPACK info %d)",
@@ -221,12 +229,12 @@ int sg_ffn_refit(double *c, const double *sum, int64_t tokens, int64_t F, const 
     }
     for (int64_t o = 0; o < d_out; o++)
         for (int64_t i = 0; i < f; i++)
-            w_new[o * f + i] = (float)cw[i * d_out + o];
+            w_new[o * f + i] = (float)wc[o * n + i];
     for (int64_t o = 0; bias && o < d_out; o++)
-        bias_delta[o] = cw[f * d_out + o];
+        bias_delta[o] = wc[o * n + f];
 out:
     free(wd);
-    free(cw);
+    free(wc);
     free(rb);
     return err;
 }
