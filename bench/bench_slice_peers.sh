@@ -1,5 +1,6 @@
 #!/bin/sh
-# Slicing the default model with slicegpt-stream run against the same
+# Slicing the default model with slicegpt-stream run --method reference
+# (SliceGPT itself, not the default method) against the same
 # SliceGPT computation written in plain PyTorch (bench/bench_slice_peers.py),
 # on the same float32 weights, the same calibration windows and the same
 # thread count (never part of make check).
@@ -41,7 +42,8 @@ while [ "$r" -le "$rounds" ]; do
         case $e in
         sg)
             t0=$(date +%s.%N)
-            OPENBLAS_NUM_THREADS=$threads "$here/slicegpt-stream" run --quiet --model "$f32" \
+            OPENBLAS_NUM_THREADS=$threads "$here/slicegpt-stream" run --quiet --method reference \
+                --model "$f32" \
                 --calib "$work/calib.txt" --nsamples "$nsamples" --seqlen $seqlen \
                 --sparsity "$sparsity" --out "$work/out" > "$work/run.out"
             t1=$(date +%s.%N)
