@@ -269,8 +269,9 @@ out:
     return err;
 }
 
-/* The head: folded with the final norm and rotated by the last Q, or,
- * with the embeddings kept, the final norm alone (the head is the table). */
+/* The head: folded with the final norm and rotated by the last Q (not
+ * where nothing is rotated), or, with the embeddings kept, the final norm
+ * alone (the head is the table). */
 static int head(sg_pipeline *p, const sg_rotation *q_last)
 {
     sg_model m;
@@ -290,7 +291,10 @@ static int head(sg_pipeline *p, const sg_rotation *q_last)
     } else {
         err = sg_slice_head_fold(&m);
         sg_pipeline_tick(p, SG_STAGE_FOLD);
-        err = err ? err : sg_slice_head_rotate(p->be, &m, p->orig, &p->sliced, q_last);
+        if (p->sliced.residual_kept) /* Q is the identity: nothing to rotate */
+            m.cfg = p->sliced;
+        else
+            err = err ? err : sg_slice_head_rotate(p->be, &m, p->orig, &p->sliced, q_last);
     }
     sg_pipeline_tick(p, SG_STAGE_ROTATE);
     sg_test_kill_at("head");
@@ -313,7 +317,9 @@ int sg_pipeline_run(sg_pipeline *p)
      * through the whole model (the capture transport reads its batch in
      * embeddings(), so the count is set after it) */
     sg_progress_begin(p->progress, p->phase ? p->phase : "slice", p->orig->n_layers, 0);
-    if (!err && p->resume) {
+    if (!err && p->resume && !p->resume_q) { /* the identity: nothing rotated */
+        err = sg_rotation_identity(p->be, D, q_prev);
+    } else if (!err && p->resume) {
         size_t bytes = D * D * sizeof(double);
         memcpy(q_prev->host, p->resume_q, bytes);
         if (q_prev->dev != q_prev->host)

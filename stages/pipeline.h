@@ -83,7 +83,8 @@ struct sg_pipeline {
     sg_progress *progress;      /* phase, block i/N, stage, rate, ETA (NULL: none) */
     const char *phase;          /* its name: "slice", "capture" */
     /* Resume (resume.h): 1 = the embeddings and blocks before resume_at
-     * are done; resume_q (D, D) is block resume_at's input rotation and,
+     * are done; resume_q (D, D) is block resume_at's input rotation (NULL:
+     * the identity, nothing rotated) and,
      * with capture, the store holds its inputs ("input"). */
     int resume;
     int64_t resume_at;

@@ -219,7 +219,8 @@ int sg_resume_save(const char *dir, const sg_resume_state *st)
     put(&b, &shard, 4);
     put_text(&b, st->weight_map);
     put_text(&b, st->spectra);
-    put(&b, st->q, st->D * st->D * sizeof(double));
+    if (st->q)
+        put(&b, st->q, st->D * st->D * sizeof(double));
     uint32_t crc = b.oom ? 0 : sg_crc32c(0, b.buf, b.n);
     put(&b, &crc, 4);
     int err = b.oom ? sg_fail(-ENOMEM, "out of memory") : 0;
@@ -293,8 +294,10 @@ int sg_resume_load(const char *dir, sg_resume_state *st)
     }
     if (!bad) {
         st->next_shard = shard;
+        /* the rotation, or nothing for the identity; then the checksum */
         size_t qb = (size_t)st->D * st->D * sizeof(double);
-        bad = r.n - r.at != qb + 4 || !(st->q = malloc(qb)) || get(&r, st->q, qb);
+        if (r.n - r.at != 4)
+            bad = r.n - r.at != qb + 4 || !(st->q = malloc(qb)) || get(&r, st->q, qb);
     }
     free(buf);
     if (bad) {

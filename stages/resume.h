@@ -46,7 +46,9 @@ typedef struct {
     int next_shard;
     char *weight_map;   /* JSON */
     char *spectra;      /* JSON */
-    double *q;          /* (D, D) row-major, as sg_rotation's host copy */
+    double *q;          /* (D, D) row-major, as sg_rotation's host copy; NULL:
+                         * the identity (nothing rotated, --method nystrom),
+                         * which the file does not store */
 } sg_resume_state;
 
 /* dir/resume-input-... of chunk c after step `last`. */

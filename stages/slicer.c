@@ -442,8 +442,10 @@ static int fused_checkpoint(sg_pipeline *p, int64_t l, const sg_rotation *q)
         return 0;
     const char *dir = sg_model_writer_dir(f->w);
     sg_act_store *store = p->cap.store;
+    /* nothing rotated: the identity is not written (D² doubles a block, 0.5
+     * GiB at D = 8192) */
     sg_resume_state st = {.fingerprint = f->fingerprint, .last = l, .D = p->orig->dim,
-                          .q = q->host};
+                          .q = p->sliced.residual_kept ? NULL : q->host};
     st.n_chunks = l + 1 < p->orig->n_layers ? sg_act_store_chunks(store, "input") : 0;
     int err = p->be->ops->synchronize(p->be); /* cap.in is free: nothing queued from it */
     if (!err && !(st.rows = malloc((st.n_chunks + 1) * sizeof(int64_t))))
@@ -676,8 +678,10 @@ static int restore(sg_pipeline *p, fused *f, double **q, sg_slice_report *rep)
         sg_model_writer_clear(f->w); /* a run killed before its first step, or none */
         return 0;
     }
+    /* a state without a rotation (the identity) is a kept stream's only */
     if (!err && (st.fingerprint != f->fingerprint || st.D != p->orig->dim ||
-                 st.last >= p->orig->n_layers || st.last < -1))
+                 st.last >= p->orig->n_layers || st.last < -1 ||
+                 (!st.q && !f->sliced.residual_kept)))
         err = sg_fail(SG_EARG, "%s: left by a run of another job (the model files or an option "
                                "that changes the result differ); rerun with the same ones, or "
                                "remove it to start again",

@@ -84,7 +84,11 @@ check $? "--out-gguf on OPT: $(cat "$work/err")"
 # killed after block 2: the rerun resumes and writes the same bytes
 SG_TEST_KILL_AT=block:1 run --model "$work/st" --method nystrom --out "$work/k" >/dev/null 2>&1
 [ $? -eq 137 ] && [ -d "$work/k.tmp" ]
-check $? "killed after block 2: OUT.tmp left behind"
+ok=$?
+# nothing rotated: the state holds no D x D rotation (D = 64: 32768 bytes)
+state=$(stat -c %s "$work/k.tmp/resume.state" 2>/dev/null || echo 0)
+[ $ok -eq 0 ] && [ "$state" -gt 0 ] && [ "$state" -lt 32768 ]
+check $? "killed after block 2: OUT.tmp left behind, its resume.state $state bytes (no identity rotation in it)"
 run --model "$work/st" --method nystrom --out "$work/k" --resume >"$work/k.log" 2>"$work/err" &&
     grep -q resumed "$work/k.log"
 ok=$?
