@@ -75,11 +75,12 @@ static int embeddings(sg_pipeline *p, sg_rotation *q0)
         show(p, -1, sg_stage_names[SG_STAGE_CAPTURE]);
         err = kept ? capture_unsunk(p, capture_embeddings, &m) : capture_embeddings(p, &m);
     }
-    if (!err)
+    /* nothing rotated: no rotations were allocated (sg_pipeline_run) */
+    if (!err && !p->sliced.residual_kept)
         err = kept ? sg_rotation_identity(p->be, p->orig->dim, q0)
                    : axes(p, "embeddings", -1, q0);
-    if (!err && p->capture)
-        err = sg_capture_advance(&p->cap, q0, p->sliced.embed_dim);
+    if (!err && p->capture) /* kept: the outputs are the next inputs as they are */
+        err = sg_capture_advance(&p->cap, kept ? NULL : q0, p->sliced.embed_dim);
     if (!err && p->slice) {
         show(p, -1, sg_stage_names[SG_STAGE_ROTATE]);
         if (kept)
@@ -212,8 +213,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     if (p->io->halfway && (err = p->io->halfway(p, l)))
         goto out;
     if (!o->parallel_block) {
-        if ((err = whole ? sg_rotation_identity(be, o->dim, q_mid)
-                         : axes(p, "attention_output", l, q_mid)))
+        if (!whole && (err = axes(p, "attention_output", l, q_mid)))
             goto out;
         if (!whole && (err = sg_slice_block_mid(be, o, &b, q_mid, d_in, d_mid)))
             goto out;
@@ -237,9 +237,10 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
     }
     if (p->capture)
         sg_pipeline_tick(p, SG_STAGE_CAPTURE); /* as above */
-    err = out_kept || whole ? sg_rotation_identity(be, o->dim, q_out)
-          : shared ? rotation_copy(be, o->dim, q_mid, q_out)
-                   : axes(p, "block_output", l, q_out);
+    err = whole      ? 0
+          : out_kept ? sg_rotation_identity(be, o->dim, q_out)
+          : shared   ? rotation_copy(be, o->dim, q_mid, q_out)
+                     : axes(p, "block_output", l, q_out);
     if (err)
         goto out;
     show(p, l, sg_stage_names[SG_STAGE_ROTATE]);
@@ -310,15 +311,18 @@ int sg_pipeline_run(sg_pipeline *p)
     sg_rotation q[3] = {{0}}; /* the input's, the middle's and the output's rotation */
     p->clock = sg_now();
     int err = p->io->widths(p, &p->sliced);
-    for (int i = 0; i < 3 && !err; i++)
+    /* nothing rotated (--method nystrom): no rotation is allocated, and
+     * every step that would read one skips it (D² doubles each, on the
+     * host and the backend) */
+    for (int i = 0; i < 3 && !err && !p->sliced.residual_kept; i++)
         err = sg_rotation_alloc(p->be, D, &q[i]);
     sg_rotation *q_prev = &q[0], *q_mid = &q[1], *q_out = &q[2];
     /* a step is a block; with capture the rate counts calibration tokens
      * through the whole model (the capture transport reads its batch in
      * embeddings(), so the count is set after it) */
     sg_progress_begin(p->progress, p->phase ? p->phase : "slice", p->orig->n_layers, 0);
-    if (!err && p->resume && !p->resume_q) { /* the identity: nothing rotated */
-        err = sg_rotation_identity(p->be, D, q_prev);
+    if (!err && p->resume && !p->resume_q) {
+        /* the identity: nothing rotated, nothing allocated */
     } else if (!err && p->resume) {
         size_t bytes = D * D * sizeof(double);
         memcpy(q_prev->host, p->resume_q, bytes);
@@ -350,6 +354,7 @@ int sg_pipeline_run(sg_pipeline *p)
     else
         sg_progress_end(p->progress);
     for (int i = 0; i < 3; i++)
-        sg_rotation_free(p->be, &q[i]);
+        if (q[i].host)
+            sg_rotation_free(p->be, &q[i]);
     return err;
 }

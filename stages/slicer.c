@@ -180,6 +180,9 @@ static int fused_chunk(void *ctx, const char *signal, int64_t layer, const char 
     sg_pipeline *p = ctx;
     fused *f = p->ctx;
     double t = sg_now();
+    if (!f->cov.h) /* nothing rotated: every capture runs without a sink */
+        return sg_fail(SG_EARG, "signal %s: no covariance is kept where nothing is rotated",
+                       signal);
     int err = chunk == 0 ? sg_slice_cov_begin(&f->cov) : 0;
     err = err ? err : sg_slice_cov_add(&f->cov, x_dev, rows);
     if (f->energy) {
@@ -788,6 +791,9 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     sg_slice_memory_estimate(p.orig, 0, p.cap.max_tokens, p.cap.max_tokens, &mem);
     if (!p.be->ops->host_memory)
         mem.total += mem.block_f32; /* the next block, prepared while this one runs */
+    int rotates = !f.sliced.residual_kept; /* --method nystrom rotates nothing */
+    if (!rotates)
+        mem.total -= mem.covariance + mem.rotations;
     if (per_signal) /* the first pass's spectra */
         mem.total += sg_schedule_spectra_bytes(D, p.orig->n_layers) +
                      sg_schedule_probe_bytes(D);
@@ -798,7 +804,8 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     rep->store_budget = host > mem.total ? host - mem.total : 0;
     const char *spill = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     err = sg_act_store_open(rep->store_budget, spill, &p.cap.store);
-    err = err ? err : sg_slice_cov_init(&f.cov, p.be, D, o->cov_mixed);
+    if (!err && rotates)
+        err = sg_slice_cov_init(&f.cov, p.be, D, o->cov_mixed);
     if (err)
         goto out;
     f.eig = malloc(D * sizeof(double));

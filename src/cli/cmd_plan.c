@@ -150,6 +150,10 @@ int sg_cmd_plan(int argc, char **argv)
      * the backend, C's copy and the solve's work on the host */
     int64_t ffn_bytes = nystrom ? sg_ffn_stats_bytes(cfg.ffn_dim, D, chunk_tokens, 1) : 0;
     m.total += ffn_bytes;
+    if (nystrom) { /* it rotates nothing: no covariance, no rotations */
+        m.total -= m.covariance + m.rotations;
+        m.covariance = m.rotations = 0;
+    }
     int64_t store_peak = T * ((spectrum ? D : d) + 2 * D) * (int64_t)sizeof(float);
     int64_t spectra_bytes = spectrum ? sg_schedule_spectra_bytes(D, cfg.n_layers) +
                                            sg_schedule_probe_bytes(D)
@@ -252,8 +256,8 @@ int sg_cmd_plan(int argc, char **argv)
     int64_t gpu_block = m.block_f32, gpu_chunk = m.chunk_buffers + m.forward_scratch;
     int64_t gpu_dd = D * D * f64 * (1 + 3 + 4 + 2) + D * D * f32 + ((int64_t)256 << 20);
     int64_t gpu_rotate = cfg.ffn_dim * D * f32;
-    if (nystrom) { /* no eigensolve, no rotated copy: H and three identities stay allocated */
-        gpu_dd = D * D * f64 * (1 + 3) + ((int64_t)256 << 20);
+    if (nystrom) { /* nothing rotated: only the backend's scratch */
+        gpu_dd = (int64_t)256 << 20;
         gpu_rotate = 0;
     }
     /* --method nystrom: C (F x F, float64), its float32 slice and a chunk
