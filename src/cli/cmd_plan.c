@@ -232,18 +232,27 @@ int sg_cmd_plan(int argc, char **argv)
         m.block_f32);
     /* a CPU run keeps a block's hidden units in the store between the
      * statistics and the output (a GPU computes them twice instead) */
+    int64_t cpu_hidden = nystrom ? T * cfg.ffn_dim * (int64_t)sizeof(float) : 0;
+    int64_t cpu_spilled = store_peak + cpu_hidden > store_budget
+                              ? store_peak + cpu_hidden - store_budget : 0;
     if (nystrom)
         row(jh, "cpu_run_hidden_bytes", "a CPU run also: the store keeps a block's hidden units "
-            "(--method nystrom)", T * cfg.ffn_dim * (int64_t)sizeof(float));
+            "(--method nystrom)", cpu_hidden);
     printf("  host budget %.2f GiB: %s", gib(host),
            m.total > host ? "DOES NOT FIT (fixed part exceeds the budget)\n" : "fits");
     if (m.total <= host && spilled)
-        printf(", spilling about %.2f GiB of activations to disk (zstd)\n", gib(spilled));
+        printf(", spilling about %.2f GiB of activations to disk (zstd)", gib(spilled));
     else if (m.total <= host)
-        printf(", activations stay in memory\n");
+        printf(", activations stay in memory");
+    if (m.total <= host && cpu_spilled != spilled)
+        printf("; on the CPU %.2f GiB spilled", gib(cpu_spilled));
+    if (m.total <= host)
+        printf("\n");
     sg_json_int(jh, "budget_bytes", host);
     cJSON_AddBoolToObject(jh, "fits", m.total <= host);
     sg_json_int(jh, "spilled_bytes", m.total <= host ? spilled : 0);
+    if (nystrom)
+        sg_json_int(jh, "cpu_run_spilled_bytes", m.total <= host ? cpu_spilled : 0);
 
     /* GPU (run --device cuda, stages/): one block's weights, one
      * chunk's activations and forward scratch, the D x D work (H, three
