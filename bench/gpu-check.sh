@@ -12,6 +12,9 @@
 #      times on the GPU;
 #   5. bench/slice-device-compare.sh: stories260K sliced by `run --device
 #      cuda --eigh mixed`, its perplexity within 0.5% of `--device cpu`;
+#      then its MLPs pruned by `--method nystrom` (the default) the same
+#      way, where the GPU computes the hidden units again and the CPU
+#      keeps them;
 #   6. bench/slice-70b-block.sh: `run --device cuda --gpu-mem 24G` on a
 #      synthetic one-block Llama-2-70B-shaped model, 128 x 2048 tokens:
 #      the real pipeline's per-stage times, peak GPU memory, 80 blocks;
@@ -119,6 +122,9 @@ tap "test_forward_ops (block forward, CPU and GPU)" 60 ./tests/test_forward_ops
 tap "test_eigh_mixed (accuracy, CPU and GPU)" 120 ./tests/test_eigh_mixed
 tap "test_eigh_mixed --gpu 2048 4096 (times)" 150 ./tests/test_eigh_mixed --gpu 2048 4096
 step "slice stories260K on the GPU and on the CPU" 120 "$src/bench/slice-device-compare.sh" .
+step "prune stories260K's MLPs on the GPU and on the CPU (--method nystrom)" 120 \
+    env A="--device cpu --method nystrom" B="--device cuda --method nystrom" \
+    "$src/bench/slice-device-compare.sh" .
 step "the real pipeline on one 70B-shaped block" 300 "$src/bench/slice-70b-block.sh" .
 # shellcheck disable=SC2086
 step "bench_block_gpu (one 70B block)" 400 ./bench/bench_block_gpu --gpu-mem "$gpu_mem" ${BENCH_ARGS:-}

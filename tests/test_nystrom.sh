@@ -133,6 +133,9 @@ check $? "run without --method prunes the MLPs (nystrom)"
 run --model "$work/st" --embeddings keep --out "$work/default-r" >"$work/default-r.log" 2>/dev/null &&
     grep -q "(--method reference)" "$work/default-r.log"
 check $? "... and with an option only a rotation has (--embeddings), slices (reference)"
+run --model "$work/st" --eigh mixed --out "$work/default-e" >"$work/default-e.log" 2>/dev/null &&
+    grep -q "(--method reference)" "$work/default-e.log"
+check $? "... as with the eigensolver's --eigh (reference)"
 
 # the planner counts the statistics; the filters and a uniform rotation
 # refuse the method in one line

@@ -157,16 +157,22 @@ static int shared_option(sg_cli_job *j, int c, const char *arg)
         j->rotation_asked = 1;
         return 0;
     }
-    case O_DAMP: return sg_cli_double("--damp", arg, 0, 1e6, &j->damp_frac);
+    /* the eigensolve's damping and precision and the covariance's: a
+     * rotation's only, as above */
+    case O_DAMP:
+        j->rotation_asked = 1;
+        return sg_cli_double("--damp", arg, 0, 1e6, &j->damp_frac);
     case O_EIGH:
         if ((i = one_of("--eigh", arg, modes, 3)) < 0)
             return -1;
         j->eigh = modes[i];
+        j->rotation_asked = 1;
         return 0;
     case O_COV:
         if ((i = one_of("--cov", arg, modes, 3)) < 0)
             return -1;
         j->cov = modes[i];
+        j->rotation_asked = 1;
         return 0;
     case O_DTYPE:
         if ((i = one_of("--dtype", arg, dtypes, 3)) < 0)

@@ -35,7 +35,8 @@ typedef struct {
     sg_plan_options plan;
     int method_given;          /* --method was on the command line */
     int rotation_asked;        /* an option only a rotation has: --rotation, --random-rotation,
-                                  --shared-basis, --slice-head, --embeddings */
+                                  --shared-basis, --slice-head, --embeddings, --damp,
+                                  --eigh, --cov */
     /* the axes and covariances */
     sg_rotation_kind rotation;
     double damp_frac;
