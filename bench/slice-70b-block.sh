@@ -10,8 +10,11 @@
 # Environment (for a dry run on a small machine, e.g. DIM=256 FFN=512
 # HEADS=4 KV=2 SEQS=8 SEQLEN=128 DEVICE=cpu): DIM, FFN, HEADS, KV,
 # HEAD_DIM, VOCAB, SEQS, SEQLEN, DEVICE (cuda), GPU_MEM (24G), EIGH
-# (auto), COV (auto; mixed is what a consumer card would pick), BLOCKS (80), WORK (a scratch directory with room for the model
-# and the activations: about 4 GB of disk and 26 GB of RAM at full size).
+# (auto), COV (auto; mixed is what a consumer card would pick), METHOD
+# (reference: SliceGPT; nystrom, the default method, prunes the MLP
+# instead and ignores EIGH and COV), BLOCKS (80), WORK (a scratch
+# directory with room for the model and the activations: about 4 GB of
+# disk and 26 GB of RAM at full size).
 set -eu
 set -o pipefail # the run's status, not tee's
 build=$(cd "${1:?usage: slice-70b-block.sh BUILD_DIR}" && pwd)
@@ -30,7 +33,7 @@ perl -e 'srand(1); my ($n, $v) = @ARGV; print pack("V*", map { int(rand($v)) } 1
 echo "synthetic block: D $dim, FFN $ffn, $heads/$kv heads of $hd, vocab $vocab;" \
     "$seqs x $seqlen calibration tokens; made in $(($(date +%s) - t0)) s"
 "$build/slicegpt-stream" run --device "${DEVICE:-cuda}" --gpu-mem "${GPU_MEM:-24G}" \
-    --eigh "${EIGH:-auto}" --cov "${COV:-auto}" --model "$work/model" --calib-tokens "$work/calib.u32" \
+    --method "${METHOD:-reference}" --eigh "${EIGH:-auto}" --cov "${COV:-auto}" --model "$work/model" --calib-tokens "$work/calib.u32" \
     --nsamples "$seqs" --seqlen "$seqlen" --sparsity 0.25 --spill-dir "$work" \
     --out "$work/out" --quiet | tee "$work/run.log"
 awk -v blocks="$blocks" '/^time per stage/ {
