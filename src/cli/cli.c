@@ -137,20 +137,21 @@ void sg_cli_calib_counts(const sg_token_batch *b, char *buf, size_t n)
                  (long long)hi);
 }
 
-int sg_cli_check_calibration(const sg_token_batch *b, int64_t D, const char *source)
+int sg_cli_check_calibration(const sg_token_batch *b, int64_t D, int nystrom, const char *source)
 {
     int64_t tokens = b->n_seq > 0 ? b->offsets[b->n_seq] : 0;
     if (tokens < D)
         return sg_fail(SG_EARG,
                        "%s: %lld calibration tokens, fewer than the hidden size D = %lld: the "
-                       "covariance would be rank-deficient; give more text, --nsamples or "
-                       "--seqlen",
-                       source, (long long)tokens, (long long)D);
+                       "%s would be rank-deficient; give more text, --nsamples or --seqlen",
+                       source, (long long)tokens, (long long)D,
+                       nystrom ? "hidden units' correlation" : "covariance");
     if (tokens < SG_CALIB_WARN_FACTOR * D)
         fprintf(stderr,
                 "slicegpt-stream: warning: %s: only %lld calibration tokens for D = %lld (under "
-                "%d x D): the principal axes will be poorly estimated\n",
-                source, (long long)tokens, (long long)D, SG_CALIB_WARN_FACTOR);
+                "%d x D): %s will be poorly estimated\n",
+                source, (long long)tokens, (long long)D, SG_CALIB_WARN_FACTOR,
+                nystrom ? "the hidden units' correlation" : "the principal axes");
     return 0;
 }
 

@@ -37,10 +37,12 @@ int sg_cli_cov(const char *arg, sg_backend *be, int *mixed);
 
 /* Calibration of fewer tokens than the hidden size D gives a
  * rank-deficient covariance: refused (one line naming source). Below
- * SG_CALIB_WARN_FACTOR * D tokens a warning says the estimate is poor.
+ * SG_CALIB_WARN_FACTOR * D tokens a warning says the estimate is poor:
+ * the principal axes, or with nystrom set (--method nystrom) the MLP's
+ * hidden units' correlation.
  * Returns 0 or an error code with the message recorded (sg_fail). */
 #define SG_CALIB_WARN_FACTOR 8
-int sg_cli_check_calibration(const sg_token_batch *b, int64_t D, const char *source);
+int sg_cli_check_calibration(const sg_token_batch *b, int64_t D, int nystrom, const char *source);
 
 /* "N tokens (S sequences of L)" or "... of 2 to L" when they differ: the
  * counts the calibration really has. */

@@ -180,7 +180,7 @@ static int calibrate(capture_state *c, sg_pipeline *p)
         err = sg_cli_calib_tokens(c->job, o->vocab_size, o->max_positions, &c->batch);
     }
     err = err ? err
-              : sg_cli_check_calibration(&c->batch, o->dim, c->calib ? c->calib : c->calib_tokens);
+              : sg_cli_check_calibration(&c->batch, o->dim, 0, c->calib ? c->calib : c->calib_tokens);
     err = err ? err
               : sg_capture_init(&p->cap, p->be, &c->batch,
                                 c->chunk_tokens > 0 ? c->chunk_tokens : 8192, o->dim);

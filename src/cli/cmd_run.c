@@ -249,7 +249,9 @@ int sg_cmd_run(int argc, char **argv)
         err = sg_cli_calib_tokens(&j, cfg->vocab_size, cfg->max_positions, &batch);
     }
     if (!err)
-        err = sg_cli_check_calibration(&batch, cfg->dim, calib ? calib : calib_tokens);
+        err = sg_cli_check_calibration(&batch, cfg->dim,
+                                       j.plan.method == SG_METHOD_NYSTROM,
+                                       calib ? calib : calib_tokens);
     /* the evaluation windows, capped at the context as ppl caps them, made
      * now: a problem with them must stop the run before anything is written */
     int64_t es = eval_seqlen ? eval_seqlen : seqlen;
