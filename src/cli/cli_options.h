@@ -106,11 +106,12 @@ int sg_cli_parse(int argc, char **argv, unsigned groups, const struct option *ow
     "                        keeping the units of largest leverage and refitting the\n"    \
     "                        down projection by least squares (run only); reference\n"    \
     "                        (the default with --rotation, --embeddings, --slice-head,\n"  \
-    "                        --shared-basis), the residual stream to one width d, the\n"   \
-    "                        published SliceGPT bit for bit; run only: a width per\n"      \
-    "                        signal from a first pass over the dense model: spectrum,\n"  \
-    "                        at the reference's stored size; fill, the reference's\n"     \
-    "                        widths widened with what --target-size leaves after them\n"   \
+    "                        --shared-basis, --damp, --eigh, --cov), the residual\n"     \
+    "                        stream to one width d, the published SliceGPT bit for\n"    \
+    "                        bit; run only: a width per signal from a first pass\n"      \
+    "                        over the dense model: spectrum, at the reference's\n"       \
+    "                        stored size; fill, the reference's widths widened with\n"   \
+    "                        what --target-size leaves after them\n"                      \
     "  --shared-basis        one basis per block: each block's output keeps its mid basis,\n" \
     "                        so its MLP shortcut is the identity and is not stored (a\n"   \
     "                        --target-size spends that on a wider d; run only)\n"          \
