@@ -109,16 +109,24 @@ static int attention(sg_backend *be, const sg_model_config *c, const sg_block *b
     return err;
 }
 
+/* h (g, d_ffn) = the MLP's hidden units of the normed s->h of width d,
+ * act(s->h·W_upᵀ + b) (times the gate, through s->gate, where there is one) */
+static int hidden_units(sg_backend *be, const sg_model_config *c, const sg_block *b, scratch *s,
+                        int64_t g, int64_t d, float *h)
+{
+    int64_t f = b->d_ffn;
+    int err = linear(be, s->h, g, d, b->w_up, b->b_up, f, h, 0.0f);
+    if (!err && c->gated_mlp)
+        err = linear(be, s->h, g, d, b->w_gate, NULL, f, s->gate, 0.0f);
+    return err ? err : be->ops->activation(be, c->act, h, c->gated_mlp ? s->gate : NULL, g * f);
+}
+
 /* y (g, d_out) += MLP(s->h), s->h of width d */
 static int mlp(sg_backend *be, const sg_model_config *c, const sg_block *b, scratch *s, int64_t g,
                int64_t d, float *y)
 {
-    int64_t f = b->d_ffn;
-    int err = linear(be, s->h, g, d, b->w_up, b->b_up, f, s->up, 0.0f);
-    if (!err && c->gated_mlp)
-        err = linear(be, s->h, g, d, b->w_gate, NULL, f, s->gate, 0.0f);
-    err = err ? err : be->ops->activation(be, c->act, s->up, c->gated_mlp ? s->gate : NULL, g * f);
-    return err ? err : linear(be, s->up, g, f, b->w_down, b->b_down, b->d_out, y, 1.0f);
+    int err = hidden_units(be, c, b, s, g, d, s->up);
+    return err ? err : linear(be, s->up, g, b->d_ffn, b->w_down, b->b_down, b->d_out, y, 1.0f);
 }
 
 /* xo (g, d_out) = r·S_mlp + MLP(norm(r)) */
@@ -193,12 +201,8 @@ int sg_block_mlp_hidden_ops(sg_backend *be, const sg_model_config *c, const sg_b
     int err = scratch_alloc(be, &s, c, tokens < GROUP_TOKENS ? tokens : GROUP_TOKENS, 0);
     for (int64_t t0 = 0; t0 < tokens && !err; t0 += GROUP_TOKENS) {
         int64_t g = tokens - t0 < GROUP_TOKENS ? tokens - t0 : GROUP_TOKENS;
-        float *h = hidden + t0 * f;
         err = normed(be, c, &s, x + t0 * d, g, d, nw, nb);
-        err = err ? err : linear(be, s.h, g, d, b->w_up, b->b_up, f, h, 0.0f);
-        if (!err && c->gated_mlp)
-            err = linear(be, s.h, g, d, b->w_gate, NULL, f, s.gate, 0.0f);
-        err = err ? err : be->ops->activation(be, c->act, h, c->gated_mlp ? s.gate : NULL, g * f);
+        err = err ? err : hidden_units(be, c, b, &s, g, d, hidden + t0 * f);
     }
     scratch_release(be, &s);
     return err;
