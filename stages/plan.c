@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fold.h"
+#include "prune_ffn.h"
 #include "sg_error.h"
 #include "forward.h"
 #include "forward_ops.h"
@@ -263,5 +264,14 @@ void sg_slice_memory_estimate(const sg_model_config *c, int64_t block_raw_bytes,
     m->globals = (2 * c->vocab_size * D + pos) * f32; /* embeddings + untied head copy */
     m->total = m->block_raw + m->block_f32 + m->chunk_buffers + m->forward_scratch +
                m->covariance + m->rotations + m->globals;
+}
+
+void sg_slice_memory_nystrom(const sg_model_config *c, int64_t chunk_tokens, int host_memory,
+                             sg_slice_memory *m)
+{
+    m->total -= m->covariance + m->rotations + m->ffn_stats;
+    m->covariance = m->rotations = 0;
+    m->ffn_stats = sg_ffn_stats_bytes(c->ffn_dim, c->dim, chunk_tokens, host_memory);
+    m->total += m->ffn_stats;
 }
 

@@ -117,10 +117,15 @@ void sg_slice_work_config(const sg_model_config *sliced, int64_t l, int64_t d_mi
  * plan command prints it; the memory-bound test holds the driver to it. */
 typedef struct {
     int64_t block_raw, block_f32, chunk_buffers, forward_scratch, covariance, rotations,
-        globals, total;
+        ffn_stats, globals, total;
 } sg_slice_memory;
 void sg_slice_memory_estimate(const sg_model_config *cfg, int64_t block_raw_bytes,
                               int64_t chunk_tokens, int64_t max_seq, sg_slice_memory *mem);
+/* The estimate for --method nystrom: no covariance and no rotations (it
+ * rotates nothing), the MLP statistics instead (sg_ffn_stats_bytes, with
+ * its host_memory). */
+void sg_slice_memory_nystrom(const sg_model_config *cfg, int64_t chunk_tokens, int host_memory,
+                             sg_slice_memory *mem);
 
 /* The plain model a uniform rotation makes of orig at width d: hidden size
  * d, every other size as orig's, an RMSNorm over d with eps·D/d (its

@@ -792,14 +792,11 @@ int sg_slice(sg_model_files *files, const sg_token_batch *calib, const sg_slice_
     if (!p.be->ops->host_memory)
         mem.total += mem.block_f32; /* the next block, prepared while this one runs */
     int rotates = !f.sliced.residual_kept; /* --method nystrom rotates nothing */
-    if (!rotates)
-        mem.total -= mem.covariance + mem.rotations;
+    if (!rotates) /* and holds the MLP statistics instead */
+        sg_slice_memory_nystrom(p.orig, p.cap.max_tokens, p.be->ops->host_memory, &mem);
     if (per_signal) /* the first pass's spectra */
         mem.total += sg_schedule_spectra_bytes(D, p.orig->n_layers) +
                      sg_schedule_probe_bytes(D);
-    if (plan.method == SG_METHOD_NYSTROM) /* the MLP statistics */
-        mem.total += sg_ffn_stats_bytes(p.orig->ffn_dim, D, p.cap.max_tokens,
-                                        p.be->ops->host_memory);
     int64_t host = o->host_mem_bytes > 0 ? o->host_mem_bytes : physical_memory() / 2;
     rep->store_budget = host > mem.total ? host - mem.total : 0;
     const char *spill = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";

@@ -146,14 +146,11 @@ int sg_cmd_plan(int argc, char **argv)
      * spectrum until the widths are chosen */
     int spectrum = j.plan.method == SG_METHOD_SPECTRUM || j.plan.method == SG_METHOD_FILL;
     int nystrom = j.plan.method == SG_METHOD_NYSTROM;
-    /* --method nystrom: C (F x F, float64) and a chunk of hidden units on
-     * the backend, C's copy and the solve's work on the host */
-    int64_t ffn_bytes = nystrom ? sg_ffn_stats_bytes(cfg.ffn_dim, D, chunk_tokens, 1) : 0;
-    m.total += ffn_bytes;
-    if (nystrom) { /* it rotates nothing: no covariance, no rotations */
-        m.total -= m.covariance + m.rotations;
-        m.covariance = m.rotations = 0;
-    }
+    /* --method nystrom: no covariance, no rotations; C (F x F, float64)
+     * and a chunk of hidden units, and the solve's work, all on the host
+     * as a CPU run holds them */
+    if (nystrom)
+        sg_slice_memory_nystrom(&cfg, chunk_tokens, 1, &m);
     int64_t store_peak = T * ((spectrum ? D : d) + 2 * D) * (int64_t)sizeof(float);
     int64_t spectra_bytes = spectrum ? sg_schedule_spectra_bytes(D, cfg.n_layers) +
                                            sg_schedule_probe_bytes(D)
@@ -223,7 +220,7 @@ int sg_cmd_plan(int argc, char **argv)
             spectra_bytes);
     if (nystrom)
         row(jh, "ffn_stats_bytes", "prune       hidden units' correlation and its solve (--method nystrom)",
-            ffn_bytes);
+            m.ffn_stats);
     row(jh, "fixed_bytes", "fixed total", m.total);
     row(jh, "store_peak_bytes", "activation store peak (input + residual + output)", store_peak);
     int64_t store_budget = host > m.total ? host - m.total : 0;
