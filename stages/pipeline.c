@@ -227,8 +227,7 @@ static int block(sg_pipeline *p, int64_t l, sg_rotation *q_prev, sg_rotation *q_
             goto out;
         show(p, l, sg_stage_names[p->capture ? SG_STAGE_CAPTURE : SG_STAGE_ROTATE]);
         /* second capture: the block output */
-        mlp_step m = {&work, &b, whole ? NULL : q_mid, d_mid, l,
-                      whole && hidden_kept ? p->ffn : NULL};
+        mlp_step m = {&work, &b, whole ? NULL : q_mid, d_mid, l, hidden_kept ? p->ffn : NULL};
         if (p->capture && !no_output &&
             (err = shared || whole ? capture_unsunk(p, capture_mlp, &m) : capture_mlp(p, &m)))
             goto out;
@@ -321,14 +320,13 @@ int sg_pipeline_run(sg_pipeline *p)
      * through the whole model (the capture transport reads its batch in
      * embeddings(), so the count is set after it) */
     sg_progress_begin(p->progress, p->phase ? p->phase : "slice", p->orig->n_layers, 0);
-    if (!err && p->resume && !p->resume_q) {
-        /* the identity: nothing rotated, nothing allocated */
-    } else if (!err && p->resume) {
+    /* a resume with resume_q NULL: the identity, nothing rotated or allocated */
+    if (!err && p->resume && p->resume_q) {
         size_t bytes = D * D * sizeof(double);
         memcpy(q_prev->host, p->resume_q, bytes);
         if (q_prev->dev != q_prev->host)
             err = p->be->ops->upload(p->be, q_prev->dev, q_prev->host, bytes);
-    } else if (!err) {
+    } else if (!err && !p->resume) {
         err = embeddings(p, q_prev);
         if (!err && p->io->checkpoint)
             err = p->io->checkpoint(p, -1, q_prev);
